@@ -1,0 +1,3 @@
+from liqi.cli.main import main
+
+main()

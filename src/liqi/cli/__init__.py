@@ -1,0 +1,1 @@
+"""The `liqi` command line: `liqi <noun> <verb>`, one module per noun."""

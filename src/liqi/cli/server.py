@@ -1,0 +1,126 @@
+"""`liqi server run|start|stop|status|logs`: the control plane."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from liqi._logging import configure_logging
+from liqi.cli.context import CliContext, pass_cli
+from liqi.cli.output import echo_json, fields, output_option
+from liqi.config import DEFAULT_HOST, DEFAULT_PORT
+from liqi.control import daemon
+from liqi.control.server import run_server
+
+host_option = click.option(
+    "--host", default=None, help=f"Address to bind [env LIQI_HOST; default {DEFAULT_HOST}]."
+)
+port_option = click.option(
+    "--port",
+    type=int,
+    default=None,
+    help=f"Port to bind; 0 picks a free one [env LIQI_PORT; default {DEFAULT_PORT}].",
+)
+
+
+@click.group()
+def server() -> None:
+    """Run and manage the control plane (`liqi server start` to begin)."""
+
+
+@server.command()
+@host_option
+@port_option
+@pass_cli
+def run(obj: CliContext, host: str | None, port: int | None) -> None:
+    """Run the control plane in the foreground until Ctrl-C or SIGTERM."""
+    settings = obj.server_settings(host, port)
+    configure_logging(logging.DEBUG if obj.debug else logging.INFO)
+    run_server(settings)
+
+
+@server.command()
+@host_option
+@port_option
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=daemon.START_TIMEOUT_S,
+    show_default=True,
+    help="Seconds to wait for the server to answer its health check.",
+)
+@pass_cli
+def start(obj: CliContext, host: str | None, port: int | None, timeout_s: float) -> None:
+    """Start the control plane in the background; return once it is healthy."""
+    settings = obj.server_settings(host, port)
+    before = daemon.server_status(settings)
+    status = daemon.start_server(settings, timeout_s=timeout_s)
+    url = status.record.url if status.record else "?"
+    pid = status.record.pid if status.record else "?"
+    if before.running:
+        click.echo(f"liqi server is already running (pid {pid}, {url}); nothing to start.")
+    else:
+        if before.stale_cleaned:
+            click.echo("Removed a stale pid file left by a server that is gone.")
+        click.echo(f"liqi server started (pid {pid}) at {url}")
+        click.echo(f"Home: {settings.home}   Log: {daemon.log_file(settings)}")
+
+
+@server.command()
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=daemon.STOP_TIMEOUT_S,
+    show_default=True,
+    help="Seconds to wait for in-flight requests before killing the server.",
+)
+@pass_cli
+def stop(obj: CliContext, timeout_s: float) -> None:
+    """Stop the background control plane gracefully."""
+    stopped = daemon.stop_server(obj.server_settings(), timeout_s=timeout_s)
+    if stopped is None:
+        click.echo("liqi server is not running.")
+    else:
+        pid = stopped.record.pid if stopped.record else "?"
+        click.echo(f"liqi server stopped (pid {pid}).")
+
+
+@server.command()
+@output_option
+@pass_cli
+def status(obj: CliContext, output: str) -> None:
+    """Show whether the control plane is running, with pid, URL, version and uptime."""
+    state = daemon.server_status(obj.server_settings())
+    if output == "json":
+        echo_json(state.as_dict())
+        return
+    if state.stale_cleaned:
+        click.echo("Removed a stale pid file left by a server that is gone.")
+    info = state.as_dict()
+    uptime = info["uptime_s"]
+    fields(
+        [
+            ("status", "running" if state.running else "stopped"),
+            ("pid", info["pid"]),
+            ("url", info["url"]),
+            ("version", info["version"]),
+            ("uptime", f"{uptime:.0f}s" if isinstance(uptime, float) else None),
+            ("home", info["home"]),
+        ]
+    )
+
+
+@server.command()
+@click.option("-n", "lines", type=int, default=50, show_default=True, help="Lines from the end.")
+@pass_cli
+def logs(obj: CliContext, lines: int) -> None:
+    """Print the end of the background server's log."""
+    path = daemon.log_file(obj.server_settings())
+    if not path.exists():
+        click.echo(f"No log yet at {path}.")
+        return
+    text = path.read_text(errors="replace").splitlines()
+    click.echo("\n".join(text[-lines:]))

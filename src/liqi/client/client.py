@@ -1,0 +1,244 @@
+"""``liqi.Client``: typed methods over the control-plane HTTP API."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from liqi.client.auth import SigningAuth
+from liqi.config import ClientConfig, resolve_client_config
+from liqi.errors import ConfigError, LiqiError, ServerUnavailableError, error_from_body
+
+
+@dataclass(frozen=True)
+class ProjectInfo:
+    name: str
+    description: str
+    created_at: datetime
+    role: str
+
+
+@dataclass(frozen=True)
+class AccessKeyInfo:
+    access_id: str
+    name: str
+    is_superuser: bool
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    roles: dict[str, str]
+    secret: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    version: str
+    pid: int
+    started_at: datetime
+    uptime_s: float
+    database: str
+
+
+def _dt(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else None
+
+
+def _project(data: Mapping[str, Any]) -> ProjectInfo:
+    created = _dt(data["created_at"])
+    assert created is not None
+    return ProjectInfo(
+        name=data["name"], description=data["description"], created_at=created, role=data["role"]
+    )
+
+
+def _key(data: Mapping[str, Any]) -> AccessKeyInfo:
+    created = _dt(data["created_at"])
+    assert created is not None
+    return AccessKeyInfo(
+        access_id=data["access_id"],
+        name=data["name"],
+        is_superuser=data["is_superuser"],
+        created_at=created,
+        revoked_at=_dt(data.get("revoked_at")),
+        last_used_at=_dt(data.get("last_used_at")),
+        roles=dict(data.get("roles", {})),
+        secret=data.get("secret"),
+    )
+
+
+class Client:
+    """A connection to a liqi server, signed with one access key.
+
+    Arguments left out come from ``LIQI_*`` environment variables, then from the profile file
+    (``LIQI_HOME/config.toml``). Thread-safe; holds a connection pool, so close it (or use it
+    as a context manager) when done.
+
+    Raises:
+        ConfigError: no access key is configured.
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        access_id: str | None = None,
+        access_key: str | None = None,
+        project: str | None = None,
+        *,
+        profile: str | None = None,
+        timeout_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config: ClientConfig = resolve_client_config(
+            os.environ if environ is None else environ,
+            endpoint=endpoint,
+            access_id=access_id,
+            access_key=access_key,
+            project=project,
+            profile=profile,
+        )
+        if not self.config.access_id or not self.config.access_key:
+            raise ConfigError(
+                "No access key configured. Start a server (`liqi server start` writes a "
+                "profile), run `liqi config import odps_config.ini`, or set LIQI_ACCESS_ID and "
+                "LIQI_ACCESS_KEY."
+            )
+        self._http = httpx.Client(
+            base_url=self.config.endpoint,
+            auth=SigningAuth(self.config.access_id, self.config.access_key),
+            timeout=timeout_s,
+            transport=transport,
+            trust_env=False,
+            headers={"user-agent": "liqi-python"},
+        )
+
+    @property
+    def endpoint(self) -> str:
+        return self.config.endpoint
+
+    @property
+    def project(self) -> str | None:
+        return self.config.project
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            answer = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServerUnavailableError(
+                f"Cannot reach the liqi server at {self.endpoint} ({exc.__class__.__name__}: "
+                f"{exc}). Start it with `liqi server start` or point LIQI_ENDPOINT at it."
+            ) from None
+        if answer.status_code == 204:
+            return None
+        try:
+            body = answer.json()
+        except ValueError:
+            body = answer.text
+        if answer.status_code >= 400:
+            raise error_from_body(answer.status_code, body)
+        return body
+
+    # -- server ---------------------------------------------------------------------------
+
+    def server_info(self) -> ServerInfo:
+        data = self._request("GET", "/api/v1/server")
+        started = _dt(data["started_at"])
+        assert started is not None
+        return ServerInfo(
+            version=data["version"],
+            pid=data["pid"],
+            started_at=started,
+            uptime_s=data["uptime_s"],
+            database=data["database"],
+        )
+
+    def whoami(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", "/api/v1/whoami")
+        return result
+
+    # -- projects -------------------------------------------------------------------------
+
+    def list_projects(self) -> list[ProjectInfo]:
+        return [_project(p) for p in self._request("GET", "/api/v1/projects")]
+
+    def get_project(self, name: str) -> ProjectInfo:
+        return _project(self._request("GET", f"/api/v1/projects/{quote(name, safe='')}"))
+
+    def create_project(self, name: str, description: str = "") -> ProjectInfo:
+        body = {"name": name, "description": description}
+        return _project(self._request("POST", "/api/v1/projects", json=body))
+
+    def delete_project(self, name: str) -> None:
+        self._request("DELETE", f"/api/v1/projects/{quote(name, safe='')}")
+
+    # -- access keys ----------------------------------------------------------------------
+
+    def list_keys(self, project: str | None = None) -> list[AccessKeyInfo]:
+        params = {"project": project} if project else None
+        return [_key(k) for k in self._request("GET", "/api/v1/keys", params=params)]
+
+    def create_key(
+        self,
+        *,
+        project: str | None = None,
+        role: str = "member",
+        name: str = "",
+        superuser: bool = False,
+    ) -> AccessKeyInfo:
+        """Create a key; its ``secret`` is in the result and is not shown again."""
+        body = {"project": project, "role": role, "name": name, "superuser": superuser}
+        return _key(self._request("POST", "/api/v1/keys", json=body))
+
+    def register_key(
+        self,
+        access_id: str,
+        secret: str,
+        *,
+        project: str | None,
+        role: str = "admin",
+        name: str = "",
+    ) -> AccessKeyInfo:
+        """Register an existing access id/secret pair (superuser only; idempotent)."""
+        body = {
+            "access_id": access_id,
+            "secret": secret,
+            "project": project,
+            "role": role,
+            "name": name,
+        }
+        return _key(self._request("POST", "/api/v1/keys", json=body))
+
+    def revoke_key(self, access_id: str) -> AccessKeyInfo:
+        return _key(self._request("DELETE", f"/api/v1/keys/{quote(access_id, safe='')}"))
+
+    def grant_role(self, access_id: str, project: str, role: str) -> AccessKeyInfo:
+        path = f"/api/v1/keys/{quote(access_id, safe='')}/roles/{quote(project, safe='')}"
+        return _key(self._request("PUT", path, json={"role": role}))
+
+    def remove_role(self, access_id: str, project: str) -> AccessKeyInfo:
+        path = f"/api/v1/keys/{quote(access_id, safe='')}/roles/{quote(project, safe='')}"
+        return _key(self._request("DELETE", path))
+
+
+__all__ = ["AccessKeyInfo", "Client", "LiqiError", "ProjectInfo", "ServerInfo"]

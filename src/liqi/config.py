@@ -1,0 +1,239 @@
+"""Settings of the server and profiles of the client.
+
+Order of precedence, highest first: explicit arguments (CLI flags, ``Client(...)`` keywords),
+environment variables (``LIQI_*``), the profile file (``LIQI_HOME/config.toml`` or
+``LIQI_CONFIG``), defaults. Settings are built once at an entry point and passed down; nothing
+here runs at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from liqi.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_PROFILE = "default"
+PROFILE_KEYS = ("endpoint", "access_id", "access_key", "project", "oss_host")
+
+
+def default_home(environ: Mapping[str, str]) -> Path:
+    home = environ.get("LIQI_HOME")
+    return Path(home).expanduser() if home else Path.home() / ".liqi"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything ``liqi server run`` needs. Build with :func:`load_server_settings`."""
+
+    home: Path
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    database_url: str | None = None
+    max_body_bytes: int = 16 * 1024 * 1024
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'liqi.db'}"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.home / "store"
+
+    @property
+    def secret_key_path(self) -> Path:
+        return self.home / "secret.key"
+
+    @property
+    def profile_path(self) -> Path:
+        return self.home / "config.toml"
+
+
+def load_server_settings(
+    environ: Mapping[str, str],
+    *,
+    home: Path | None = None,
+    host: str | None = None,
+    port: int | None = None,
+) -> ServerSettings:
+    """Server settings from flags (the keyword arguments) over ``LIQI_*`` variables."""
+    port_text = environ.get("LIQI_PORT")
+    env_port: int | None = None
+    if port_text:
+        try:
+            env_port = int(port_text)
+        except ValueError:
+            raise ConfigError(f"LIQI_PORT={port_text!r} is not a port number.") from None
+    chosen_port = port if port is not None else (env_port if env_port is not None else DEFAULT_PORT)
+    if not 0 <= chosen_port <= 65535:
+        raise ConfigError(
+            f"Port {chosen_port} is out of range: use 0 to 65535 (0 picks a free one)."
+        )
+    return ServerSettings(
+        home=(home or default_home(environ)).expanduser().absolute(),
+        host=host or environ.get("LIQI_HOST") or DEFAULT_HOST,
+        port=chosen_port,
+        database_url=environ.get("LIQI_DATABASE_URL") or None,
+    )
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One named set of client settings."""
+
+    name: str
+    endpoint: str | None = None
+    access_id: str | None = None
+    access_key: str | None = None
+    project: str | None = None
+    oss_host: str | None = None
+
+    def as_table(self) -> dict[str, str]:
+        return {k: v for k in PROFILE_KEYS if (v := getattr(self, k)) is not None}
+
+
+@dataclass
+class ProfileFile:
+    """The profile file: ``current`` and ``[profiles.<name>]`` tables. Saved with mode 0600."""
+
+    path: Path
+    current: str | None = None
+    profiles: dict[str, Profile] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> ProfileFile:
+        if not path.exists():
+            return cls(path=path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(
+                f"Cannot read the profile file {path}: {exc}. Fix or delete it."
+            ) from None
+        profiles: dict[str, Profile] = {}
+        raw_profiles = data.get("profiles", {})
+        if not isinstance(raw_profiles, dict):
+            raise ConfigError(f"{path}: 'profiles' must be a table of [profiles.<name>] tables.")
+        for name, table in raw_profiles.items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: [profiles.{name}] must be a table.")
+            unknown = sorted(set(table) - set(PROFILE_KEYS))
+            if unknown:
+                raise ConfigError(
+                    f"{path}: unknown key(s) {', '.join(unknown)} in [profiles.{name}]. "
+                    f"Known keys: {', '.join(PROFILE_KEYS)}."
+                )
+            profiles[name] = Profile(name=name, **{k: str(v) for k, v in table.items()})
+        current = data.get("current")
+        return cls(path=path, current=str(current) if current else None, profiles=profiles)
+
+    def save(self) -> None:
+        data: dict[str, Any] = {}
+        if self.current:
+            data["current"] = self.current
+        data["profiles"] = {name: p.as_table() for name, p in sorted(self.profiles.items())}
+        write_private_file(self.path, tomli_w.dumps(data).encode())
+
+    def upsert(self, profile: Profile, *, make_current: bool = False) -> None:
+        self.profiles[profile.name] = profile
+        if make_current or not self.current:
+            self.current = profile.name
+
+    def get(self, name: str) -> Profile:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            known = ", ".join(sorted(self.profiles)) or "none"
+            raise ConfigError(
+                f"No profile named {name!r} in {self.path}. Known profiles: {known}."
+            ) from None
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, readable by the owner only (mode 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def profile_path(environ: Mapping[str, str]) -> Path:
+    explicit = environ.get("LIQI_CONFIG")
+    return Path(explicit).expanduser() if explicit else default_home(environ) / "config.toml"
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """What a client needs to talk to a server; every field resolved."""
+
+    endpoint: str
+    access_id: str | None
+    access_key: str | None
+    project: str | None
+    profile: str | None = None
+
+
+def resolve_client_config(
+    environ: Mapping[str, str],
+    *,
+    endpoint: str | None = None,
+    access_id: str | None = None,
+    access_key: str | None = None,
+    project: str | None = None,
+    profile: str | None = None,
+) -> ClientConfig:
+    """Arguments over ``LIQI_ENDPOINT``/``LIQI_ACCESS_ID``/``LIQI_ACCESS_KEY``/``LIQI_PROJECT``
+    over the profile named by ``profile``, ``LIQI_PROFILE`` or the file's ``current``."""
+    file = ProfileFile.load(profile_path(environ))
+    wanted = profile or environ.get("LIQI_PROFILE")
+    if wanted:
+        chosen: Profile | None = file.get(wanted)
+    elif file.current and file.current in file.profiles:
+        chosen = file.profiles[file.current]
+    else:
+        chosen = None
+    base = chosen or Profile(name="")
+    merged = replace(
+        base,
+        endpoint=endpoint or environ.get("LIQI_ENDPOINT") or base.endpoint,
+        access_id=access_id or environ.get("LIQI_ACCESS_ID") or base.access_id,
+        access_key=access_key or environ.get("LIQI_ACCESS_KEY") or base.access_key,
+        project=project or environ.get("LIQI_PROJECT") or base.project,
+    )
+    return ClientConfig(
+        endpoint=(merged.endpoint or f"http://{DEFAULT_HOST}:{DEFAULT_PORT}").rstrip("/"),
+        access_id=merged.access_id,
+        access_key=merged.access_key,
+        project=merged.project,
+        profile=chosen.name if chosen else None,
+    )

@@ -1,0 +1,1 @@
+"""The control plane behind the CLI, the SDK and the console: `liqi server`."""

@@ -1,0 +1,42 @@
+"""The control-plane ASGI app: FastAPI routes behind the signature middleware."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from liqi._version import __version__
+from liqi.control.api import router
+from liqi.control.auth import AuthMiddleware
+from liqi.control.errors import install_error_handlers
+from liqi.control.plane import ControlPlane
+from liqi.control.schemas import Health
+
+
+def build_app(plane: ControlPlane) -> FastAPI:
+    app = FastAPI(
+        title="liqi control plane",
+        version=__version__,
+        description="Projects, access keys and everything they own. Every /api request is "
+        "signed with an access key (docs/auth.md).",
+    )
+    app.state.plane = plane
+    install_error_handlers(app)
+    app.include_router(router)
+
+    @app.get("/healthz")
+    def healthz() -> Health:
+        return Health(
+            status="ok",
+            version=__version__,
+            pid=plane.pid,
+            started_at=plane.started_at,
+            uptime_s=plane.uptime_s(),
+        )
+
+    app.add_middleware(
+        AuthMiddleware,
+        authenticator=plane.authenticator,
+        prefix="/api/",
+        max_body_bytes=plane.settings.max_body_bytes,
+    )
+    return app

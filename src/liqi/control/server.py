@@ -1,0 +1,187 @@
+"""`liqi server run`: the control plane in the foreground, on uvicorn.
+
+Owns LIQI_HOME while it runs: holds an exclusive lock on ``run/server.lock`` (so two servers
+never share a home, and a pid file left by a crash is recognisably stale) and writes
+``run/server.json`` (pid, URL, version) once it listens.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import uvicorn
+
+from liqi._version import __version__
+from liqi.config import ServerSettings, write_private_file
+from liqi.control.app import build_app
+from liqi.control.bootstrap import ensure_bootstrapped, write_admin_profile
+from liqi.control.plane import open_plane
+from liqi.errors import ConfigError, PortInUseError, ServerAlreadyRunningError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    """What ``run/server.json`` holds about the running server."""
+
+    pid: int
+    url: str
+    host: str
+    port: int
+    version: str
+    started_at: str
+
+    @classmethod
+    def read(cls, path: Path) -> ServerRecord | None:
+        try:
+            data = json.loads(path.read_text())
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
+def lock_path(settings: ServerSettings) -> Path:
+    return settings.run_dir / "server.lock"
+
+
+def record_path(settings: ServerSettings) -> Path:
+    return settings.run_dir / "server.json"
+
+
+def prepare_home(settings: ServerSettings) -> None:
+    """Create LIQI_HOME's folders, or explain why they cannot be created."""
+    for folder in (settings.home, settings.run_dir, settings.log_dir, settings.store_dir):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"Cannot create {folder} ({exc.strerror}). Set LIQI_HOME to a writable folder."
+            ) from None
+    probe = settings.run_dir / ".write-test"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"LIQI_HOME {settings.home} is not writable ({exc.strerror}). Fix its permissions "
+            "or set LIQI_HOME to a writable folder."
+        ) from None
+
+
+@contextmanager
+def home_lock(settings: ServerSettings) -> Iterator[IO[bytes]]:
+    """Hold the home's lock; raises ServerAlreadyRunningError when another server holds it."""
+    fh = open(lock_path(settings), "a+b")  # noqa: SIM115 - held for the server's lifetime
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            record = ServerRecord.read(record_path(settings))
+            where = f" (pid {record.pid}, {record.url})" if record else ""
+            raise ServerAlreadyRunningError(
+                f"A liqi server is already running for LIQI_HOME={settings.home}{where}. "
+                "Stop it with `liqi server stop` or use another LIQI_HOME."
+            ) from None
+        yield fh
+    finally:
+        fh.close()
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port; port 0 picks a free one."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(
+            f"Cannot resolve host {host!r}: {exc.strerror}. Use --host 127.0.0.1."
+        ) from None
+    family, socktype, proto, _, addr = infos[0]
+    sock = socket.socket(family, socktype, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(
+                f"Port {port} on {host} is already in use. Stop the program using it or choose "
+                "another port with --port (0 picks a free one)."
+            ) from None
+        raise ConfigError(f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def url_for(host: str, port: int) -> str:
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def run_server(settings: ServerSettings) -> None:
+    """Serve until SIGTERM or SIGINT; in-flight requests finish first. Blocks."""
+    prepare_home(settings)
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        with home_lock(settings):
+            _serve_locked(settings)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _serve_locked(settings: ServerSettings) -> None:
+    sock = bind_socket(settings.host, settings.port)
+    plane = None
+    record_file = record_path(settings)
+    try:
+        plane = open_plane(settings)
+        port = sock.getsockname()[1]
+        url = url_for(settings.host, port)
+        boot = ensure_bootstrapped(plane.sessions, plane.box)
+        write_admin_profile(settings, plane.sessions, plane.box, boot.access_id, url)
+        if boot.created:
+            logger.info("first start: wrote the admin profile to %s", settings.profile_path)
+        record = ServerRecord(
+            pid=os.getpid(),
+            url=url,
+            host=settings.host,
+            port=port,
+            version=__version__,
+            started_at=plane.started_at.isoformat(),
+        )
+        write_private_file(record_file, json.dumps(asdict(record)).encode())
+        logger.info(
+            "liqi %s control plane listening on %s (home %s)", __version__, url, settings.home
+        )
+        config = uvicorn.Config(
+            build_app(plane), log_config=None, access_log=False, timeout_graceful_shutdown=30
+        )
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        record_file.unlink(missing_ok=True)
+        sock.close()
+        if plane is not None:
+            plane.close()
+        logger.info("control plane stopped")

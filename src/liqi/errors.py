@@ -1,0 +1,251 @@
+"""The one error hierarchy of liqi, shared by the server, the SDK and the CLI.
+
+Every class carries its own presentation: a stable machine-readable ``code`` (part of the
+API), the ``http_status`` the control plane answers with, and the ``exit_code`` the CLI exits
+with. The server turns any :class:`LiqiError` into ``{"code": ..., "message": ...}``; the SDK
+turns that body back into the same class (:func:`error_from_body`).
+
+::
+
+    LiqiError (internal, 500)
+    ├── ConfigError (config_invalid, 400, exit 2)
+    │   └── PlaceholderError (config_placeholder)
+    ├── InvalidRequestError (invalid_request, 400, exit 2)
+    ├── AuthenticationError (unauthenticated, 401, exit 3)
+    │   ├── SignatureMismatchError (signature_mismatch)
+    │   ├── RequestExpiredError (request_expired)
+    │   └── RequestReplayedError (request_replayed)
+    ├── PermissionDeniedError (permission_denied, 403, exit 3)
+    ├── NotFoundError (not_found, 404, exit 4)
+    │   ├── ProjectNotFoundError (project_not_found)
+    │   └── AccessKeyNotFoundError (access_key_not_found)
+    ├── ConflictError (conflict, 409, exit 5)
+    │   ├── AlreadyExistsError (already_exists)
+    │   └── ServerAlreadyRunningError (server_already_running)
+    ├── PayloadTooLargeError (payload_too_large, 413, exit 2)
+    ├── ServerUnavailableError (server_unavailable, 503, exit 6)
+    │   ├── ServerStartError (server_start_failed)
+    │   ├── PortInUseError (port_in_use)
+    │   └── DatabaseUnavailableError (database_unavailable)
+    └── APIError (api_error): an error body from a server the SDK does not know
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "APIError",
+    "AccessKeyNotFoundError",
+    "AlreadyExistsError",
+    "AuthenticationError",
+    "ConfigError",
+    "ConflictError",
+    "DatabaseUnavailableError",
+    "InvalidRequestError",
+    "LiqiError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "PlaceholderError",
+    "PortInUseError",
+    "ProjectNotFoundError",
+    "RequestExpiredError",
+    "RequestReplayedError",
+    "ServerAlreadyRunningError",
+    "ServerStartError",
+    "ServerUnavailableError",
+    "SignatureMismatchError",
+    "error_from_body",
+]
+
+
+class LiqiError(Exception):
+    """Base of every error liqi raises on purpose.
+
+    Args:
+        message: what happened, the offending value, and how to fix it.
+        details: optional structured fields, sent to clients as ``details``.
+    """
+
+    code: ClassVar[str] = "internal"
+    http_status: ClassVar[int] = 500
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = dict(details or {})
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON body the control plane answers with."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class ConfigError(LiqiError):
+    """A setting, profile or configuration file is missing or wrong."""
+
+    code = "config_invalid"
+    http_status = 400
+    exit_code = 2
+
+
+class PlaceholderError(ConfigError):
+    """A configuration file still holds a ``${...}`` placeholder."""
+
+    code = "config_placeholder"
+
+
+class InvalidRequestError(LiqiError):
+    """The request is malformed: bad JSON, unknown fields, values of the wrong type."""
+
+    code = "invalid_request"
+    http_status = 400
+    exit_code = 2
+
+
+class AuthenticationError(LiqiError):
+    """The request carries no valid credentials."""
+
+    code = "unauthenticated"
+    http_status = 401
+    exit_code = 3
+
+
+class SignatureMismatchError(AuthenticationError):
+    """The request's HMAC signature does not match its content."""
+
+    code = "signature_mismatch"
+
+
+class RequestExpiredError(AuthenticationError):
+    """The request's date is too far from the server's clock."""
+
+    code = "request_expired"
+
+
+class RequestReplayedError(AuthenticationError):
+    """The exact same signed request was already received."""
+
+    code = "request_replayed"
+
+
+class PermissionDeniedError(LiqiError):
+    """The credentials are valid but do not allow this action."""
+
+    code = "permission_denied"
+    http_status = 403
+    exit_code = 3
+
+
+class NotFoundError(LiqiError):
+    """The named object does not exist, or the caller may not see it."""
+
+    code = "not_found"
+    http_status = 404
+    exit_code = 4
+
+
+class ProjectNotFoundError(NotFoundError):
+    code = "project_not_found"
+
+
+class AccessKeyNotFoundError(NotFoundError):
+    code = "access_key_not_found"
+
+
+class ConflictError(LiqiError):
+    """The request conflicts with the current state."""
+
+    code = "conflict"
+    http_status = 409
+    exit_code = 5
+
+
+class AlreadyExistsError(ConflictError):
+    code = "already_exists"
+
+
+class ServerAlreadyRunningError(ConflictError):
+    code = "server_already_running"
+
+
+class PayloadTooLargeError(LiqiError):
+    code = "payload_too_large"
+    http_status = 413
+    exit_code = 2
+
+
+class ServerUnavailableError(LiqiError):
+    """The liqi server cannot be reached or cannot serve."""
+
+    code = "server_unavailable"
+    http_status = 503
+    exit_code = 6
+
+
+class ServerStartError(ServerUnavailableError):
+    code = "server_start_failed"
+
+
+class PortInUseError(ServerUnavailableError):
+    code = "port_in_use"
+
+
+class DatabaseUnavailableError(ServerUnavailableError):
+    code = "database_unavailable"
+
+
+class APIError(LiqiError):
+    """An error answer whose ``code`` this version of the SDK does not know."""
+
+    code = "api_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int = 500,
+        server_code: str = "internal",
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.status = http_status
+        self.server_code = server_code
+
+
+def _all_subclasses(cls: type[LiqiError]) -> list[type[LiqiError]]:
+    found: list[type[LiqiError]] = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+_KNOWN: list[type[LiqiError]] = [LiqiError, *_all_subclasses(LiqiError)]
+_BY_CODE: dict[str, type[LiqiError]] = {cls.code: cls for cls in _KNOWN if cls is not APIError}
+
+
+def error_from_body(http_status: int, body: object) -> LiqiError:
+    """Rebuild the error a liqi server answered with.
+
+    Args:
+        http_status: the HTTP status of the answer.
+        body: the decoded JSON body (anything; a non-liqi body becomes an :class:`APIError`).
+
+    Returns:
+        An instance of the class whose ``code`` matches, or :class:`APIError`.
+    """
+    if isinstance(body, dict) and isinstance(body.get("code"), str):
+        code = body["code"]
+        message = str(body.get("message") or code)
+        details = body.get("details") if isinstance(body.get("details"), dict) else None
+        cls = _BY_CODE.get(code)
+        if cls is not None and cls.http_status == http_status:
+            return cls(message, details=details)
+        return APIError(message, http_status=http_status, server_code=code, details=details)
+    text = str(body)[:500] if body else f"HTTP {http_status}"
+    return APIError(f"The server answered HTTP {http_status}: {text}", http_status=http_status)
