@@ -25,7 +25,9 @@ output_option = click.option(
 
 
 def console() -> Console:
-    return Console(soft_wrap=True, highlight=False)
+    # Piped output keeps whole values (ids, URLs) on one line instead of wrapping at 80.
+    probe = Console()
+    return Console(highlight=False, width=None if probe.is_terminal else 200)
 
 
 def _plain(value: Any) -> Any:
@@ -51,7 +53,7 @@ def when(value: datetime | None) -> str:
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     grid = Table(title=title, title_justify="left", show_lines=False)
     for column in columns:
-        grid.add_column(column)
+        grid.add_column(column, overflow="fold")
     for row in rows:
         grid.add_row(*("-" if v is None else str(v) for v in row))
     console().print(grid)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from liqi.core.names import Role
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 class ProjectCreate(Body):
-    name: str = Field(max_length=64)
-    description: str = Field(default="", max_length=4096)
+    name: StrictStr = Field(max_length=64)
+    description: StrictStr = Field(default="", max_length=4096)
 
 
 class ProjectOut(BaseModel):
@@ -26,12 +26,12 @@ class ProjectOut(BaseModel):
 
 
 class KeyCreate(Body):
-    project: str | None = None
+    project: StrictStr | None = None
     role: Role = Role.MEMBER
-    name: str = Field(default="", max_length=128)
-    superuser: bool = False
-    access_id: str | None = Field(default=None, max_length=128)
-    secret: str | None = Field(default=None, max_length=256)
+    name: StrictStr = Field(default="", max_length=128)
+    superuser: StrictBool = False
+    access_id: StrictStr | None = Field(default=None, max_length=128)
+    secret: StrictStr | None = Field(default=None, max_length=256)
 
 
 class KeyOut(BaseModel):

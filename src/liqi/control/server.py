@@ -22,6 +22,7 @@ from types import FrameType
 from typing import IO
 
 import uvicorn
+from fastapi import FastAPI
 
 from liqi._version import __version__
 from liqi.config import ServerSettings, write_private_file
@@ -65,7 +66,8 @@ def prepare_home(settings: ServerSettings) -> None:
     """Create LIQI_HOME's folders, or explain why they cannot be created."""
     for folder in (settings.home, settings.run_dir, settings.log_dir, settings.store_dir):
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            # The home holds the server key and the admin profile: owner only.
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(
                 f"Cannot create {folder} ({exc.strerror}). Set LIQI_HOME to a writable folder."
@@ -140,48 +142,72 @@ def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def run_server(settings: ServerSettings) -> None:
-    """Serve until SIGTERM or SIGINT; in-flight requests finish first. Blocks."""
+@dataclass(frozen=True)
+class Runtime:
+    """A control plane ready to serve: its app, its listening socket and its URL."""
+
+    app: FastAPI
+    sock: socket.socket
+    url: str
+    record: ServerRecord
+
+
+@contextmanager
+def control_plane_runtime(settings: ServerSettings) -> Iterator[Runtime]:
+    """Own LIQI_HOME, listen, migrate and bootstrap; undo it all on exit.
+
+    Raises:
+        ConfigError: LIQI_HOME or the bind address is unusable.
+        ServerAlreadyRunningError: another server owns this home.
+        PortInUseError: the port is taken.
+        DatabaseUnavailableError: the database cannot be reached.
+    """
     prepare_home(settings)
+    with home_lock(settings):
+        sock = bind_socket(settings.host, settings.port)
+        plane = None
+        record_file = record_path(settings)
+        try:
+            plane = open_plane(settings)
+            port = sock.getsockname()[1]
+            url = url_for(settings.host, port)
+            boot = ensure_bootstrapped(plane.sessions, plane.box)
+            write_admin_profile(settings, plane.sessions, plane.box, boot.access_id, url)
+            if boot.created:
+                logger.info("first start: wrote the admin profile to %s", settings.profile_path)
+            record = ServerRecord(
+                pid=os.getpid(),
+                url=url,
+                host=settings.host,
+                port=port,
+                version=__version__,
+                started_at=plane.started_at.isoformat(),
+            )
+            write_private_file(record_file, json.dumps(asdict(record)).encode())
+            logger.info(
+                "liqi %s control plane listening on %s (home %s)", __version__, url, settings.home
+            )
+            yield Runtime(app=build_app(plane), sock=sock, url=url, record=record)
+        finally:
+            record_file.unlink(missing_ok=True)
+            sock.close()
+            if plane is not None:
+                plane.close()
+            logger.info("control plane stopped")
+
+
+def uvicorn_server(app: FastAPI) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app, log_config=None, access_log=False, timeout_graceful_shutdown=30, lifespan="off"
+    )
+    return uvicorn.Server(config)
+
+
+def run_server(settings: ServerSettings) -> None:
+    """Serve until SIGTERM or SIGINT; in-flight requests finish first. Blocks; main thread only."""
     previous = signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
-        with home_lock(settings):
-            _serve_locked(settings)
+        with control_plane_runtime(settings) as runtime:
+            uvicorn_server(runtime.app).run(sockets=[runtime.sock])
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _serve_locked(settings: ServerSettings) -> None:
-    sock = bind_socket(settings.host, settings.port)
-    plane = None
-    record_file = record_path(settings)
-    try:
-        plane = open_plane(settings)
-        port = sock.getsockname()[1]
-        url = url_for(settings.host, port)
-        boot = ensure_bootstrapped(plane.sessions, plane.box)
-        write_admin_profile(settings, plane.sessions, plane.box, boot.access_id, url)
-        if boot.created:
-            logger.info("first start: wrote the admin profile to %s", settings.profile_path)
-        record = ServerRecord(
-            pid=os.getpid(),
-            url=url,
-            host=settings.host,
-            port=port,
-            version=__version__,
-            started_at=plane.started_at.isoformat(),
-        )
-        write_private_file(record_file, json.dumps(asdict(record)).encode())
-        logger.info(
-            "liqi %s control plane listening on %s (home %s)", __version__, url, settings.home
-        )
-        config = uvicorn.Config(
-            build_app(plane), log_config=None, access_log=False, timeout_graceful_shutdown=30
-        )
-        uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        record_file.unlink(missing_ok=True)
-        sock.close()
-        if plane is not None:
-            plane.close()
-        logger.info("control plane stopped")

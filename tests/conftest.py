@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.postgres import PostgresCluster
+from tests.support.servers import LiveServer, live_server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """None (SQLite under LIQI_HOME) or the URL of a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    return cluster.create_database()
+
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str | None) -> Iterator[LiveServer]:
+    """A real control plane on uvicorn (port 0), on SQLite and on PostgreSQL."""
+    with live_server(tmp_path / "home", database_url) as live:
+        yield live
+
+
+@pytest.fixture
+def sqlite_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """A real control plane on SQLite only, for tests that are not about the database."""
+    with live_server(tmp_path / "home", None) as live:
+        yield live

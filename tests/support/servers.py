@@ -1,0 +1,70 @@
+"""A real control plane on uvicorn, in a thread, on port 0."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from liqi.client import Client
+from liqi.config import ProfileFile, ServerSettings
+from liqi.control.server import control_plane_runtime, uvicorn_server
+
+
+@dataclass
+class LiveServer:
+    settings: ServerSettings
+    url: str
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home
+
+    @property
+    def environ(self) -> dict[str, str]:
+        """An environment whose profile is the server's admin profile."""
+        return {"LIQI_HOME": str(self.home)}
+
+    def admin_profile(self) -> ProfileFile:
+        return ProfileFile.load(self.settings.profile_path)
+
+    def admin(self) -> Client:
+        return Client(environ=self.environ)
+
+    def client(self, access_id: str, secret: str) -> Client:
+        return Client(endpoint=self.url, access_id=access_id, access_key=secret, environ={})
+
+
+def wait_healthy(url: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2.0, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"server at {url} not healthy after {timeout_s}s")
+        time.sleep(0.05)
+
+
+@contextmanager
+def live_server(home: Path, database_url: str | None) -> Iterator[LiveServer]:
+    settings = ServerSettings(home=home, host="127.0.0.1", port=0, database_url=database_url)
+    with control_plane_runtime(settings) as runtime:
+        server = uvicorn_server(runtime.app)
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [runtime.sock]}, daemon=True
+        )
+        thread.start()
+        try:
+            wait_healthy(runtime.url)
+            yield LiveServer(settings=settings, url=runtime.url)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
