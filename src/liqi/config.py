@@ -9,6 +9,7 @@ here runs at import time.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -82,10 +83,9 @@ def load_server_settings(
     port_text = environ.get("LIQI_PORT")
     env_port: int | None = None
     if port_text:
-        try:
-            env_port = int(port_text)
-        except ValueError:
-            raise ConfigError(f"LIQI_PORT={port_text!r} is not a port number.") from None
+        if not re.fullmatch(r"-?[0-9]+", port_text):
+            raise ConfigError(f"LIQI_PORT={port_text!r} is not a port number.")
+        env_port = int(port_text)
     chosen_port = port if port is not None else (env_port if env_port is not None else DEFAULT_PORT)
     if not 0 <= chosen_port <= 65535:
         raise ConfigError(

@@ -18,15 +18,20 @@ turns that body back into the same class (:func:`error_from_body`).
     ├── PermissionDeniedError (permission_denied, 403, exit 3)
     ├── NotFoundError (not_found, 404, exit 4)
     │   ├── ProjectNotFoundError (project_not_found)
-    │   └── AccessKeyNotFoundError (access_key_not_found)
+    │   ├── AccessKeyNotFoundError (access_key_not_found)
+    │   ├── BucketNotFoundError (bucket_not_found)
+    │   └── ObjectNotFoundError (object_not_found)
     ├── ConflictError (conflict, 409, exit 5)
     │   ├── AlreadyExistsError (already_exists)
     │   └── ServerAlreadyRunningError (server_already_running)
     ├── PayloadTooLargeError (payload_too_large, 413, exit 2)
+    ├── StoreError (store_error, 502, exit 7): the storage system failed (disk full, S3 down)
+    │   └── BackendUnavailableError (backend_unavailable): an optional package is missing
     ├── ServerUnavailableError (server_unavailable, 503, exit 6)
     │   ├── ServerStartError (server_start_failed)
     │   ├── PortInUseError (port_in_use)
     │   └── DatabaseUnavailableError (database_unavailable)
+    ├── SecretKeyMismatchError (secret_key_mismatch, 500): secret.key does not fit the database
     └── APIError (api_error): an error body from a server the SDK does not know
 """
 
@@ -39,12 +44,15 @@ __all__ = [
     "AccessKeyNotFoundError",
     "AlreadyExistsError",
     "AuthenticationError",
+    "BackendUnavailableError",
+    "BucketNotFoundError",
     "ConfigError",
     "ConflictError",
     "DatabaseUnavailableError",
     "InvalidRequestError",
     "LiqiError",
     "NotFoundError",
+    "ObjectNotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "PlaceholderError",
@@ -54,8 +62,10 @@ __all__ = [
     "RequestReplayedError",
     "ServerAlreadyRunningError",
     "ServerStartError",
+    "SecretKeyMismatchError",
     "ServerUnavailableError",
     "SignatureMismatchError",
+    "StoreError",
     "error_from_body",
 ]
 
@@ -157,6 +167,14 @@ class AccessKeyNotFoundError(NotFoundError):
     code = "access_key_not_found"
 
 
+class BucketNotFoundError(NotFoundError):
+    code = "bucket_not_found"
+
+
+class ObjectNotFoundError(NotFoundError):
+    code = "object_not_found"
+
+
 class ConflictError(LiqiError):
     """The request conflicts with the current state."""
 
@@ -179,6 +197,20 @@ class PayloadTooLargeError(LiqiError):
     exit_code = 2
 
 
+class StoreError(LiqiError):
+    """The storage system behind a bucket failed; the object is as it was before."""
+
+    code = "store_error"
+    http_status = 502
+    exit_code = 7
+
+
+class BackendUnavailableError(StoreError):
+    """An optional package a backend needs is not installed."""
+
+    code = "backend_unavailable"
+
+
 class ServerUnavailableError(LiqiError):
     """The liqi server cannot be reached or cannot serve."""
 
@@ -197,6 +229,12 @@ class PortInUseError(ServerUnavailableError):
 
 class DatabaseUnavailableError(ServerUnavailableError):
     code = "database_unavailable"
+
+
+class SecretKeyMismatchError(LiqiError):
+    """The server's secret.key cannot decrypt what the database holds."""
+
+    code = "secret_key_mismatch"
 
 
 class APIError(LiqiError):

@@ -107,7 +107,11 @@ def set_(obj: CliContext, key: str, value: str) -> None:
     "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
 )
 @click.option("--name", help="Name of the profile to write [default: the project's name].")
-@click.option("--project", help="Project to register the key in when no odps_config.ini gives one.")
+@click.option(
+    "--project",
+    help="Project to register the key in [default: project_name of "
+    "odps_config.ini, else the admin profile's project].",
+)
 @click.option(
     "--admin-profile",
     help="Profile of a superuser key that registers the credentials "

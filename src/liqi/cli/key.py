@@ -17,7 +17,13 @@ def key() -> None:
 
 @key.command()
 @click.option("--project", "-p", help="Project the key belongs to (you must be its admin).")
-@click.option("--role", type=role_choice, default="member", show_default=True)
+@click.option(
+    "--role",
+    type=role_choice,
+    default="member",
+    show_default=True,
+    help="Role in --project: admin manages the project and its keys.",
+)
 @click.option("--name", default="", help="A label to recognise the key by.")
 @click.option("--superuser", is_flag=True, help="A key that may do everything (superuser only).")
 @output_option

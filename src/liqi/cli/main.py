@@ -14,6 +14,8 @@ from liqi._version import __version__
 from liqi.cli import config_cmd, key, project, quickstart, server
 from liqi.cli.context import CliContext, pass_cli
 from liqi.cli.output import echo_json, output_option
+from liqi.config import resolve_client_config
+from liqi.control.daemon import health
 from liqi.errors import LiqiError
 
 logger = logging.getLogger(__name__)
@@ -78,11 +80,23 @@ def cli(ctx: click.Context, home: Path | None, profile: str | None, debug: bool)
 @pass_cli
 def version(obj: CliContext, output: str) -> None:
     """Print liqi's version (and the server's, when one is reachable)."""
-    info: dict[str, Any] = {"client": __version__, "python": sys.version.split()[0]}
+    endpoint = resolve_client_config(obj.environ, profile=obj.profile).endpoint
+    answer = health(endpoint, timeout_s=1.0)
+    server_version = answer.get("version") if answer else None
+    info: dict[str, Any] = {
+        "client": __version__,
+        "python": sys.version.split()[0],
+        "server": server_version,
+        "endpoint": endpoint,
+    }
     if output == "json":
         echo_json(info)
+        return
+    click.echo(f"liqi {__version__} (Python {info['python']})")
+    if server_version:
+        click.echo(f"server {server_version} at {endpoint}")
     else:
-        click.echo(f"liqi {__version__} (Python {info['python']})")
+        click.echo(f"no server answering at {endpoint}")
 
 
 cli.add_command(server.server)

@@ -138,7 +138,7 @@ def keys_visible_to(session: Session, who: Principal, project: Project | None) -
         stmt = stmt.join(RoleBinding).where(RoleBinding.project_id == project.id)
     elif not who.is_superuser:
         admin_of = [pid for pid, role in who.roles.items() if role is Role.ADMIN]
-        stmt = stmt.join(RoleBinding).where(
+        stmt = stmt.outerjoin(RoleBinding).where(
             (RoleBinding.project_id.in_(admin_of)) | (AccessKey.id == who.key_id)
         )
     return list(session.scalars(stmt.order_by(AccessKey.created_at, AccessKey.id)).unique())

@@ -159,6 +159,10 @@ class AuthMiddleware:
         except LiqiError as exc:
             if isinstance(exc, AuthenticationError):
                 logger.info("refused %s %s: %s", scope["method"], scope["path"], exc.code)
+            elif exc.http_status >= 500:
+                logger.error(
+                    "authentication failed on %s %s", scope["method"], scope["path"], exc_info=exc
+                )
             await error_response(exc)(scope, receive, send)
             return
         scope[PRINCIPAL_SCOPE_KEY] = principal

@@ -111,6 +111,8 @@ def start_server(settings: ServerSettings, timeout_s: float = START_TIMEOUT_S) -
     """
     current = server_status(settings)
     if current.running:
+        if current.record is None and _wait_for_record(settings) is not None:
+            return server_status(settings)
         return current
     prepare_home(settings)
     log_path = log_file(settings)
@@ -122,7 +124,7 @@ def start_server(settings: ServerSettings, timeout_s: float = START_TIMEOUT_S) -
     env = dict(os.environ)
     if settings.database_url:
         env["LIQI_DATABASE_URL"] = settings.database_url
-    with open(log_path, "ab") as log:
+    with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
         proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,

@@ -11,11 +11,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken
 
 from liqi.config import write_private_file
-from liqi.errors import ConfigError, LiqiError
-
-
-class SecretKeyMismatchError(LiqiError):
-    code = "secret_key_mismatch"
+from liqi.errors import ConfigError, SecretKeyMismatchError
 
 
 class SecretBox:

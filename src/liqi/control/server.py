@@ -205,6 +205,8 @@ def uvicorn_server(app: FastAPI) -> uvicorn.Server:
 
 def run_server(settings: ServerSettings) -> None:
     """Serve until SIGTERM or SIGINT; in-flight requests finish first. Blocks; main thread only."""
+    # The database, logs and lock are the server's own: owner-only, like the key and profile.
+    os.umask(0o077)
     previous = signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         with control_plane_runtime(settings) as runtime:

@@ -23,7 +23,7 @@ class Role(str, Enum):
 
 
 def check_project_name(name: str) -> str:
-    if not PROJECT_NAME_RE.match(name):
+    if not PROJECT_NAME_RE.fullmatch(name):
         raise InvalidRequestError(
             f"Invalid project name {name!r}: use 3 to 64 letters, digits or underscores, "
             "starting with a letter (for example 'algo_platform')."
@@ -32,7 +32,7 @@ def check_project_name(name: str) -> str:
 
 
 def check_access_id(access_id: str) -> str:
-    if not ACCESS_ID_RE.match(access_id):
+    if not ACCESS_ID_RE.fullmatch(access_id):
         raise InvalidRequestError(
             f"Invalid access id {access_id!r}: use 4 to 128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit."
@@ -41,7 +41,7 @@ def check_access_id(access_id: str) -> str:
 
 
 def check_secret(secret: str) -> str:
-    if not SECRET_RE.match(secret):
+    if not SECRET_RE.fullmatch(secret):
         raise InvalidRequestError(
             "Invalid access key secret: use 8 to 256 printable ASCII characters without spaces."
         )

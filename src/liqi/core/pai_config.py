@@ -16,7 +16,9 @@
     accessid=...
     accesskey=...
 
-Lines starting with ``#`` or ``;`` are comments; blanks around keys and values are ignored.
+Lines starting with ``#`` or ``;`` are comments, and so is the rest of a line from a ``#``
+that follows a blank (``end_point=http://... # internal``); blanks around keys and values are
+ignored, and so are matching quotes around a value.
 """
 
 from __future__ import annotations
@@ -77,8 +79,18 @@ def _lines(text: str, source: str) -> tuple[list[str], list[Line]]:
         key, sep, value = stripped.partition("=")
         if not sep:
             raise ConfigError(f"{source} line {number}: expected key=value, got {stripped!r}.")
-        lines.append(Line(number, key.strip().lower(), value.strip().strip("'\"")))
+        lines.append(Line(number, key.strip().lower(), _clean_value(value)))
     return sections, lines
+
+
+INLINE_COMMENT_RE = re.compile(r"\s+[#;].*$")
+
+
+def _clean_value(raw: str) -> str:
+    value = INLINE_COMMENT_RE.sub("", raw).strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return value
 
 
 def detect_kind(text: str, filename: str) -> SeedFileKind:

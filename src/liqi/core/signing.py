@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -38,6 +39,7 @@ DATE_HEADER = "x-liqi-date"
 NONCE_HEADER = "x-liqi-nonce"
 CONTENT_HASH_HEADER = "x-liqi-content-sha256"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_DATE_RE = re.compile(r"\d{8}T\d{6}Z")
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ def format_date(when: datetime) -> str:
 
 def parse_date(text: str) -> datetime:
     """Parse an ``X-Liqi-Date`` value; raises ValueError when it is not ``YYYYMMDDTHHMMSSZ``."""
+    if not _DATE_RE.fullmatch(text):
+        raise ValueError(f"{text!r} does not match format YYYYMMDDTHHMMSSZ")
     return datetime.strptime(text, DATE_FORMAT).replace(tzinfo=timezone.utc)
 
 
