@@ -45,7 +45,9 @@ def db(request: Request) -> Iterator[Session]:
 
 PlaneDep = Annotated[ControlPlane, Depends(plane)]
 Who = Annotated[accounts.Principal, Depends(principal)]
-DB = Annotated[Session, Depends(db)]
+# NOTE: scope="function" commits before the response is sent, so a client that got its answer
+# sees its change in the next request.
+DB = Annotated[Session, Depends(db, scope="function")]
 
 
 def project_out(project: Project, who: accounts.Principal) -> ProjectOut:

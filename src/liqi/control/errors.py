@@ -6,10 +6,11 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from liqi.errors import InvalidRequestError, LiqiError
+from liqi.errors import ConflictError, InvalidRequestError, LiqiError
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,14 @@ def install_error_handlers(app: FastAPI) -> None:
             body = {"code": "http_error", "message": str(exc.detail)}
         return JSONResponse(body, status_code=exc.status_code)
 
+    async def on_integrity(_request: Request, exc: Exception) -> Response:
+        logger.info("integrity error: %s", exc)
+        return error_response(
+            ConflictError(
+                "The change conflicts with an object that already exists; list and retry."
+            )
+        )
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         logger.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse(
@@ -76,4 +85,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(LiqiError, on_liqi_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(IntegrityError, on_integrity)
     app.add_exception_handler(Exception, on_unexpected)
