@@ -29,7 +29,15 @@ else:  # pragma: no cover - Python 3.10
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_PROFILE = "default"
-PROFILE_KEYS = ("endpoint", "access_id", "access_key", "project", "oss_host")
+PROFILE_KEYS = (
+    "endpoint",
+    "access_id",
+    "access_key",
+    "project",
+    "oss_host",
+    "oss_access_id",
+    "oss_access_key",
+)
 
 
 def default_home(environ: Mapping[str, str]) -> Path:
@@ -109,6 +117,8 @@ class Profile:
     access_key: str | None = None
     project: str | None = None
     oss_host: str | None = None
+    oss_access_id: str | None = None
+    oss_access_key: str | None = None
 
     def as_table(self) -> dict[str, str]:
         return {k: v for k in PROFILE_KEYS if (v := getattr(self, k)) is not None}

@@ -11,6 +11,7 @@ turns that body back into the same class (:func:`error_from_body`).
     ├── ConfigError (config_invalid, 400, exit 2)
     │   └── PlaceholderError (config_placeholder)
     ├── InvalidRequestError (invalid_request, 400, exit 2)
+    │   └── RangeNotSatisfiableError (range_not_satisfiable, 416)
     ├── AuthenticationError (unauthenticated, 401, exit 3)
     │   ├── SignatureMismatchError (signature_mismatch)
     │   ├── RequestExpiredError (request_expired)
@@ -58,6 +59,7 @@ __all__ = [
     "PlaceholderError",
     "PortInUseError",
     "ProjectNotFoundError",
+    "RangeNotSatisfiableError",
     "RequestExpiredError",
     "RequestReplayedError",
     "ServerAlreadyRunningError",
@@ -115,6 +117,13 @@ class InvalidRequestError(LiqiError):
     code = "invalid_request"
     http_status = 400
     exit_code = 2
+
+
+class RangeNotSatisfiableError(InvalidRequestError):
+    """A byte range outside the object."""
+
+    code = "range_not_satisfiable"
+    http_status = 416
 
 
 class AuthenticationError(LiqiError):

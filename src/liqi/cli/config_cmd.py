@@ -174,7 +174,7 @@ def import_(
         )
     profile_name = name or target
     file = ProfileFile.load(obj.profile_path)
-    oss_host = next((s.oss_host for s in seeds if s.oss_host), None)
+    oss = next((s for s in seeds if s.kind is SeedFileKind.OSS), None)
     file.upsert(
         Profile(
             name=profile_name,
@@ -182,7 +182,9 @@ def import_(
             access_id=primary.access_id,
             access_key=primary.access_key,
             project=target,
-            oss_host=oss_host,
+            oss_host=oss.oss_host if oss else None,
+            oss_access_id=oss.access_id if oss else None,
+            oss_access_key=oss.access_key if oss else None,
         ),
         make_current=make_current,
     )

@@ -24,10 +24,10 @@ output_option = click.option(
 )
 
 
-def console() -> Console:
+def console(*, stderr: bool = False) -> Console:
     # Piped output keeps whole values (ids, URLs) on one line instead of wrapping at 80.
-    probe = Console()
-    return Console(highlight=False, width=None if probe.is_terminal else 200)
+    probe = Console(stderr=stderr)
+    return Console(highlight=False, stderr=stderr, width=None if probe.is_terminal else 200)
 
 
 def _plain(value: Any) -> Any:

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from liqi._version import __version__
 from liqi.control.api import router
+from liqi.control.api.objects import STREAMED_PATHS
 from liqi.control.auth import AuthMiddleware
 from liqi.control.errors import install_error_handlers
 from liqi.control.plane import ControlPlane
@@ -38,5 +39,6 @@ def build_app(plane: ControlPlane) -> FastAPI:
         authenticator=plane.authenticator,
         prefix="/api/",
         max_body_bytes=plane.settings.max_body_bytes,
+        streamed=STREAMED_PATHS,
     )
     return app

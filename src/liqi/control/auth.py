@@ -3,12 +3,18 @@
 The whole body is read (bounded by ``max_body_bytes``) before the app sees the request, so a
 request is authenticated before its body is parsed, and its hash is checked against the signed
 ``X-Liqi-Content-SHA256``. The principal is put in ``scope["liqi.principal"]``.
+
+Uploads (routes matching ``streamed``) are not buffered: the headers are authenticated first,
+the body is hashed as it flows to the route, and the route calls ``BodyCheck.verify`` (from
+``scope["liqi.body_check"]``) before it makes the upload visible, so a changed body is refused
+and leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -24,6 +30,7 @@ from liqi.core import signing
 from liqi.core.replay import NonceCache
 from liqi.errors import (
     AuthenticationError,
+    InvalidRequestError,
     LiqiError,
     PayloadTooLargeError,
     RequestExpiredError,
@@ -33,6 +40,7 @@ from liqi.errors import (
 
 logger = logging.getLogger(__name__)
 PRINCIPAL_SCOPE_KEY = "liqi.principal"
+BODY_CHECK_SCOPE_KEY = "liqi.body_check"
 LAST_USED_GRANULARITY = timedelta(minutes=1)
 
 
@@ -54,8 +62,15 @@ class Authenticator:
         self._nonces = NonceCache(window_s=2 * signing.MAX_CLOCK_SKEW_S + 60)
 
     def authenticate(
-        self, *, method: str, path: str, raw_query: str, headers: dict[str, str], body: bytes
+        self,
+        *,
+        method: str,
+        path: str,
+        raw_query: str,
+        headers: dict[str, str],
+        body: bytes | None,
     ) -> accounts.Principal:
+        """Check the signature; ``body`` None means the caller checks the body hash later."""
         header = headers.get("authorization")
         if not header:
             raise AuthenticationError(
@@ -90,7 +105,7 @@ class Authenticator:
                 f"{signing.format_date(now)}; requests more than 15 minutes away are refused. "
                 "Check this machine's clock and send a newly signed request."
             )
-        if hashlib.sha256(body).hexdigest() != claimed_hash:
+        if body is not None and hashlib.sha256(body).hexdigest() != claimed_hash:
             raise SignatureMismatchError(
                 f"The body does not match its {signing.CONTENT_HASH_HEADER} header: it was "
                 "changed after signing."
@@ -126,23 +141,62 @@ class Authenticator:
             return accounts.load_principal(session, key)
 
 
+class BodyCheck:
+    """Hashes a streamed body as it passes; ``verify`` compares with the signed hash."""
+
+    def __init__(self, claimed_sha256: str) -> None:
+        self._claimed = claimed_sha256.lower()
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self.complete = False
+
+    def update(self, chunk: bytes, more: bool) -> None:
+        self._hash.update(chunk)
+        self.size += len(chunk)
+        self.complete = not more
+
+    def verify(self) -> None:
+        if not self.complete:
+            raise InvalidRequestError(
+                f"The upload ended after {self.size} bytes, before the end of the body; "
+                "nothing was stored. Send it again."
+            )
+        if self._hash.hexdigest() != self._claimed:
+            raise SignatureMismatchError(
+                f"The body does not match its {signing.CONTENT_HASH_HEADER} header: it was "
+                "changed after signing; nothing was stored."
+            )
+
+
 class AuthMiddleware:
     """Authenticates every request whose path starts with ``prefix``."""
 
     def __init__(
-        self, app: ASGIApp, *, authenticator: Authenticator, prefix: str, max_body_bytes: int
+        self,
+        app: ASGIApp,
+        *,
+        authenticator: Authenticator,
+        prefix: str,
+        max_body_bytes: int,
+        streamed: re.Pattern[str] | None = None,
     ) -> None:
         self.app = app
         self.authenticator = authenticator
         self.prefix = prefix
         self.max_body_bytes = max_body_bytes
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             await self.app(scope, receive, send)
             return
+        is_streamed = bool(
+            self.streamed
+            and scope["method"] in ("PUT", "POST")
+            and self.streamed.match(scope["path"])
+        )
         try:
-            body = await self._read_body(scope, receive)
+            body = None if is_streamed else await self._read_body(scope, receive)
             headers = {
                 k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
             }
@@ -166,6 +220,18 @@ class AuthMiddleware:
             await error_response(exc)(scope, receive, send)
             return
         scope[PRINCIPAL_SCOPE_KEY] = principal
+        if body is None:
+            check = BodyCheck(headers.get(signing.CONTENT_HASH_HEADER, ""))
+            scope[BODY_CHECK_SCOPE_KEY] = check
+
+            async def hashing() -> Message:
+                message = await receive()
+                if message["type"] == "http.request":
+                    check.update(message.get("body", b""), message.get("more_body", False))
+                return message
+
+            await self.app(scope, hashing, send)
+            return
         sent = False
 
         async def replay() -> Message:

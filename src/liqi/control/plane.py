@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from liqi.config import ServerSettings
 from liqi.control.auth import Authenticator
+from liqi.control.buckets import StoreRegistry
 from liqi.control.db import create_db_engine, migrate, session_factory
 from liqi.control.models import utcnow
 from liqi.control.secretbox import SecretBox
@@ -25,6 +26,7 @@ class ControlPlane:
     sessions: sessionmaker[Session]
     box: SecretBox
     authenticator: Authenticator
+    stores: StoreRegistry
     clock: Callable[[], datetime] = utcnow
     started_at: datetime = field(default_factory=utcnow)
     started_monotonic: float = field(default_factory=time.monotonic)
@@ -54,5 +56,6 @@ def open_plane(settings: ServerSettings, clock: Callable[[], datetime] = utcnow)
         sessions=sessions,
         box=box,
         authenticator=Authenticator(sessions, box, clock),
+        stores=StoreRegistry(settings.store_dir, box),
         clock=clock,
     )

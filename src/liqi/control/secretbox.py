@@ -6,6 +6,8 @@ sign requests. The key file is created on first start with mode 0600.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -19,6 +21,7 @@ class SecretBox:
 
     def __init__(self, key: bytes, path: Path | None = None) -> None:
         self._fernet = Fernet(key)
+        self._key = key
         self._path = path
 
     @classmethod
@@ -34,6 +37,11 @@ class SecretBox:
                 f"Cannot use the server key {path}: {exc}. Restore it from a backup; without "
                 "it the stored access keys cannot be checked."
             ) from None
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A key for ``purpose`` (for example signing presigned URLs), derived from the server
+        key, so it changes when the server key does and is never stored."""
+        return hmac.new(self._key, purpose.encode(), hashlib.sha256).digest()
 
     def encrypt(self, secret: str) -> bytes:
         return self._fernet.encrypt(secret.encode())

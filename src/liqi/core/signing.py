@@ -100,14 +100,19 @@ def sign(
     method: str,
     path: str,
     raw_query: str,
-    body: bytes,
+    body: bytes = b"",
     now: datetime,
     nonce: str | None = None,
+    content_sha256: str | None = None,
 ) -> SignedHeaders:
-    """Headers that authenticate one request. ``now`` is the caller's clock reading."""
+    """Headers that authenticate one request. ``now`` is the caller's clock reading.
+
+    ``content_sha256`` (hex) replaces hashing ``body`` for streamed uploads whose hash the
+    caller computed while reading the file once before sending it.
+    """
     date = format_date(now)
     nonce = nonce or secrets.token_hex(12)
-    content_sha256 = hashlib.sha256(body).hexdigest()
+    content_sha256 = content_sha256 or hashlib.sha256(body).hexdigest()
     text = string_to_sign(
         method=method,
         path=path,

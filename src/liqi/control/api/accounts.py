@@ -1,18 +1,13 @@
-"""Routes of the control-plane API (``/api/v1``)."""
+"""Routes for the server, projects and access keys."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request, Response
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Response
 
 from liqi._version import __version__
 from liqi.control import accounts
-from liqi.control.auth import PRINCIPAL_SCOPE_KEY
+from liqi.control.api.deps import DB, PlaneDep, Who
 from liqi.control.models import AccessKey, Project, utcnow
-from liqi.control.plane import ControlPlane
 from liqi.control.schemas import (
     KeyCreate,
     KeyCreated,
@@ -26,28 +21,6 @@ from liqi.control.schemas import (
 from liqi.core.names import Role
 
 router = APIRouter(prefix="/api/v1")
-
-
-def plane(request: Request) -> ControlPlane:
-    found: ControlPlane = request.app.state.plane
-    return found
-
-
-def principal(request: Request) -> accounts.Principal:
-    found: accounts.Principal = request.scope[PRINCIPAL_SCOPE_KEY]
-    return found
-
-
-def db(request: Request) -> Iterator[Session]:
-    with plane(request).sessions.begin() as session:
-        yield session
-
-
-PlaneDep = Annotated[ControlPlane, Depends(plane)]
-Who = Annotated[accounts.Principal, Depends(principal)]
-# NOTE: scope="function" commits before the response is sent, so a client that got its answer
-# sees its change in the next request.
-DB = Annotated[Session, Depends(db, scope="function")]
 
 
 def project_out(project: Project, who: accounts.Principal) -> ProjectOut:

@@ -1,0 +1,15 @@
+"""The control-plane HTTP API (``/api/v1``), one module per noun."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from liqi.control.api import accounts, buckets, objects
+
+router = APIRouter()
+router.include_router(accounts.router)
+router.include_router(buckets.router)
+router.include_router(objects.router)
+router.include_router(objects.presigned_router)
+
+__all__ = ["router"]
