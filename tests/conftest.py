@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.moto_s3 import moto_s3_server
 from tests.support.postgres import PostgresCluster
 from tests.support.servers import LiveServer, live_server
 
@@ -40,3 +41,10 @@ def sqlite_server(tmp_path: Path) -> Iterator[LiveServer]:
     """A real control plane on SQLite only, for tests that are not about the database."""
     with live_server(tmp_path / "home", None) as live:
         yield live
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """The endpoint URL of a real moto S3 server (credentials testing/testing, us-east-1)."""
+    with moto_s3_server() as endpoint_url:
+        yield endpoint_url

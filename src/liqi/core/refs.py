@@ -103,7 +103,7 @@ def parse_oss_uri(text: str) -> OssUri:
             "oss://models/mnist/."
         )
     bucket = check_bucket_name(parts.netloc)
-    key = parts.path.lstrip("/")
+    key = parts.path[1:] if parts.path.startswith("/") else parts.path
     if key:
         check_key(key)
     params = dict(parse_qsl(parts.query, keep_blank_values=True))

@@ -29,7 +29,7 @@ class Credentials(BaseModel):
 
 class BucketCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: StrictStr = Field(max_length=63)
+    name: StrictStr = Field(max_length=256)
     project: StrictStr | None = None
     backend: Literal["local", "s3", "oss"] = "local"
     endpoint: StrictStr | None = Field(default=None, max_length=1024)
