@@ -190,3 +190,39 @@ def test_tampered_upload_leaves_old_object(server: LiveServer, two: Two) -> None
     assert answer.json()["code"] == "signature_mismatch"
     assert two.admin.read_object("models", "model.pb") == b"original"
     assert [o.key for o in two.admin.iter_objects("models")] == ["model.pb"]
+
+
+def test_interrupted_upload_leaves_nothing(sqlite_server: LiveServer) -> None:
+    import hashlib
+    import socket
+    import time
+
+    from tests.integration.test_auth import admin_pair
+    from tests.support.signed import signed_headers
+
+    with sqlite_server.admin() as admin:
+        admin.create_bucket("uploads", project="default")
+        admin.put_object("uploads", "model.bin", b"old version")
+    full = b"n" * (1024 * 1024)
+    path = "/api/v1/buckets/uploads/objects/model.bin"
+    headers = signed_headers(
+        access_id=admin_pair(sqlite_server)[0],
+        secret=admin_pair(sqlite_server)[1],
+        method="PUT",
+        path=path,
+        body=full,
+    )
+    assert headers["x-liqi-content-sha256"] == hashlib.sha256(full).hexdigest()
+    host, port = sqlite_server.url.removeprefix("http://").split(":")
+    head = f"PUT {path} HTTP/1.1\r\nhost: {host}\r\ncontent-length: {len(full)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode() + full[: 100 * 1024])
+    tmp_dir = sqlite_server.settings.store_dir / "_tmp"
+    deadline = time.monotonic() + 10
+    while any(tmp_dir.glob("*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(tmp_dir.glob("*")), list(tmp_dir.glob("*"))
+    with sqlite_server.admin() as admin:
+        assert admin.read_object("uploads", "model.bin") == b"old version"
+        assert [o.key for o in admin.iter_objects("uploads")] == ["model.bin"]
