@@ -226,3 +226,23 @@ def test_interrupted_upload_leaves_nothing(sqlite_server: LiveServer) -> None:
     with sqlite_server.admin() as admin:
         assert admin.read_object("uploads", "model.bin") == b"old version"
         assert [o.key for o in admin.iter_objects("uploads")] == ["model.bin"]
+
+
+def test_project_delete_refused_with_buckets_and_removes_its_files(
+    sqlite_server: LiveServer,
+) -> None:
+    with sqlite_server.admin() as admin:
+        admin.create_project("doomed")
+        admin.create_bucket("doomed-bucket", project="doomed")
+        with pytest.raises(ConflictError) as caught:
+            admin.delete_project("doomed")
+        assert "oss://doomed-bucket" in caught.value.message
+        assert "doomed" in [p.name for p in admin.list_projects()]
+        admin.delete_bucket("doomed-bucket")
+        script = sqlite_server.home / "train.py"
+        script.write_text("print('hi')\n")
+        admin.add_resource(script, project="doomed")
+        resources_root = sqlite_server.settings.store_dir / "_resources"
+        assert any(p.is_file() for p in resources_root.rglob("*"))
+        admin.delete_project("doomed")
+        assert not any(p.is_file() for p in resources_root.rglob("*"))

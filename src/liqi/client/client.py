@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from liqi.client.base import BaseClient
+from liqi.client.catalog import CatalogMethods
 from liqi.client.storage import StorageMethods
 from liqi.errors import LiqiError
 
@@ -69,7 +70,7 @@ def _key(data: Mapping[str, Any]) -> AccessKeyInfo:
     )
 
 
-class Client(StorageMethods, BaseClient):
+class Client(StorageMethods, CatalogMethods, BaseClient):
     """A connection to a liqi server, signed with one access key.
 
     Arguments left out come from ``LIQI_*`` environment variables, then from the profile file

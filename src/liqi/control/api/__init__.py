@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from liqi.control.api import accounts, buckets, objects
+from liqi.control.api import accounts, buckets, datasets, objects, resources
 
 router = APIRouter()
 router.include_router(accounts.router)
 router.include_router(buckets.router)
 router.include_router(objects.router)
 router.include_router(objects.presigned_router)
+router.include_router(resources.router)
+router.include_router(datasets.router)
 
 __all__ = ["router"]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from sqlalchemy import select
 
 from liqi._version import __version__
 from liqi.control import accounts
 from liqi.control.api.deps import DB, PlaneDep, Who
-from liqi.control.models import AccessKey, Project, utcnow
+from liqi.control.models import AccessKey, Bucket, Project, utcnow
 from liqi.control.schemas import (
     KeyCreate,
     KeyCreated,
@@ -19,6 +20,7 @@ from liqi.control.schemas import (
     WhoAmI,
 )
 from liqi.core.names import Role
+from liqi.errors import ConflictError
 
 router = APIRouter(prefix="/api/v1")
 
@@ -86,8 +88,21 @@ def get_project(name: str, who: Who, session: DB) -> ProjectOut:
 
 
 @router.delete("/projects/{name}", status_code=204)
-def delete_project(name: str, who: Who, session: DB) -> Response:
+def delete_project(name: str, p: PlaneDep, who: Who, session: DB) -> Response:
+    project = accounts.get_project(session, who, name, needs=Role.ADMIN)
+    owned = session.scalars(select(Bucket.name).where(Bucket.project_id == project.id)).all()
+    if owned:
+        listed = ", ".join(f"oss://{b}" for b in sorted(owned))
+        raise ConflictError(
+            f"Project {name!r} still owns bucket(s) {listed}. Remove them first with "
+            "`liqi oss rb --force oss://<bucket>`; nothing was deleted."
+        )
+    project_id = project.id
     accounts.delete_project(session, who, name)
+    session.flush()
+    # The project's resources and volumes go with it (their rows cascade in the database).
+    for kind in ("resources", "volumes"):
+        p.stores.system_store(kind).delete_prefix(f"{project_id}/")
     return Response(status_code=204)
 
 

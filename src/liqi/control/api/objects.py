@@ -208,7 +208,7 @@ def stat_object(bucket: str, key: str, p: PlaneDep, who: Who, session: DB) -> Ob
     return object_out(_store(p, session, who, bucket, write=False).stat(key))
 
 
-def _body_chunks(request: Request) -> Iterator[bytes]:
+def body_chunks(request: Request) -> Iterator[bytes]:
     """The request body as a sync iterator, for a store running in a worker thread."""
     stream = request.stream().__aiter__()
 
@@ -234,7 +234,7 @@ async def put_object(bucket: str, key: str, request: Request, p: PlaneDep, who: 
     content_type = request.headers.get("content-type")
     info = await anyio.to_thread.run_sync(
         lambda: store.put(
-            key, _body_chunks(request), content_type=content_type, before_commit=check.verify
+            key, body_chunks(request), content_type=content_type, before_commit=check.verify
         )
     )
     return object_out(info)
@@ -355,6 +355,6 @@ async def presigned_put(
     )
     content_type = request.headers.get("content-type")
     info = await anyio.to_thread.run_sync(
-        lambda: store.put(key, _body_chunks(request), content_type=content_type)
+        lambda: store.put(key, body_chunks(request), content_type=content_type)
     )
     return object_out(info)
