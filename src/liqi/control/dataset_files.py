@@ -10,16 +10,14 @@ from __future__ import annotations
 import os
 import stat as stat_mode
 from abc import ABC, abstractmethod
-from collections.abc import Generator
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
 
 from liqi.core.refs import check_key
 from liqi.errors import InvalidRequestError, ObjectNotFoundError
-from liqi.stores.base import CHUNK_BYTES, ObjectInfo, ObjectReader, Store
-from liqi.stores.local import check_range
+from liqi.stores.base import ObjectInfo, ObjectReader, Store, check_range
+from liqi.stores.local import read_range
 
 
 class FileTree(ABC):
@@ -100,24 +98,10 @@ class DirTree(FileTree):
         except BaseException:
             file.close()
             raise
-        chunks = _read(file, start, stop)
+        chunks = read_range(file, start, stop)
 
         def close() -> None:
             chunks.close()
             file.close()
 
         return ObjectReader(self._info(path, st), chunks, start, stop, close)
-
-
-def _read(file: BinaryIO, start: int, stop: int) -> Generator[bytes, None, None]:
-    try:
-        file.seek(start)
-        remaining = stop - start
-        while remaining > 0:
-            data = file.read(min(CHUNK_BYTES, remaining))
-            if not data:
-                return
-            remaining -= len(data)
-            yield data
-    finally:
-        file.close()

@@ -102,7 +102,8 @@ def _remove_quietly(path: str) -> None:
         os.unlink(path)
 
 
-def _read_range(file: BinaryIO, start: int, stop: int) -> Generator[bytes, None, None]:
+def read_range(file: BinaryIO, start: int, stop: int) -> Generator[bytes, None, None]:
+    """Bytes ``[start, stop)`` of an open file in chunks; closes the file when done."""
     try:
         file.seek(start)
         remaining = stop - start
@@ -355,7 +356,7 @@ class LocalStore(Store):
         except BaseException:
             file.close()
             raise
-        chunks = _read_range(file, start, stop)
+        chunks = read_range(file, start, stop)
 
         def close() -> None:
             chunks.close()
