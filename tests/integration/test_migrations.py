@@ -23,7 +23,7 @@ def test_migrated_schema_matches_models(tmp_path: Path, database_url: str | None
             assert set(inspect(conn).get_table_names()) >= {
                 "projects", "access_keys", "role_bindings", "server_state", "alembic_version"
             }  # fmt: skip
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     finally:
         engine.dispose()
 

@@ -11,10 +11,12 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from liqi.backends.local import LocalBackend
 from liqi.config import ServerSettings
 from liqi.control.auth import Authenticator
 from liqi.control.buckets import StoreRegistry
 from liqi.control.db import create_db_engine, migrate, session_factory
+from liqi.control.job_runner import JobRunner
 from liqi.control.models import utcnow
 from liqi.control.secretbox import SecretBox
 
@@ -27,6 +29,7 @@ class ControlPlane:
     box: SecretBox
     authenticator: Authenticator
     stores: StoreRegistry
+    runner: JobRunner
     clock: Callable[[], datetime] = utcnow
     started_at: datetime = field(default_factory=utcnow)
     started_monotonic: float = field(default_factory=time.monotonic)
@@ -50,12 +53,15 @@ def open_plane(settings: ServerSettings, clock: Callable[[], datetime] = utcnow)
         engine.dispose()
         raise
     sessions = session_factory(engine)
+    stores = StoreRegistry(settings.store_dir, box)
+    runner = JobRunner(sessions, stores, LocalBackend(), settings.home / "jobs")
     return ControlPlane(
         settings=settings,
         engine=engine,
         sessions=sessions,
         box=box,
         authenticator=Authenticator(sessions, box, clock),
-        stores=StoreRegistry(settings.store_dir, box),
+        stores=stores,
+        runner=runner,
         clock=clock,
     )

@@ -187,8 +187,11 @@ def control_plane_runtime(settings: ServerSettings) -> Iterator[Runtime]:
             logger.info(
                 "liqi %s control plane listening on %s (home %s)", __version__, url, settings.home
             )
+            plane.runner.start()
             yield Runtime(app=build_app(plane), sock=sock, url=url, record=record)
         finally:
+            if plane is not None:
+                plane.runner.stop()
             record_file.unlink(missing_ok=True)
             sock.close()
             if plane is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from liqi.control.api import accounts, buckets, datasets, objects, resources
+from liqi.control.api import accounts, buckets, datasets, jobs, objects, resources
 
 router = APIRouter()
 router.include_router(accounts.router)
@@ -13,5 +13,6 @@ router.include_router(objects.router)
 router.include_router(objects.presigned_router)
 router.include_router(resources.router)
 router.include_router(datasets.router)
+router.include_router(jobs.router)
 
 __all__ = ["router"]

@@ -1,0 +1,1 @@
+"""Where jobs run: the Backend seam (base.py) and its implementations (local.py)."""

@@ -1,0 +1,100 @@
+"""The Backend seam: start a job's tasks somewhere, watch them, stop them.
+
+A Backend is the only place that knows where processes run. The control plane hands it a
+:class:`LaunchPlan` (frozen, JSON-serialisable) and keeps the returned :class:`Handle` in the
+database, so a restarted control plane can ask about a job it did not start.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One process of a job: the chief, a worker or a parameter server."""
+
+    name: str  # "chief", "worker:1", "ps:0"
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: str
+    log: str
+    is_ps: bool = False
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    job_id: str
+    job_dir: str
+    tasks: tuple[TaskSpec, ...]
+    timeout_s: float | None = None
+    memory_mb: int | None = None
+    grace_s: float = 10.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> LaunchPlan:
+        data: dict[str, Any] = json.loads(text)
+        tasks = tuple(TaskSpec(**{**t, "argv": tuple(t["argv"])}) for t in data.pop("tasks"))
+        return cls(tasks=tasks, **data)
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """How a job's tasks ended, as the supervisor writes it to ``result.json``."""
+
+    state: str  # SUCCEEDED | FAILED | CANCELLED
+    exit_code: int | None
+    reason: str
+    peak_rss_mb: int
+    started_at: str
+    ended_at: str
+    tasks: dict[str, int | None] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, path: Path) -> TaskResult | None:
+        try:
+            data = json.loads(path.read_text())
+            return cls(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
+class Handle:
+    backend: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """``running`` while the tasks run; otherwise ``result`` says how they ended, or both are
+    empty when the tasks are gone without a word (the job is LOST)."""
+
+    running: bool
+    result: TaskResult | None = None
+    detail: str = ""
+
+
+class Backend(ABC):
+    """Runs LaunchPlans. Thread-safe; holds no state a restart would lose."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def launch(self, plan: LaunchPlan) -> Handle:
+        """Start the plan's tasks and return at once. Raises BackendError on failure."""
+
+    @abstractmethod
+    def status(self, handle: Handle, job_dir: Path) -> RunStatus:
+        """Where the job stands; never blocks for long."""
+
+    @abstractmethod
+    def cancel(self, handle: Handle) -> None:
+        """Ask the tasks to stop (SIGTERM, then SIGKILL after the plan's grace period)."""
