@@ -57,6 +57,34 @@ def _job(data: dict[str, Any]) -> JobInfo:
     )
 
 
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    version: int
+    uri: str
+    job_id: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    project: str
+    name: str
+    created_at: datetime
+    latest_version: int | None
+    versions: list[ModelVersionInfo]
+
+
+def _model(data: dict[str, Any]) -> ModelInfo:
+    created = _when(data["created_at"])
+    assert created is not None
+    versions = []
+    for v in data["versions"]:
+        made = _when(v["created_at"])
+        assert made is not None
+        versions.append(ModelVersionInfo(v["version"], v["uri"], v.get("job_id"), made))
+    return ModelInfo(data["project"], data["name"], created, data.get("latest_version"), versions)
+
+
 class JobMethods:
     """Jobs. Needs ``_request`` and ``project`` from BaseClient."""
 
@@ -129,3 +157,15 @@ class JobMethods:
                     f"Job {job_id} is still {job.state} after {timeout_s:g} s."
                 )
             time.sleep(poll_s)
+
+    # -- models -------------------------------------------------------------------------
+
+    def list_models(self, project: str | None = None) -> list[ModelInfo]:
+        params = {"project": project} if project else None
+        return [_model(m) for m in self._request("GET", "/api/v1/models", params=params)]
+
+    def get_model(self, name: str, *, project: str | None = None) -> ModelInfo:
+        owner = quote(project or self.project or "default", safe="")
+        return _model(
+            self._request("GET", f"/api/v1/projects/{owner}/models/{quote(name, safe='')}")
+        )

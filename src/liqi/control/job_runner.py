@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from liqi.backends.base import Backend, Handle, RunStatus
-from liqi.control import job_staging
+from liqi.control import job_staging, model_registry
 from liqi.control.buckets import StoreRegistry
 from liqi.control.jobs import spec_from_json
 from liqi.control.models import Job, utcnow
@@ -152,8 +152,10 @@ class JobRunner:
         reason = result.reason
         if state is JobState.SUCCEEDED:
             try:
-                count = job_staging.upload_outputs(self.sessions, self.stores, self.job_dir(job_id))
-                reason = f"uploaded {count} file(s) to the buckets" if count else ""
+                written = job_staging.upload_outputs(
+                    self.sessions, self.stores, self.job_dir(job_id)
+                )
+                reason = self._register_models(job_id, written)
             except (LiqiError, OSError) as exc:
                 state, reason = (
                     JobState.FAILED,
@@ -168,6 +170,23 @@ class JobRunner:
             ended_at=_parse_time(result.ended_at),
         )
         self._cancel_sent.discard(job_id)
+
+    def _register_models(self, job_id: str, written: list[tuple[str, str]]) -> str:
+        """Register the SavedModels a job wrote; returns the job's closing remark."""
+        remark = f"uploaded {len(written)} file(s) to the buckets" if written else ""
+        dirs = model_registry.saved_model_dirs(written)
+        with self.sessions.begin() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            spec = spec_from_json(job.spec_json)
+            if not dirs:
+                if spec.model_name:
+                    remark += f"; warning: no SavedModel was written (model {spec.model_name!r})"
+                return remark.lstrip("; ")
+            name = model_registry.model_name_for(job.name, spec.model_name)
+            made = model_registry.register_versions(session, job.project_id, name, dirs, job_id)
+        versions = ", ".join(str(v.version) for v in made)
+        return f"{remark}; registered model {name} version {versions}".lstrip("; ")
 
     def _set(
         self,

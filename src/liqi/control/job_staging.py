@@ -147,13 +147,14 @@ def stage_bucket(
 
 def upload_outputs(
     sessions: sessionmaker[Session], stores: buckets.StoreRegistry, job_dir: Path
-) -> int:
-    """Upload every file the job wrote or changed under its staged buckets; returns the count.
+) -> list[tuple[str, str]]:
+    """Upload every file the job wrote or changed under its staged buckets; returns the
+    (bucket, key) pairs written.
 
     Each object is written atomically; files staged in and left unchanged are not uploaded.
     """
     manifest = json.loads((job_dir / MANIFEST).read_text())
-    count = 0
+    written: list[tuple[str, str]] = []
     for entry in manifest["buckets"]:
         target = parse_oss_uri(entry["uri"])
         local = Path(entry["local_dir"])
@@ -165,8 +166,8 @@ def upload_outputs(
                 continue
             key = target.key + path.relative_to(local).as_posix()
             store.put(key, _chunks(path))
-            count += 1
-    return count
+            written.append((target.bucket, key))
+    return written
 
 
 def _chunks(path: Path) -> Iterator[bytes]:

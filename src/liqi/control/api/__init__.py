@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from liqi.control.api import accounts, buckets, datasets, jobs, objects, resources
+from liqi.control.api import (
+    accounts,
+    buckets,
+    datasets,
+    jobs,
+    models,
+    objects,
+    resources,
+)
 
 router = APIRouter()
 router.include_router(accounts.router)
@@ -14,5 +22,6 @@ router.include_router(objects.presigned_router)
 router.include_router(resources.router)
 router.include_router(datasets.router)
 router.include_router(jobs.router)
+router.include_router(models.router)
 
 __all__ = ["router"]
