@@ -20,7 +20,6 @@ or, without a server::
         --volumes=<...>/mnist/train,<...>/mnist/test --buckets=/tmp/out/
 """
 
-
 import os
 import sys
 

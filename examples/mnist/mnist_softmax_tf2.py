@@ -19,7 +19,6 @@ or, without a server (no ``--tf1``: the script runs as it is)::
         --volumes=<...>/mnist/train,<...>/mnist/test --buckets=/tmp/out/
 """
 
-
 import argparse
 import os
 import sys

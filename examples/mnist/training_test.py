@@ -14,7 +14,6 @@ or, without a server::
         --volumes=<...>/mnist/train,<...>/mnist/test
 """
 
-
 import os
 
 import tensorflow as tf
