@@ -1,9 +1,20 @@
-"""liqi: train, store, serve and call machine-learning models on your own machines."""
+"""liqi: train, store, serve and call machine-learning models on your own machines.
 
-from liqi import errors
+The SDK names are loaded on first use, so that processes importing a small part of liqi (the
+job launcher, the supervisor) do not pay for the HTTP client.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from liqi._version import __version__
-from liqi.client import AccessKeyInfo, Client, ProjectInfo, ServerInfo
-from liqi.errors import LiqiError
+
+if TYPE_CHECKING:
+    from liqi import errors
+    from liqi.client import AccessKeyInfo, Client, ProjectInfo, ServerInfo
+    from liqi.errors import LiqiError
 
 __all__ = [
     "AccessKeyInfo",
@@ -14,3 +25,21 @@ __all__ = [
     "__version__",
     "errors",
 ]
+
+_LAZY = {
+    "AccessKeyInfo": "liqi.client",
+    "Client": "liqi.client",
+    "ProjectInfo": "liqi.client",
+    "ServerInfo": "liqi.client",
+    "LiqiError": "liqi.errors",
+    "errors": "liqi",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'liqi' has no attribute {name!r}")
+    if name == "errors":
+        return importlib.import_module("liqi.errors")
+    return getattr(importlib.import_module(module), name)
