@@ -11,7 +11,20 @@ from typing import Any
 import click
 
 from liqi._version import __version__
-from liqi.cli import config_cmd, dataset, job, key, oss, pai, project, quickstart, resource, server
+from liqi.cli import (
+    config_cmd,
+    console,
+    dataset,
+    job,
+    key,
+    model,
+    oss,
+    pai,
+    project,
+    quickstart,
+    resource,
+    server,
+)
 from liqi.cli.context import CliContext, pass_cli
 from liqi.cli.output import echo_json, output_option
 from liqi.config import resolve_client_config
@@ -107,6 +120,8 @@ cli.add_command(quickstart.quickstart)
 cli.add_command(oss.oss)
 cli.add_command(job.job)
 cli.add_command(pai.pai)
+cli.add_command(console.console)
+cli.add_command(model.model)
 cli.add_command(resource.resource)
 cli.add_command(dataset.dataset)
 
