@@ -232,3 +232,17 @@ def test_jobs_survive_a_control_plane_restart(tmp_path: Path) -> None:
         lost = admin.wait_job(doomed.id, timeout_s=30)
         assert lost.state == "LOST"
         assert "gone without a result" in lost.reason
+
+
+def test_job_writing_nothing_succeeds_with_a_warning_when_a_model_was_expected(
+    sqlite_server: LiveServer, tmp_path: Path
+) -> None:
+    with sqlite_server.admin() as admin:
+        admin.create_bucket("models", project="default")
+        admin.put_object("models", "out/existing.txt", b"same")
+        script = add_script(admin, tmp_path, "noop.py", "print('nothing to write')\n")
+        job = run_job(admin, script, buckets=["oss://models/out/"], model_name="mnist")
+        assert job.state == "SUCCEEDED"
+        assert "no SavedModel was written (model 'mnist')" in job.reason
+        assert [o.key for o in admin.iter_objects("models")] == ["out/existing.txt"]
+        assert admin.list_models() == []

@@ -171,6 +171,11 @@ class JobRunner:
         )
         self._cancel_sent.discard(job_id)
 
+    def _killed(self, job_id: str) -> bool:
+        with self.sessions() as session:
+            job = session.get(Job, job_id)
+            return bool(job and job.cancel_requested)
+
     def _register_models(self, job_id: str, written: list[tuple[str, str]]) -> str:
         """Register the SavedModels a job wrote; returns the job's closing remark."""
         remark = f"uploaded {len(written)} file(s) to the buckets" if written else ""

@@ -20,7 +20,7 @@ import socket
 import sys
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -33,8 +33,8 @@ from liqi.control.models import Project
 from liqi.core.jobs import JobSpec
 from liqi.core.odps import parse_resource_uri, parse_volume_uri
 from liqi.core.refs import parse_oss_uri
-from liqi.errors import InvalidRequestError
-from liqi.stores.base import CHUNK_BYTES, ObjectReader
+from liqi.errors import InvalidRequestError, LiqiError
+from liqi.stores.base import CHUNK_BYTES, ObjectReader, Store
 
 # The runner acts for the control plane: access was checked when the job was submitted.
 SYSTEM = Principal(key_id=0, access_id="liqi-job-runner", is_superuser=True, roles={})
@@ -145,16 +145,18 @@ def stage_bucket(
     return StagedBucket(uri=str(target), local_dir=str(local) + "/"), staged
 
 
-def upload_outputs(
-    sessions: sessionmaker[Session], stores: buckets.StoreRegistry, job_dir: Path
-) -> list[tuple[str, str]]:
-    """Upload every file the job wrote or changed under its staged buckets; returns the
-    (bucket, key) pairs written.
+class UploadCancelledError(LiqiError):
+    """The job was killed while its outputs were uploading; the buckets were restored."""
 
-    Each object is written atomically; files staged in and left unchanged are not uploaded.
-    """
+    code = "upload_cancelled"
+
+
+def _outputs(
+    sessions: sessionmaker[Session], stores: buckets.StoreRegistry, job_dir: Path
+) -> list[tuple[str, Store, str, Path]]:
+    """(bucket, store, key, local file) for every file the job wrote or changed."""
     manifest = json.loads((job_dir / MANIFEST).read_text())
-    written: list[tuple[str, str]] = []
+    found = []
     for entry in manifest["buckets"]:
         target = parse_oss_uri(entry["uri"])
         local = Path(entry["local_dir"])
@@ -164,10 +166,56 @@ def upload_outputs(
             st = path.stat()
             if manifest["staged"].get(str(path)) == [st.st_size, st.st_mtime_ns]:
                 continue
-            key = target.key + path.relative_to(local).as_posix()
+            found.append(
+                (target.bucket, store, target.key + path.relative_to(local).as_posix(), path)
+            )
+    return found
+
+
+def upload_outputs(
+    sessions: sessionmaker[Session],
+    stores: buckets.StoreRegistry,
+    job_dir: Path,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> list[tuple[str, str]]:
+    """Upload every file the job wrote or changed under its staged buckets; returns the
+    (bucket, key) pairs written. Files staged in and left unchanged are not uploaded.
+
+    Each object is written atomically. The set is all or nothing as far as a kill goes:
+    ``should_stop`` is asked between objects, and when it says stop (or an upload fails) the
+    objects written so far are deleted and the ones they replaced are put back from a copy
+    taken just before, so the buckets are as they were.
+
+    Raises:
+        UploadCancelledError: ``should_stop`` said stop; the buckets were restored.
+        StoreError: an upload failed; the buckets were restored.
+    """
+    outputs = _outputs(sessions, stores, job_dir)
+    backups = job_dir / "replaced"
+    done: list[tuple[Store, str, Path | None]] = []
+    try:
+        for index, (_bucket, store, key, path) in enumerate(outputs):
+            if should_stop():
+                raise UploadCancelledError(
+                    f"killed while uploading outputs ({index} of {len(outputs)} written); the "
+                    "buckets were restored"
+                )
+            backup: Path | None = None
+            if store.exists(key):
+                backup = backups / f"{index}"
+                _write(store.open(key), backup)
             store.put(key, _chunks(path))
-            written.append((target.bucket, key))
-    return written
+            done.append((store, key, backup))
+    except BaseException:
+        for store, key, backup in reversed(done):
+            if backup is None:
+                store.delete(key)
+            else:
+                store.put(key, _chunks(backup))
+        raise
+    finally:
+        shutil.rmtree(backups, ignore_errors=True)
+    return [(bucket, key) for bucket, _, key, _ in outputs]
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
