@@ -287,7 +287,8 @@ def test_ctrl_c_while_a_job_streams_stops_following_not_the_job(
 
 
 def test_history_is_kept_in_a_bounded_file(tmp_path: Path) -> None:
-    readline = pytest.importorskip("readline")
+    import readline
+
     readline.clear_history()
     path = tmp_path / "home" / "console_history"
     with history(path):
@@ -305,7 +306,8 @@ def test_history_is_kept_in_a_bounded_file(tmp_path: Path) -> None:
 def test_a_statement_typed_over_lines_is_recalled_as_one(
     session: ConsoleSession, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    readline = pytest.importorskip("readline")
+    import readline
+
     readline.clear_history()
     typed = ["list", "-- a comment line", "  resources;", "whoami;"]
 

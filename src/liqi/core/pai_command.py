@@ -5,7 +5,7 @@
     pai -name tensorflow121
         -Dscript="odps://my_project/resources/mnist_softmax.py"
         -Dvolumes="odps://algo_platform/volumes/mnist/train,odps://algo_platform/volumes/mnist/test"
-        -Dbuckets="oss://wuji-xwt/models/?role_arn=acs:ram::xxxxxx:role/xxx&host=...";
+        -Dbuckets="oss://wuji-xwt/models/?role_arn=acs:ram::123456:role/aliyunodpspaidefaultrole&host=...";
 
 The lexer here (:func:`split_statements`, :func:`is_complete`, :func:`tokenize`) is the
 console's too: statements end in ``;`` outside quotes, may span lines, and ``--`` or ``#``
