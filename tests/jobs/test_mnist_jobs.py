@@ -47,3 +47,18 @@ def test_seed_training_steps(sqlite_server: LiveServer) -> None:
     jobs = json.loads(run(home, "job", "list", "-o", "json").output)
     assert model["versions"][0]["job_id"] == jobs[0]["id"]
     assert "registered model mnist_softmax version 1" in jobs[0]["reason"]
+
+
+@pytest.mark.timeout(240)
+def test_done_when_through_the_console(sqlite_server: LiveServer) -> None:
+    home = sqlite_server.home
+    statements = (
+        f"add file {EXAMPLES / 'training_test.py'}; "
+        'pai -name tensorflow -Dscript="odps://default/resources/training_test.py" '
+        '-Dvolumes="odps://algo_platform/volumes/mnist/train,odps://algo_platform/volumes/mnist/test";'
+    )
+    result = run(home, "console", "-e", statements)
+    assert result.exit_code == 0, result.output
+    accuracy = next(line for line in result.stdout.splitlines() if line.startswith("accuracy"))
+    assert float(accuracy.split()[-1]) > 0.8
+    assert "SUCCEEDED" in result.stderr
