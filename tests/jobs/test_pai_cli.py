@@ -131,3 +131,58 @@ def test_distributed_ps_and_workers(sqlite_server: LiveServer, tmp_path: Path) -
         in run(home, "job", "logs", job_id, "--task", "worker:1").output
     )
     assert "task ps 0 of 2 workers" in run(home, "job", "logs", job_id, "--task", "ps:0").output
+
+
+def test_tarball_script_with_entry_file_and_tables(
+    sqlite_server: LiveServer, tmp_path: Path
+) -> None:
+    import tarfile
+
+    home = sqlite_server.home
+    package = tmp_path / "pkg"
+    (package / "trainer").mkdir(parents=True)
+    (package / "trainer" / "helpers.py").write_text("GREETING = 'from the archive'\n")
+    write(package, "entry.py", """
+        import sys
+        from trainer.helpers import GREETING
+        print(GREETING, flush=True)
+        print("tables", [a for a in sys.argv if a.startswith("--tables=")], flush=True)
+    """)  # fmt: skip
+    archive = tmp_path / "job.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(package / "entry.py", arcname="entry.py")
+        tf.add(package / "trainer", arcname="trainer")
+    assert run(home, "resource", "add", str(archive)).exit_code == 0
+    tables = "-Dtables=odps://algo_platform/volumes/mnist/test"
+    script = "-Dscript=odps://default/resources/job.tar.gz"
+    result = run(home, "pai", "-name", "tensorflow2", script, "-DentryFile=entry.py", tables)
+    assert result.exit_code == 0, result.output
+    assert "from the archive" in result.stdout
+    assert "/volumes/algo_platform/mnist/test" in result.stdout
+    no_entry = run(
+        home, "pai", "-name", "tensorflow2", "-Dscript=odps://default/resources/job.tar.gz"
+    )
+    assert no_entry.exit_code == 2
+    assert "-DentryFile" in no_entry.stderr
+
+
+def test_archive_with_an_entry_outside_its_folder_fails_the_job(
+    sqlite_server: LiveServer, tmp_path: Path
+) -> None:
+    import tarfile
+
+    home = sqlite_server.home
+    evil = tmp_path / "evil.py"
+    evil.write_text("print('escaped')\n")
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(evil, arcname="../../escaped.py")
+        tf.add(evil, arcname="entry.py")
+    assert run(home, "resource", "add", str(archive)).exit_code == 0
+    result = run(home, "pai", "-name", "tensorflow2", "-Dscript=odps://default/resources/evil.tar.gz",
+                 "-DentryFile=entry.py")  # fmt: skip
+    assert result.exit_code == 8
+    job = json.loads(run(home, "job", "list", "-o", "json").output)[0]
+    assert job["state"] == "FAILED"
+    assert "outside its folder" in job["reason"]
+    assert not list(home.rglob("escaped.py"))

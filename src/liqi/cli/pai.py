@@ -64,7 +64,9 @@ def job_request(client: Client, cmd: PaiCommand, project: str | None) -> tuple[s
         "project": project,
         "entry_file": cmd.entry_file,
         "args": list(cmd.user_defined_parameters),
-        "datasets": [*cmd.volumes, *cmd.tables, *cmd.outputs],
+        "datasets": list(cmd.volumes),
+        "tables": list(cmd.tables),
+        "outputs": list(cmd.outputs),
         "buckets": [_folder(b) for b in cmd.buckets],
         "checkpoint_dir": _folder(cmd.checkpoint_dir) if cmd.checkpoint_dir else None,
         "hyper_parameters": (

@@ -111,10 +111,13 @@ def stage_script(
 
 
 def stage_datasets(
-    sessions: sessionmaker[Session], stores: buckets.StoreRegistry, spec: JobSpec, job_dir: Path
+    sessions: sessionmaker[Session],
+    stores: buckets.StoreRegistry,
+    uris: tuple[str, ...],
+    job_dir: Path,
 ) -> list[Path]:
     dirs = []
-    for text in spec.datasets:
+    for text in uris:
         uri = parse_volume_uri(text)
         with sessions() as session:
             _, tree = datasets.open_partition(session, SYSTEM, uri, stores.system_store("volumes"))
@@ -240,7 +243,7 @@ def build_plan(
     spec: JobSpec,
     job_dir: Path,
     script: Path,
-    volumes: list[Path],
+    volumes: dict[str, list[Path]],
     staged: list[StagedBucket],
     checkpoint: StagedBucket | None,
 ) -> LaunchPlan:
@@ -250,10 +253,11 @@ def build_plan(
         value = ",".join(b.local_dir for b in staged)
         flags.append(f"--buckets={value}")
         env["LIQI_BUCKETS"] = value
-    if volumes:
-        value = ",".join(str(v) for v in volumes)
-        flags.append(f"--volumes={value}")
-        env["LIQI_VOLUMES"] = value
+    for flag, dirs in volumes.items():
+        if dirs:
+            value = ",".join(str(d) for d in dirs)
+            flags.append(f"--{flag}={value}")
+            env[f"LIQI_{flag.upper()}"] = value
     if checkpoint:
         flags.append(f"--checkpointDir={checkpoint.local_dir}")
         env["LIQI_CHECKPOINT_DIR"] = checkpoint.local_dir
@@ -310,7 +314,14 @@ def stage(
         shutil.rmtree(job_dir)
     (job_dir / "work").mkdir(parents=True)
     script = stage_script(sessions, stores, spec, job_dir)
-    volumes = stage_datasets(sessions, stores, spec, job_dir)
+    volumes = {
+        flag: stage_datasets(sessions, stores, uris, job_dir)
+        for flag, uris in (
+            ("volumes", spec.datasets),
+            ("tables", spec.tables),
+            ("outputs", spec.outputs),
+        )
+    }
     staged_files: dict[str, list[int]] = {}
     staged: list[StagedBucket] = []
     for text in spec.buckets:

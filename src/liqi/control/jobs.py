@@ -38,8 +38,8 @@ def spec_from_json(text: str) -> JobSpec:
     data = json.loads(text)
     data["resources"] = Resources(**data["resources"])
     data["cluster"] = ClusterShape(**data["cluster"]) if data.get("cluster") else None
-    for key in ("args", "datasets", "buckets"):
-        data[key] = tuple(data[key])
+    for key in ("args", "datasets", "tables", "outputs", "buckets"):
+        data[key] = tuple(data.get(key, ()))
     return JobSpec(**data)
 
 
@@ -50,7 +50,7 @@ def validate(session: Session, who: Principal, spec: JobSpec, volumes_store: Loc
     if not spec.name or len(spec.name) > JOB_NAME_MAX:
         raise InvalidRequestError(f"Job name {spec.name!r} must be 1 to {JOB_NAME_MAX} characters.")
     _check_script(session, who, spec)
-    for uri in spec.datasets:
+    for uri in (*spec.datasets, *spec.tables, *spec.outputs):
         datasets.open_partition(session, who, parse_volume_uri(uri), volumes_store)
     for uri in (*spec.buckets, *([spec.checkpoint_dir] if spec.checkpoint_dir else [])):
         target = parse_oss_uri(uri)

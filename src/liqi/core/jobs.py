@@ -71,7 +71,9 @@ class JobSpec:
     script: str  # odps://<p>/resources/<name>, oss://..., or a path uploaded as a resource
     entry_file: str | None = None  # inside a .tar.gz script
     args: tuple[str, ...] = ()
-    datasets: tuple[str, ...] = ()  # odps://<p>/volumes/<v>/<partition>
+    datasets: tuple[str, ...] = ()  # odps://<p>/volumes/<v>/<partition>, as --volumes
+    tables: tuple[str, ...] = ()  # the same kind of URIs, passed as --tables (-Dtables)
+    outputs: tuple[str, ...] = ()  # the same, passed as --outputs (-Doutputs)
     buckets: tuple[str, ...] = ()  # oss://<bucket>/<prefix>/ (read and write)
     checkpoint_dir: str | None = None  # oss://...
     hyper_parameters: dict[str, str] = field(default_factory=dict)

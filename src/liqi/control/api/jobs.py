@@ -40,6 +40,8 @@ class JobIn(BaseModel):
     entry_file: StrictStr | None = None
     args: list[StrictStr] = []
     datasets: list[StrictStr] = []
+    tables: list[StrictStr] = []
+    outputs: list[StrictStr] = []
     buckets: list[StrictStr] = []
     checkpoint_dir: StrictStr | None = None
     hyper_parameters: dict[str, StrictStr] = {}
@@ -104,6 +106,8 @@ def submit_job(body: JobIn, p: PlaneDep, who: Who, session: DB) -> JobOut:
         entry_file=body.entry_file,
         args=tuple(body.args),
         datasets=tuple(body.datasets),
+        tables=tuple(body.tables),
+        outputs=tuple(body.outputs),
         buckets=tuple(body.buckets),
         checkpoint_dir=body.checkpoint_dir,
         hyper_parameters=dict(body.hyper_parameters),
