@@ -26,6 +26,7 @@ turns that body back into the same class (:func:`error_from_body`).
     │   ├── AlreadyExistsError (already_exists)
     │   └── ServerAlreadyRunningError (server_already_running)
     ├── PayloadTooLargeError (payload_too_large, 413, exit 2)
+    ├── OverloadedError (overloaded, 503, exit 6): a model's queue is full; retry later
     ├── StoreError (store_error, 502, exit 7): the storage system failed (disk full, S3 down)
     │   └── BackendUnavailableError (backend_unavailable): an optional package is missing
     ├── ServerUnavailableError (server_unavailable, 503, exit 6)
@@ -54,6 +55,7 @@ __all__ = [
     "LiqiError",
     "NotFoundError",
     "ObjectNotFoundError",
+    "OverloadedError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "PlaceholderError",
@@ -204,6 +206,14 @@ class PayloadTooLargeError(LiqiError):
     code = "payload_too_large"
     http_status = 413
     exit_code = 2
+
+
+class OverloadedError(LiqiError):
+    """A model's queue is full: the request was refused at once instead of waiting."""
+
+    code = "overloaded"
+    http_status = 503
+    exit_code = 6
 
 
 class StoreError(LiqiError):
