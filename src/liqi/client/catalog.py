@@ -16,7 +16,8 @@ from urllib.parse import quote
 
 import httpx
 
-from liqi.client.storage import Progress, file_sha256
+from liqi.client.storage import file_sha256
+from liqi.client.streams import Progress, answer_error, read_chunks
 from liqi.core import odps, signing
 from liqi.core.odps import VolumeUri, parse_volume_uri
 from liqi.core.refs import check_key
@@ -27,7 +28,6 @@ from liqi.errors import (
     NotFoundError,
     PayloadTooLargeError,
     ServerUnavailableError,
-    error_from_body,
 )
 from liqi.stores.base import CHUNK_BYTES
 
@@ -114,22 +114,6 @@ def local_files(root: Path) -> list[tuple[str, Path]]:
     return found
 
 
-def _read_chunks(path: Path, progress: Progress | None) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK_BYTES):
-            if progress:
-                progress(len(chunk))
-            yield chunk
-
-
-def _error(answer: httpx.Response) -> Exception:
-    try:
-        body: Any = answer.json()
-    except ValueError:
-        body = answer.text
-    return error_from_body(answer.status_code, body)
-
-
 class CatalogMethods:
     """Resources and datasets. Needs ``_request`` and ``_http`` from BaseClient."""
 
@@ -198,7 +182,7 @@ class CatalogMethods:
             self._resources_path(project, chosen),
             params=params,
             headers=headers,
-            content=_read_chunks(source, progress),
+            content=read_chunks(source, progress),
         )
         return _resource(data)
 
@@ -319,7 +303,7 @@ class CatalogMethods:
             "content-length": str(path.stat().st_size),
             signing.CONTENT_HASH_HEADER: file_sha256(path),
         }
-        content = _read_chunks(path, progress)
+        content = read_chunks(path, progress)
         data = self._request(
             "PUT", url, params={"upload": upload}, headers=headers, content=content
         )
@@ -359,7 +343,7 @@ class CatalogMethods:
             with self._http.stream("GET", path) as answer:
                 if answer.status_code >= 400:
                     answer.read()
-                    raise _error(answer)
+                    raise answer_error(answer)
                 yield answer.iter_bytes(CHUNK_BYTES)
         except httpx.TransportError as exc:
             raise ServerUnavailableError(

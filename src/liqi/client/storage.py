@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,11 +15,10 @@ from urllib.parse import quote
 
 import httpx
 
+from liqi.client.streams import Progress, answer_error, read_chunks
 from liqi.core import signing
-from liqi.errors import ServerUnavailableError, error_from_body
+from liqi.errors import ServerUnavailableError
 from liqi.stores.base import CHUNK_BYTES, Listing, ObjectInfo
-
-Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -198,7 +197,7 @@ class StorageMethods:
         else:
             headers[signing.CONTENT_HASH_HEADER] = file_sha256(source)
             headers["content-length"] = str(os.path.getsize(source))
-            content = _read_chunks(source, progress)
+            content = read_chunks(source, progress)
         data = self._request("PUT", _objects_path(bucket, key), content=content, headers=headers)
         return _object(data)
 
@@ -218,7 +217,7 @@ class StorageMethods:
             with self._http.stream("GET", _objects_path(bucket, key), headers=headers) as answer:
                 if answer.status_code >= 400:
                     answer.read()
-                    raise error_from_body(answer.status_code, _json_or_text(answer))
+                    raise answer_error(answer)
                 info = ObjectInfo(
                     key=key,
                     size=int(answer.headers.get("content-length", "0")),
@@ -282,18 +281,3 @@ class StorageMethods:
         body = {"key": key, "method": method, "expires_s": expires_s}
         data = self._request("POST", f"/api/v1/buckets/{quote(bucket, safe='')}/sign", json=body)
         return str(data["url"])
-
-
-def _read_chunks(path: Path, progress: Progress | None) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK_BYTES):
-            if progress:
-                progress(len(chunk))
-            yield chunk
-
-
-def _json_or_text(answer: httpx.Response) -> Any:
-    try:
-        return answer.json()
-    except ValueError:
-        return answer.text
