@@ -1,0 +1,1 @@
+"""The data plane: loaders turn model versions into servables (the server comes next)."""
