@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
-from liqi.errors import InvalidRequestError
+from liqi.errors import InvalidRequestError, StoreError
 
 CHUNK_BYTES = 1024 * 1024
+MAX_PARTS = 10_000  # S3's and OSS's limit on the parts of a multipart upload
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,55 @@ class ObjectReader:
     start: int
     end: int  # exclusive
     close: Callable[[], None]
+
+
+def read_head(
+    key: str, chunks: Iterable[bytes], threshold_bytes: int
+) -> tuple[bytearray, Iterator[bytes], bool]:
+    """Buffer the start of a body, up to just past ``threshold_bytes``.
+
+    Returns the buffer, the unread rest, and whether the body is larger than the threshold
+    (then it should go up in parts). A folder marker (key ending in '/') with content is an
+    InvalidRequestError.
+    """
+    buffer = bytearray()
+    rest = iter(chunks)
+    for chunk in rest:
+        buffer += chunk
+        if key.endswith("/") and buffer:
+            raise InvalidRequestError(
+                f"Folder marker {key!r} must be empty: a key ending in '/' names a folder. "
+                "Drop the trailing '/' to store content."
+            )
+        if len(buffer) > threshold_bytes:
+            return buffer, rest, True
+    return buffer, rest, False
+
+
+def split_parts(
+    key: str, buffer: bytearray, rest: Iterator[bytes], part_bytes: int
+) -> Iterator[bytes]:
+    """The body (``buffer`` then ``rest``) as parts of ``part_bytes``, the last one shorter;
+    at least one part. Raises StoreError past :data:`MAX_PARTS` parts."""
+    count = 0
+
+    def counted(data: bytes) -> bytes:
+        nonlocal count
+        count += 1
+        if count > MAX_PARTS:
+            raise StoreError(
+                f"Could not write {key!r}: it needs more than {MAX_PARTS} parts of "
+                f"{part_bytes} bytes. Raise the store's part size."
+            )
+        return data
+
+    for chunk in rest:
+        buffer += chunk
+        while len(buffer) >= part_bytes:
+            yield counted(bytes(buffer[:part_bytes]))
+            del buffer[:part_bytes]
+    if buffer or count == 0:
+        yield counted(bytes(buffer))
 
 
 def check_range(key: str, start: int, end: int | None, size: int) -> int:

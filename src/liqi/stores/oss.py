@@ -41,6 +41,8 @@ from liqi.stores.base import (
     Store,
     check_range,
     collect_page,
+    read_head,
+    split_parts,
 )
 
 __all__ = ["OssStore"]
@@ -49,7 +51,6 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 MIN_PART_BYTES = 100 * 1024
-MAX_PARTS = 10_000
 PRESIGN_METHODS = ("GET", "PUT", "HEAD", "DELETE")
 RANGE_HEADERS = {"x-oss-range-behavior": "standard"}
 _CREDENTIALS = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
@@ -158,17 +159,9 @@ class OssStore(Store):
     ) -> ObjectInfo:
         check_key(key)
         headers = {"Content-Type": content_type} if content_type else None
-        buffer = bytearray()
-        rest = iter(chunks)
-        for chunk in rest:
-            buffer += chunk
-            if key.endswith("/") and buffer:
-                raise InvalidRequestError(
-                    f"Folder marker {key!r} must be empty: a key ending in '/' names a folder. "
-                    "Drop the trailing '/' to store content."
-                )
-            if len(buffer) > self.multipart_threshold_bytes:
-                return self._put_multipart(key, buffer, rest, headers, before_commit)
+        buffer, rest, large = read_head(key, chunks, self.multipart_threshold_bytes)
+        if large:
+            return self._put_multipart(key, buffer, rest, headers, before_commit)
         if before_commit is not None:
             before_commit()
         with self._mapped("write", key):
@@ -190,26 +183,15 @@ class OssStore(Store):
         size = 0
 
         def send(data: bytes) -> None:
-            if len(parts) == MAX_PARTS:
-                raise StoreError(
-                    f"Could not write {key!r}: it needs more than {MAX_PARTS} parts of "
-                    f"{self.part_bytes} bytes. Raise the store's part size."
-                )
             number = len(parts) + 1
             with self._mapped("write", key):
                 answer = self._bucket.upload_part(full, upload_id, number, data)
             parts.append(self._oss2.models.PartInfo(number, answer.etag))
 
         try:
-            for chunk in rest:
-                buffer += chunk
-                while len(buffer) >= self.part_bytes:
-                    send(bytes(buffer[: self.part_bytes]))
-                    size += self.part_bytes
-                    del buffer[: self.part_bytes]
-            if buffer or not parts:
-                send(bytes(buffer))
-                size += len(buffer)
+            for data in split_parts(key, buffer, rest, self.part_bytes):
+                send(data)
+                size += len(data)
             if before_commit is not None:
                 before_commit()
             with self._mapped("write", key):

@@ -40,6 +40,8 @@ from liqi.stores.base import (
     Store,
     check_range,
     collect_page,
+    read_head,
+    split_parts,
 )
 
 __all__ = ["S3Store"]
@@ -48,7 +50,6 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 MIN_PART_BYTES = 5 * MiB
-MAX_PARTS = 10_000
 PRESIGN_METHODS = {
     "GET": "get_object",
     "PUT": "put_object",
@@ -195,17 +196,9 @@ class S3Store(Store):
     ) -> ObjectInfo:
         check_key(key)
         extra = {"ContentType": content_type} if content_type else {}
-        buffer = bytearray()
-        rest = iter(chunks)
-        for chunk in rest:
-            buffer += chunk
-            if key.endswith("/") and buffer:
-                raise InvalidRequestError(
-                    f"Folder marker {key!r} must be empty: a key ending in '/' names a folder. "
-                    "Drop the trailing '/' to store content."
-                )
-            if len(buffer) > self.multipart_threshold_bytes:
-                return self._put_multipart(key, buffer, rest, extra, before_commit)
+        buffer, rest, large = read_head(key, chunks, self.multipart_threshold_bytes)
+        if large:
+            return self._put_multipart(key, buffer, rest, extra, before_commit)
         if before_commit is not None:
             before_commit()
         with self._mapped("write", key):
@@ -232,11 +225,6 @@ class S3Store(Store):
         size = 0
 
         def send(data: bytes) -> None:
-            if len(parts) == MAX_PARTS:
-                raise StoreError(
-                    f"Could not write {key!r}: it needs more than {MAX_PARTS} parts of "
-                    f"{self.part_bytes} bytes. Raise the store's part size."
-                )
             with self._mapped("write", key):
                 answer = self._client.upload_part(
                     Bucket=self.bucket,
@@ -248,15 +236,9 @@ class S3Store(Store):
             parts.append({"ETag": answer["ETag"], "PartNumber": len(parts) + 1})
 
         try:
-            for chunk in rest:
-                buffer += chunk
-                while len(buffer) >= self.part_bytes:
-                    send(bytes(buffer[: self.part_bytes]))
-                    size += self.part_bytes
-                    del buffer[: self.part_bytes]
-            if buffer or not parts:
-                send(bytes(buffer))
-                size += len(buffer)
+            for data in split_parts(key, buffer, rest, self.part_bytes):
+                send(data)
+                size += len(data)
             if before_commit is not None:
                 before_commit()
             with self._mapped("write", key):
