@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from liqi.client.storage import file_sha256
-from liqi.client.streams import Progress, answer_error, read_chunks
+from liqi.client.streams import Progress, answer_error
 from liqi.core import odps, signing
 from liqi.core.odps import VolumeUri, parse_volume_uri
 from liqi.core.refs import check_key
@@ -29,7 +29,7 @@ from liqi.errors import (
     PayloadTooLargeError,
     ServerUnavailableError,
 )
-from liqi.stores.base import CHUNK_BYTES
+from liqi.stores.base import CHUNK_BYTES, file_chunks
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ class CatalogMethods:
             self._resources_path(project, chosen),
             params=params,
             headers=headers,
-            content=read_chunks(source, progress),
+            content=file_chunks(source, progress),
         )
         return _resource(data)
 
@@ -303,7 +303,7 @@ class CatalogMethods:
             "content-length": str(path.stat().st_size),
             signing.CONTENT_HASH_HEADER: file_sha256(path),
         }
-        content = read_chunks(path, progress)
+        content = file_chunks(path, progress)
         data = self._request(
             "PUT", url, params={"upload": upload}, headers=headers, content=content
         )

@@ -15,10 +15,10 @@ from urllib.parse import quote
 
 import httpx
 
-from liqi.client.streams import Progress, answer_error, read_chunks
+from liqi.client.streams import Progress, answer_error
 from liqi.core import signing
 from liqi.errors import ServerUnavailableError
-from liqi.stores.base import CHUNK_BYTES, Listing, ObjectInfo
+from liqi.stores.base import CHUNK_BYTES, Listing, ObjectInfo, file_chunks
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,8 @@ def _objects_path(bucket: str, key: str = "") -> str:
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK_BYTES):
-            digest.update(chunk)
+    for chunk in file_chunks(path):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -197,7 +196,7 @@ class StorageMethods:
         else:
             headers[signing.CONTENT_HASH_HEADER] = file_sha256(source)
             headers["content-length"] = str(os.path.getsize(source))
-            content = read_chunks(source, progress)
+            content = file_chunks(source, progress)
         data = self._request("PUT", _objects_path(bucket, key), content=content, headers=headers)
         return _object(data)
 

@@ -20,7 +20,7 @@ import socket
 import sys
 import tarfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -34,7 +34,7 @@ from liqi.core.jobs import JobSpec
 from liqi.core.odps import parse_resource_uri, parse_volume_uri
 from liqi.core.refs import parse_oss_uri
 from liqi.errors import InvalidRequestError, LiqiError
-from liqi.stores.base import CHUNK_BYTES, ObjectReader, Store
+from liqi.stores.base import ObjectReader, Store, file_chunks
 
 # The runner acts for the control plane: access was checked when the job was submitted.
 SYSTEM = Principal(key_id=0, access_id="liqi-job-runner", is_superuser=True, roles={})
@@ -207,24 +207,18 @@ def upload_outputs(
             if store.exists(key):
                 backup = backups / f"{index}"
                 _write(store.open(key), backup)
-            store.put(key, _chunks(path))
+            store.put(key, file_chunks(path))
             done.append((store, key, backup))
     except BaseException:
         for store, key, backup in reversed(done):
             if backup is None:
                 store.delete(key)
             else:
-                store.put(key, _chunks(backup))
+                store.put(key, file_chunks(backup))
         raise
     finally:
         shutil.rmtree(backups, ignore_errors=True)
     return [(bucket, key) for bucket, _, key, _ in outputs]
-
-
-def _chunks(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK_BYTES):
-            yield chunk
 
 
 def _free_ports(count: int) -> list[int]:

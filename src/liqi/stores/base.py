@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import ClassVar
 
 from liqi.errors import InvalidRequestError, StoreError
@@ -61,6 +62,15 @@ class ObjectReader:
     start: int
     end: int  # exclusive
     close: Callable[[], None]
+
+
+def file_chunks(path: Path, progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
+    """A local file in CHUNK_BYTES pieces (for ``Store.put``), each size told to ``progress``."""
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK_BYTES):
+            if progress:
+                progress(len(chunk))
+            yield chunk
 
 
 def read_head(
