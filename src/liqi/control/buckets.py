@@ -60,7 +60,7 @@ def get_bucket(session: Session, name: str) -> Bucket:
     return bucket
 
 
-def _project_names(session: Session, ids: list[int]) -> dict[int, str]:
+def project_names(session: Session, ids: list[int]) -> dict[int, str]:
     rows = session.execute(select(Project.id, Project.name).where(Project.id.in_(ids)))
     return {row.id: row.name for row in rows}
 
@@ -73,7 +73,7 @@ def check_access(
     if manage:
         if role is Role.ADMIN:
             return
-        owner = _project_names(session, [bucket.project_id]).get(bucket.project_id, "?")
+        owner = project_names(session, [bucket.project_id]).get(bucket.project_id, "?")
         raise PermissionDeniedError(
             f"Managing bucket {bucket.name!r} needs the admin role in its project {owner!r}; "
             f"access key {who.access_id} does not have it."
@@ -83,8 +83,8 @@ def check_access(
     for grant in bucket.grants:
         if grant.project_id in who.roles and (grant.can_write if write else grant.can_read):
             return
-    mine = _project_names(session, list(who.roles))
-    owner = _project_names(session, [bucket.project_id]).get(bucket.project_id, "?")
+    mine = project_names(session, list(who.roles))
+    owner = project_names(session, [bucket.project_id]).get(bucket.project_id, "?")
     project = sorted(mine.values())[0] if mine else "<your project>"
     flag = "--write" if write else "--read"
     raise PermissionDeniedError(

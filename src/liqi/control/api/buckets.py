@@ -79,7 +79,9 @@ def bucket_out(session: Session, bucket: Bucket, who: Principal) -> BucketOut:
     else:
         mine = [g for g in bucket.grants if g.project_id in who.roles]
         access = "write" if any(g.can_write for g in mine) else "read"
-    names = {p.id: p.name for p in session.scalars(select(Project))}
+    names = buckets.project_names(
+        session, [bucket.project_id, *(g.project_id for g in bucket.grants)]
+    )
     grants = [
         GrantOut(project=names.get(g.project_id, "?"), read=g.can_read, write=g.can_write)
         for g in sorted(bucket.grants, key=lambda g: names.get(g.project_id, ""))
