@@ -121,6 +121,13 @@ class InvalidRequestError(LiqiError):
     exit_code = 2
 
 
+class MethodNotAllowedError(InvalidRequestError):
+    """The path exists but does not take this HTTP method."""
+
+    code = "method_not_allowed"
+    http_status = 405
+
+
 class RangeNotSatisfiableError(InvalidRequestError):
     """A byte range outside the object."""
 
@@ -216,6 +223,26 @@ class OverloadedError(LiqiError):
     exit_code = 6
 
 
+class DeadlineExceededError(LiqiError):
+    """A request ran past its time limit; the server dropped it and keeps serving."""
+
+    code = "deadline_exceeded"
+    http_status = 504
+    exit_code = 6
+
+
+class ModelLoadError(LiqiError):
+    """A model version could not be loaded; the message says why."""
+
+    code = "model_load_failed"
+
+
+class ModelError(LiqiError):
+    """The model failed on a request (an exception inside it); logged in full on the server."""
+
+    code = "model_error"
+
+
 class StoreError(LiqiError):
     """The storage system behind a bucket failed; the object is as it was before."""
 
@@ -236,6 +263,12 @@ class ServerUnavailableError(LiqiError):
     code = "server_unavailable"
     http_status = 503
     exit_code = 6
+
+
+class ModelUnavailableError(ServerUnavailableError):
+    """No version of the model can answer right now (loading, failed, or unloading)."""
+
+    code = "model_unavailable"
 
 
 class ServerStartError(ServerUnavailableError):

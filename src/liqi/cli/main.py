@@ -23,6 +23,7 @@ from liqi.cli import (
     project,
     quickstart,
     resource,
+    serve,
     server,
 )
 from liqi.cli.context import CliContext, pass_cli
@@ -124,6 +125,7 @@ cli.add_command(console.console)
 cli.add_command(model.model)
 cli.add_command(resource.resource)
 cli.add_command(dataset.dataset)
+cli.add_command(serve.serve)
 
 
 def main() -> None:

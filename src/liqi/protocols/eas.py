@@ -363,15 +363,20 @@ def signature_json(
     return orjson.dumps(signature_document(signature_name, inputs, outputs))
 
 
-def _describe(spec: TensorSpec) -> dict[str, Any]:
+def data_type_name(spec: TensorSpec) -> str:
+    """The TensorFlow ``DT_*`` name of a tensor's dtype (``DT_STRING`` for bytes)."""
     dtype = np.dtype(spec.dtype)
     if dtype.kind in "SU":
         dtype = np.dtype(object)
     data_type = _FROM_NUMPY.get(dtype) or _DESCRIBED_ONLY.get(dtype)
     if data_type is None:
         raise ValueError(f"Tensor '{spec.name}' has numpy dtype {dtype}, which has no DT_ name.")
+    return data_type.name
+
+
+def _describe(spec: TensorSpec) -> dict[str, Any]:
     shape = None if spec.shape is None else [-1 if d is None or d < 0 else d for d in spec.shape]
-    return {"name": spec.name, "shape": shape, "type": data_type.name}
+    return {"name": spec.name, "shape": shape, "type": data_type_name(spec)}
 
 
 # -- authorization -------------------------------------------------------------------------

@@ -26,6 +26,7 @@ __all__ = [
     "describe",
     "encode_error",
     "load_json",
+    "select_outputs",
 ]
 
 _NON_FINITE = re.compile(rb"NaN|-?Infinity")
@@ -174,3 +175,17 @@ def _castable(array: np.ndarray, dtype: np.dtype[Any]) -> bool:
 def _preview(body: bytes, limit: int = 60) -> str:
     text = body[:limit].decode("utf-8", "replace")
     return text + ("..." if len(body) > limit else "")
+
+
+def select_outputs(
+    outputs: Mapping[str, np.ndarray], wanted: tuple[str, ...] | None
+) -> dict[str, np.ndarray]:
+    """The outputs a client asked for (all of them when ``wanted`` is None or empty)."""
+    if not wanted:
+        return dict(outputs)
+    unknown = [name for name in wanted if name not in outputs]
+    if unknown:
+        raise InvalidRequestError(
+            f"Unknown output {unknown[0]!r}. The model's outputs are: {', '.join(sorted(outputs))}."
+        )
+    return {name: outputs[name] for name in wanted}

@@ -33,7 +33,8 @@ import numpy as np
 import orjson
 
 from liqi.errors import InvalidRequestError
-from liqi.protocols.tensors import InferenceRequest, InferenceResponse, load_json
+from liqi.protocols.eas import data_type_name
+from liqi.protocols.tensors import InferenceRequest, InferenceResponse, TensorSpec, load_json
 
 __all__ = [
     "UNNAMED_INPUT",
@@ -43,6 +44,7 @@ __all__ = [
     "decode_examples",
     "decode_predict",
     "encode_classify",
+    "encode_metadata",
     "encode_predict",
     "encode_predict_request",
     "encode_regress",
@@ -403,5 +405,41 @@ def encode_status(versions: Sequence[tuple[str, str, str]]) -> bytes:
                 }
                 for version, state, message in versions
             ]
+        }
+    )
+
+
+# -- metadata -----------------------------------------------------------------------------
+
+
+def encode_metadata(
+    model: str,
+    version: str,
+    signatures: Mapping[str, tuple[Sequence[TensorSpec], Sequence[TensorSpec]]],
+) -> bytes:
+    """``GET /v1/models/<m>[/versions/<v>]/metadata``: the SignatureDefMap as TF Serving
+    writes it (``signatures`` maps a name to its ``(inputs, outputs)``)."""
+
+    def tensor(spec: TensorSpec) -> dict[str, Any]:
+        info: dict[str, Any] = {"dtype": data_type_name(spec), "name": spec.name}
+        if spec.shape is None:
+            info["tensor_shape"] = {"dim": [], "unknown_rank": True}
+        else:
+            dims = [{"size": str(-1 if d is None else d), "name": ""} for d in spec.shape]
+            info["tensor_shape"] = {"dim": dims, "unknown_rank": False}
+        return info
+
+    signature_def = {
+        name: {
+            "inputs": {spec.name: tensor(spec) for spec in inputs},
+            "outputs": {spec.name: tensor(spec) for spec in outputs},
+            "method_name": "tensorflow/serving/predict",
+        }
+        for name, (inputs, outputs) in signatures.items()
+    }
+    return orjson.dumps(
+        {
+            "model_spec": {"name": model, "signature_name": "", "version": version},
+            "metadata": {"signature_def": {"signature_def": signature_def}},
         }
     )

@@ -1,9 +1,9 @@
 """Loaders: a model version in a folder -> a Servable that answers ``predict``.
 
-The Loader seam has one implementation so far, :class:`SavedModelLoader` (TensorFlow
-SavedModels, including TF 1.x ``SavedModelBuilder`` exports); ONNX, scikit-learn and custom
-processors come with the model server. TensorFlow is imported when a SavedModel is loaded,
-never at import time.
+A :class:`Servable` runs tensors through named signatures (TensorFlow SavedModels here,
+including TF 1.x ``SavedModelBuilder`` exports; ONNX and scikit-learn in their own modules). A
+:class:`RawServable` is a custom processor: bytes in, bytes and a status out, no signatures.
+TensorFlow is imported when a SavedModel is loaded, never at import time.
 """
 
 from __future__ import annotations
@@ -18,16 +18,25 @@ from typing import Any
 
 import numpy as np
 
-from liqi.errors import BackendUnavailableError, InvalidRequestError, LiqiError, NotFoundError
+from liqi.errors import (
+    BackendUnavailableError,
+    InvalidRequestError,
+    ModelLoadError,
+    NotFoundError,
+)
+
+__all__ = [
+    "Loader",
+    "ModelLoadError",
+    "RawServable",
+    "SavedModelLoader",
+    "SavedModelServable",
+    "Servable",
+    "Signature",
+]
 from liqi.protocols.tensors import TensorSpec, conform_inputs
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
-
-
-class ModelLoadError(LiqiError):
-    """A model version could not be loaded; the message says why."""
-
-    code = "model_load_failed"
 
 
 @dataclass(frozen=True)
@@ -38,13 +47,42 @@ class Signature:
 
 
 class Servable(ABC):
-    """A loaded model version. ``predict`` is thread-safe and may run off the event loop."""
+    """A loaded model version. ``predict`` is thread-safe and may run off the event loop.
+
+    ``processor`` names the kind (``tensorflow``, ``onnx``, ``sklearn``, ``python``).
+    """
 
     name: str
     version: int
     signatures: dict[str, Signature]
     default_signature: str
     load_time_s: float
+    processor: str = "tensorflow"
+
+    def batchable(self, signature: str | None = None) -> bool:
+        """Whether requests to ``signature`` may be concatenated along the first dimension:
+        every input has a known rank >= 1 and a variable first dimension."""
+        sig = self.signature(signature)
+        return bool(sig.inputs) and all(
+            spec.shape is not None and len(spec.shape) >= 1 and spec.shape[0] is None
+            for spec in sig.inputs.values()
+        )
+
+    def warmup_inputs(self, signature: str | None = None) -> dict[str, np.ndarray]:
+        """One synthetic request for ``signature``: zeros (empty strings), variable dims 1."""
+        sig = self.signature(signature)
+        inputs: dict[str, np.ndarray] = {}
+        for name, spec in sig.inputs.items():
+            shape = tuple(1 if d is None else d for d in (spec.shape or (1,)))
+            if spec.dtype == np.dtype(object):
+                inputs[name] = np.full(shape, b"", dtype=object)
+            else:
+                inputs[name] = np.zeros(shape, dtype=spec.dtype)
+        return inputs
+
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Release what the version holds (sessions, files); called once, after its last
+        request. Most versions hold nothing beyond what garbage collection frees."""
 
     def signature(self, name: str | None) -> Signature:
         chosen = name or self.default_signature
@@ -62,6 +100,34 @@ class Servable(ABC):
         self, inputs: Mapping[str, np.ndarray], signature: str | None = None
     ) -> dict[str, np.ndarray]:
         """Run the signature on a batch; inputs are checked and cast to its specs first."""
+
+
+class RawServable(Servable):
+    """A custom processor: ``process(bytes) -> (bytes, status)``, served on the EAS route only.
+
+    ``worker_threads`` calls may run at once (EAS's ``rpc.worker_threads``); no batching.
+    """
+
+    processor = "python"
+    worker_threads: int = 5
+
+    def batchable(self, signature: str | None = None) -> bool:
+        return False
+
+    def warmup_inputs(self, signature: str | None = None) -> dict[str, np.ndarray]:
+        return {}
+
+    def predict(
+        self, inputs: Mapping[str, np.ndarray], signature: str | None = None
+    ) -> dict[str, np.ndarray]:
+        raise InvalidRequestError(
+            f"Model {self.name!r} is a custom processor: it takes a raw body on "
+            f"POST /api/predict/{self.name}, not tensors."
+        )
+
+    @abstractmethod
+    def process(self, data: bytes) -> tuple[bytes, int]:
+        """Answer one raw request: the body and an HTTP status (0 means 200)."""
 
 
 class Loader(ABC):

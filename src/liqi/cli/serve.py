@@ -1,0 +1,187 @@
+"""`liqi serve PATH_OR_URI`: the model server on its own (like tensorflow_model_server)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from liqi.cli.context import CliContext, pass_cli
+
+EPILOG = """\b
+Examples:
+  liqi serve ./models/mnist                 a SavedModel folder, or a folder of versions 1/, 2/...
+  liqi serve oss://mybucket/models/ --name mnist --port 8501
+  liqi serve model:mnist:3                  a registered model version (needs a profile)
+  liqi serve ./model.onnx --max-batch-size 64
+  liqi serve ./proc --processor python --processor-entry app.py   an EAS/allspark processor
+
+\b
+Then:
+  curl http://127.0.0.1:8080/v1/models/mnist:predict -d '{"instances": [[0.0, ...]]}'
+  curl http://127.0.0.1:8080/readyz
+"""
+
+
+@click.command(epilog=EPILOG)
+@click.argument("uri", metavar="PATH_OR_URI")
+@click.option("--name", help="Model name in URLs [default: from the path].")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port (0 picks a free one; printed when ready).",
+)
+@click.option(
+    "--processor",
+    help="tensorflow, onnx, sklearn or python; EAS names such as "
+    "tensorflow_cpu_1.x work too [default: detected from the files].",
+)
+@click.option(
+    "--processor-path",
+    help="python processor: the folder (or .py) with its code [default: PATH_OR_URI].",
+)
+@click.option("--processor-entry", help="python processor: app.py or app.py:MyProcessor.")
+@click.option(
+    "--worker-threads",
+    type=click.IntRange(1, 256),
+    help="python processor: calls at once [default: the processor's, else 5].",
+)
+@click.option(
+    "--max-batch-size",
+    default=32,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Most rows in one model call.",
+)
+@click.option(
+    "--max-batch-wait-ms",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Wait up to this long to fill a batch (0: adaptive: "
+    "never wait, batch whatever queued while the model was busy).",
+)
+@click.option(
+    "--max-queue-size",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Requests waiting per version before new ones get 503.",
+)
+@click.option(
+    "--versions",
+    "version_policy",
+    default="latest",
+    show_default=True,
+    help="Which versions to serve: latest, latest:N, all, or 1,3.",
+)
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="LABEL=VERSION",
+    help="Version label (TF Serving /labels/<label>), e.g. stable=1 (repeatable).",
+)
+@click.option(
+    "--poll-interval-s",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="How often to look for new versions (0: never).",
+)
+@click.option(
+    "--token",
+    envvar="LIQI_SERVE_TOKEN",
+    help="Require 'Authorization: <token>' "
+    "(or the EAS SDK signature) on prediction routes [env: LIQI_SERVE_TOKEN].",
+)
+@click.option(
+    "--max-body-mb",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Largest request body; bigger ones get 413.",
+)
+@click.option(
+    "--request-timeout-s",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0.001),
+    help="Requests waiting longer get 504.",
+)
+@click.option("--no-warmup", is_flag=True, help="Mark versions ready without a warm-up call.")
+@pass_cli
+def serve(
+    obj: CliContext,
+    uri: str,
+    name: str | None,
+    host: str,
+    port: int,
+    processor: str | None,
+    processor_path: str | None,
+    processor_entry: str | None,
+    worker_threads: int | None,
+    max_batch_size: int,
+    max_batch_wait_ms: float,
+    max_queue_size: int,
+    version_policy: str,
+    labels: tuple[str, ...],
+    poll_interval_s: float,
+    token: str | None,
+    max_body_mb: int,
+    request_timeout_s: float,
+    no_warmup: bool,
+) -> None:
+    """Serve a model over HTTP: EAS, TF Serving REST and KServe V2 on one port.
+
+    PATH_OR_URI is a local folder or file, oss://bucket/prefix, or model:NAME[:VERSION].
+    Ready (GET /readyz) once a version is loaded and answered a warm-up call; SIGTERM
+    finishes the requests in flight, then exits.
+    """
+    # Imported here: the serving stack (uvicorn, prometheus) stays out of other commands.
+    from liqi._logging import configure_logging
+    from liqi.core.batching import BatchPolicy
+    from liqi.core.version_policy import VersionPolicy, parse_labels
+    from liqi.serving.app import ServeLimits
+    from liqi.serving.manager import ModelOptions
+    from liqi.serving.server import ProcessorOptions, ServeOptions, serve as run_server
+    from liqi.serving.source import open_source
+
+    configure_logging(logging.DEBUG if obj.debug else logging.INFO)
+    options = ServeOptions(
+        uri=uri,
+        cache_dir=obj.liqi_home / "cache" / "models",
+        name=name,
+        host=host,
+        port=port,
+        processor=ProcessorOptions(
+            name=processor,
+            path=processor_path or (uri if processor_entry else None),
+            entry=processor_entry,
+            worker_threads=worker_threads,
+        ),
+        model=ModelOptions(
+            policy=VersionPolicy.parse(version_policy),
+            batching=BatchPolicy(
+                max_batch_size=max_batch_size,
+                max_batch_wait_s=max_batch_wait_ms / 1000,
+                max_queue_size=max_queue_size,
+            ),
+            labels=parse_labels(",".join(labels)) if labels else {},
+            warmup=not no_warmup,
+        ),
+        poll_interval_s=poll_interval_s,
+        token=token,
+        limits=ServeLimits(max_body_bytes=max_body_mb * 2**20, request_timeout_s=request_timeout_s),
+    )
+    source = open_source(uri, cache_dir=options.cache_dir, client_factory=obj.client)
+    found = source.versions()  # fail fast on a wrong path, bucket or model name
+    listing = ", ".join(str(v) for v in sorted(found)) or "none yet"
+    click.echo(
+        f"Loading {uri} as model {options.name or source.name} (versions found: {listing}) ...",
+        err=True,
+    )
+    run_server(options, source=source, announce=click.echo)

@@ -1,0 +1,251 @@
+"""The model server's ASGI app: EAS, TF Serving REST and V2 on one port, plus health and
+metrics.
+
+``/api/predict/<name>`` is EAS (a sub-path ``v1/...`` or ``v2/...`` after the name reaches
+the TF Serving or V2 routes, so gateways can pass them through), ``/v1/models/...`` TF
+Serving, ``/v2...`` the Open Inference Protocol; ``/healthz`` (live), ``/readyz`` (every
+model has a version that answered its warm-up) and ``/metrics`` (Prometheus) are open.
+With a token, every prediction route needs ``Authorization``: the raw token, ``Bearer
+<token>`` or the EAS SDKs' ``EAS <signature>``. Errors are answered in the protocol's own
+format; a traceback only ever goes to the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+
+from liqi.errors import (
+    AuthenticationError,
+    LiqiError,
+    ModelError,
+    NotFoundError,
+    OverloadedError,
+)
+from liqi.protocols import eas, tfserving, v2
+from liqi.protocols.tensors import encode_error
+from liqi.serving import eas_routes, tfserving_routes, v2_routes
+from liqi.serving.http import (
+    JSON,
+    TEXT,
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    headers_of,
+    read_body,
+    send_response,
+)
+from liqi.serving.manager import ModelManager
+from liqi.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, ServingMetrics
+
+log = logging.getLogger(__name__)
+
+EAS_PREFIX = "/api/predict/"
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    max_body_bytes: int = 64 * 2**20
+    request_timeout_s: float = 60.0
+
+
+class ServingApp:
+    """An ASGI app over a :class:`ModelManager` (which it starts and stops with the
+    lifespan)."""
+
+    def __init__(
+        self,
+        manager: ModelManager,
+        *,
+        token: str | None = None,
+        limits: ServeLimits | None = None,
+        metrics: ServingMetrics | None = None,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        self.manager = manager
+        self.token = token or None
+        self.limits = limits or ServeLimits()
+        self.metrics = metrics or ServingMetrics()
+        self.metrics.watch(manager)
+        self._on_ready = on_ready
+        self._debug = log.isEnabledFor(logging.DEBUG)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        path: str = scope["path"]
+        protocol, handler = self._route(path)
+        try:
+            response = await handler(scope, receive)
+        except ConnectionAbortedError:
+            return
+        except LiqiError as exc:
+            response = _error(protocol, exc)
+        except Exception:  # a bug of ours: log it, answer 500, keep serving
+            log.exception("unhandled error on %s %s", scope["method"], path)
+            response = _error(
+                protocol, ModelError("Internal error; the server log has the details.")
+            )
+        await send_response(send, response)
+        if protocol != "server":
+            elapsed = time.perf_counter() - started
+            self.metrics.observe_request(
+                response.model, response.version, protocol, response.status, elapsed
+            )
+            if self._debug:
+                log.debug(
+                    "%s %s %d %.2fms model=%s version=%s",
+                    scope["method"],
+                    path,
+                    response.status,
+                    elapsed * 1000,
+                    response.model,
+                    response.version,
+                )
+
+    # -- routing --------------------------------------------------------------------------
+
+    def _route(self, path: str) -> tuple[str, Callable[[Scope, Receive], Awaitable[Response]]]:
+        if path.startswith(EAS_PREFIX):
+            name, _, sub = path[len(EAS_PREFIX) :].partition("/")
+            if sub.startswith(("v1/", "v2")):
+                return self._route("/" + sub)
+            return "eas", lambda scope, receive: self._predict(scope, receive, "eas", path, name)
+        if path.startswith("/v1/"):
+            return "tfserving", lambda scope, receive: self._predict(
+                scope, receive, "tfserving", path
+            )
+        if path == "/v2" or path.startswith("/v2/"):
+            return "v2", lambda scope, receive: self._predict(scope, receive, "v2", path)
+        if path == "/healthz":
+            return "server", self._healthz
+        if path == "/readyz":
+            return "server", self._readyz
+        if path == "/metrics":
+            return "server", self._metrics
+        return "server", self._not_found
+
+    async def _predict(
+        self, scope: Scope, receive: Receive, protocol: str, path: str, eas_name: str = ""
+    ) -> Response:
+        """``path`` is the route's own path: a gateway sub-path has its prefix removed."""
+        headers = headers_of(scope)
+        method: str = scope["method"]
+        body = b""
+        if method in ("POST", "PUT"):
+            body = await read_body(headers, receive, self.limits.max_body_bytes)
+        if self.token is not None:
+            self._authorize(Request(method, scope["path"], headers, body))
+        request = Request(method, path, headers, body)
+        if protocol == "eas":
+            return await eas_routes.handle(self, request, eas_name)
+        if protocol == "tfserving":
+            route = tfserving.parse_path(request.path)
+            if route is None:  # pragma: no cover - _route only sends /v1/ paths here
+                raise NotFoundError(f"No route {request.path!r}.")
+            return await tfserving_routes.handle(self, request, route)
+        v2_route = v2.parse_path(request.path)
+        if v2_route is None:
+            raise NotFoundError(
+                f"No V2 route {request.path!r}. Routes: /v2, /v2/health/live|ready, "
+                "/v2/models/<model>[/versions/<version>][/ready|/infer]."
+            )
+        return await v2_routes.handle(self, request, v2_route)
+
+    def _authorize(self, request: Request) -> None:
+        assert self.token is not None
+        given = request.header("authorization")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode(), self.token.encode()
+        ):
+            return
+        if eas.check_authorization(
+            given,
+            token=self.token,
+            method=request.method,
+            body=request.body,
+            content_type=request.header("content-type"),
+            date=request.header("date"),
+            path=request.path,
+        ):
+            return
+        raise AuthenticationError(
+            "Missing or wrong token. Send 'Authorization: <token>' (or 'Bearer <token>', or "
+            "the EAS SDK's signature) with the service's token."
+            if given
+            else "This server needs a token: send 'Authorization: <token>'."
+        )
+
+    async def _healthz(self, scope: Scope, receive: Receive) -> Response:
+        return Response(200, b'{"status":"live"}')
+
+    async def _readyz(self, scope: Scope, receive: Receive) -> Response:
+        if self.manager.ready:
+            return Response(200, b'{"status":"ready"}')
+        reasons = self.manager.not_ready_reasons()
+        return Response(503, orjson.dumps({"status": "not ready", "reasons": reasons}))
+
+    async def _metrics(self, scope: Scope, receive: Receive) -> Response:
+        return Response(200, self.metrics.render(), METRICS_CONTENT_TYPE)
+
+    async def _not_found(self, scope: Scope, receive: Receive) -> Response:
+        names = ", ".join(sorted(self.manager.models)) or "none"
+        message = (
+            f"No route {scope['path']!r}. Prediction routes: /api/predict/<model> (EAS), "
+            f"/v1/models/<model>:predict (TF Serving), /v2/models/<model>/infer (V2); "
+            f"served models: {names}. Also /healthz, /readyz, /metrics."
+        )
+        return Response(404, encode_error(message))
+
+    # -- lifespan -------------------------------------------------------------------------
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        watcher: asyncio.Task[None] | None = None
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.manager.start()
+                except Exception as exc:
+                    log.exception("model server failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                if self._on_ready is not None:
+                    watcher = asyncio.create_task(self._announce_ready())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if watcher is not None:
+                    watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watcher
+                await self.manager.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _announce_ready(self) -> None:
+        await self.manager.became_ready.wait()
+        assert self._on_ready is not None
+        self._on_ready()
+
+
+def _error(protocol: str, exc: LiqiError) -> Response:
+    headers = [(b"retry-after", b"1")] if isinstance(exc, OverloadedError) else []
+    if isinstance(exc, AuthenticationError):
+        headers.append((b"www-authenticate", b'Bearer realm="liqi"'))
+    if protocol == "eas":
+        return Response(exc.http_status, exc.message.encode(), TEXT, headers)
+    return Response(exc.http_status, encode_error(exc.message), JSON, headers)

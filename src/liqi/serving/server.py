@@ -1,0 +1,264 @@
+"""Run a model server: options in, uvicorn on a SO_REUSEPORT socket out.
+
+:func:`build_app` wires a source, a loader choice, the manager and the ASGI app;
+:func:`serve` runs it until SIGTERM/SIGINT, after which uvicorn stops accepting, finishes the
+requests in flight (up to ``drain_timeout_s``) and the manager unloads every version.
+Several ``liqi serve`` processes may share one port where the OS has SO_REUSEPORT (Linux):
+the kernel spreads connections across them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+
+from liqi._logging import configure_logging
+from liqi.errors import InvalidRequestError, ModelLoadError, PortInUseError
+from liqi.serving.app import ServeLimits, ServingApp
+from liqi.serving.custom import PythonProcessorServable
+from liqi.serving.loaders import Loader, Servable
+from liqi.serving.manager import ModelManager, ModelOptions, ServedModel
+from liqi.serving.metrics import ServingMetrics
+from liqi.serving.processors import detect, make_loader, normalize
+from liqi.serving.source import ModelSource, open_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProcessorOptions:
+    """Which loader serves the model: ``name`` None means detect it from the files."""
+
+    name: str | None = None
+    path: str | None = None  # custom processors: the folder (or .py file) with the code
+    entry: str | None = None  # custom processors: "app.py" or "app.py:MyProcessor"
+    worker_threads: int | None = None
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    uri: str
+    cache_dir: Path
+    name: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    processor: ProcessorOptions = field(default_factory=ProcessorOptions)
+    model: ModelOptions = field(default_factory=ModelOptions)
+    poll_interval_s: float = 5.0
+    token: str | None = None
+    limits: ServeLimits = field(default_factory=ServeLimits)
+    drain_timeout_s: float = 30.0
+    reuse_port: bool = True
+
+
+def loader_choice(processor: ProcessorOptions) -> Callable[[Path], Loader]:
+    """A function giving the loader for a fetched version: fixed, or detected per version."""
+    if processor.name is not None:
+        fixed = make_loader(
+            normalize(processor.name),
+            processor_path=processor.path,
+            processor_entry=processor.entry,
+            worker_threads=processor.worker_threads,
+        )
+        return lambda path: fixed
+    return lambda path: make_loader(detect(path))
+
+
+def build_app(
+    options: ServeOptions,
+    *,
+    source: ModelSource | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> ServingApp:
+    source = source or open_source(options.uri, cache_dir=options.cache_dir)
+    metrics = ServingMetrics()
+    model = ServedModel(
+        options.name or source.name,
+        source,
+        loader_choice(options.processor),
+        options.model,
+        observe_batch=metrics.batch_observer,
+    )
+    manager = ModelManager([model], poll_interval_s=options.poll_interval_s)
+    return ServingApp(
+        manager, token=options.token, limits=options.limits, metrics=metrics, on_ready=on_ready
+    )
+
+
+def bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A listening socket; SO_REUSEPORT lets several servers share the port."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise InvalidRequestError(f"Cannot resolve --host {host!r}: {exc}.") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port and hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise PortInUseError(
+            f"Cannot listen on {host}:{port}: {exc.strerror}. Pick another --port "
+            "(0 picks a free one)."
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus re-raising SIGTERM after a clean drain: the process exits 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def uvicorn_server(
+    app: ServingApp, *, drain_timeout_s: float = 30.0, log_level: str = "info"
+) -> uvicorn.Server:
+    """uvicorn with uvloop and httptools, no access log (ours is at debug level)."""
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        log_level=log_level,
+        timeout_graceful_shutdown=int(max(1, drain_timeout_s)),
+        backlog=2048,
+    )
+    return _Server(config)
+
+
+def run_app(app: ServingApp, sock: socket.socket, *, drain_timeout_s: float) -> None:
+    try:
+        uvicorn_server(app, drain_timeout_s=drain_timeout_s).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def ready_text(app: ServingApp, url: str, seconds: float) -> str:
+    """The lines printed once the server is ready: what serves where."""
+    lines = []
+    for model in app.manager.models.values():
+        versions = ", ".join(str(v.version) for v in model.available())
+        lines += [
+            f"Serving {model.name} version {versions} at {url} (ready in {seconds:.2f}s)",
+            f"  EAS         POST {url}/api/predict/{model.name}",
+            f"  TF Serving  POST {url}/v1/models/{model.name}:predict",
+            f"  V2          POST {url}/v2/models/{model.name}/infer",
+        ]
+    return "\n".join(lines)
+
+
+def serve(
+    options: ServeOptions,
+    *,
+    source: ModelSource | None = None,
+    announce: Callable[[str], None] = print,
+) -> None:
+    """Serve until SIGTERM/SIGINT; ``announce`` gets :func:`ready_text` once every model
+    has a version that answered its warm-up call."""
+    started = time.monotonic()
+    sock = bind(options.host, options.port, reuse_port=options.reuse_port)
+    url = url_of(sock)
+    app: ServingApp | None = None
+
+    def ready() -> None:
+        assert app is not None
+        announce(ready_text(app, url, time.monotonic() - started))
+
+    try:
+        app = build_app(options, source=source, on_ready=ready)
+    except BaseException:
+        sock.close()
+        raise
+    log.info("listening on %s; loading %s", url, options.uri)
+    run_app(app, sock, drain_timeout_s=options.drain_timeout_s)
+
+
+class _InstanceSource(ModelSource):
+    """One version, in this process: the processor object ``run()`` was called on."""
+
+    def __init__(self, name: str) -> None:
+        self.uri = f"(in-process processor {name})"
+        self.name = name
+
+    def versions(self) -> dict[int, str]:
+        return {1: self.uri}
+
+    def fetch(self, version: int) -> Path:
+        return Path.cwd()
+
+
+class _InstanceLoader(Loader):
+    def __init__(self, processor: object) -> None:
+        self._processor = processor
+
+    def load(self, path: Path, *, name: str, version: int) -> Servable:
+        started = time.monotonic()
+        initialize = getattr(self._processor, "initialize", None)
+        try:
+            if callable(initialize):
+                initialize()
+        except Exception as exc:
+            raise ModelLoadError(
+                f"Processor {name!r} failed in initialize(): {type(exc).__name__}: {exc}"
+            ) from exc
+        threads = getattr(self._processor, "worker_threads", 5)
+        return PythonProcessorServable(
+            name,
+            version,
+            self._processor,
+            time.monotonic() - started,
+            worker_threads=threads if isinstance(threads, int) and threads > 0 else 5,
+        )
+
+
+def run_processor(processor: object, *, name: str, host: str, port: int) -> None:
+    """Serve an allspark-style processor object (``MyProcessor().run()``) on
+    ``/api/predict/<name>`` until SIGTERM/SIGINT."""
+    configure_logging(logging.INFO)
+    loader = _InstanceLoader(processor)
+    options = ServeOptions(uri=name, cache_dir=Path.cwd(), name=name, host=host, port=port)
+    sock = bind(host, port, reuse_port=options.reuse_port)
+    model = ServedModel(name, _InstanceSource(name), lambda path: loader, options.model)
+    app = ServingApp(
+        ModelManager([model], poll_interval_s=0),
+        on_ready=lambda: _say(f"Serving processor {name} at {url_of(sock)}/api/predict/{name}"),
+    )
+    run_app(app, sock, drain_timeout_s=options.drain_timeout_s)
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
