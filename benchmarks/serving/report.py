@@ -246,7 +246,8 @@ def _context_lines(run: Run) -> list[str]:
         lines.append(
             f"In-process: batch 1 {c.batch1_calls_per_s:,.0f} calls/s, batch 1 with JSON "
             f"decode+encode {c.batch1_json_calls_per_s:,.0f} calls/s, batch 32 "
-            f"{c.batch32_rows_per_s:,.0f} rows/s."
+            f"{c.batch32_rows_per_s:,.0f} rows/s ({c.batch32_json_rows_per_s:,.0f} rows/s "
+            "with JSON)."
         )
     if run.import_tf_s is not None:
         lines.append(f"`import tensorflow` in a fresh interpreter: {run.import_tf_s:.2f} s.")
@@ -263,8 +264,9 @@ def markdown(run: Run) -> str:
         f"## Model server (`benchmarks/serving/run.py`), {run.date}",
         "",
         f"Machine: {m['cores']} cores, Python {m['python']}, TensorFlow {m['tensorflow']}, "
-        f"{m['wrk']}, uvicorn {m['uvicorn']}. One run, {run.duration_s:g} s per point; wrk and "
-        "the server share the machine. The floor is a bare ASGI app on uvicorn (uvloop, "
+        f"{m['wrk']}, uvicorn {m['uvicorn']}; CPU idle {m['idle_cpu']} before the run and "
+        f"{m.get('idle_cpu_after', '?')} after it. One run, {run.duration_s:g} s per point; wrk "
+        "and the server share the machine. The floor is a bare ASGI app on uvicorn (uvloop, "
         "httptools, one worker) answering a fixed body of the size of liqi's 1-row answer "
         "(`benchmarks/serving/floor.py`); `÷ floor` divides by the floor at the same number of "
         "connections. The model is the exported `mnist_softmax.py` SavedModel; bodies are "

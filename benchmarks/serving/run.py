@@ -2,17 +2,19 @@
 
 One run measures, on this machine and in this order:
 
-1. the exported MNIST softmax SavedModel in-process: signature calls/s at batch 1, the same
-   with TF Serving JSON decode and encode around it, and rows/s at batch 32;
+1. the exported MNIST softmax SavedModel in-process: signature calls/s at batch 1 and rows/s
+   at batch 32, each also with TF Serving JSON decode and encode around the call;
 2. the time of `import tensorflow` in a fresh interpreter;
 3. the floor (`floor.py`: uvicorn, uvloop, httptools, a fixed answer) under wrk at 1, 8 and
-   64 connections with the 1-row JSON body;
+   64 connections with the 1-row JSON body, then at 256 with the probe (see 5) beside it;
 4. `liqi serve` (one instance, default settings): start to `/readyz` 200, the answers of
    every route checked against the in-process scores, then wrk at 1, 8 and 64 connections
    for 1-row TF Serving JSON, 1-row V2 JSON, 1-row EAS protobuf and 32-row TF Serving JSON;
 5. overload: `liqi serve --max-queue-size 16` driven by wrk at 256 connections (4x the
-   largest load above) with a probe that times 503s and 200s separately; the server must
-   still be ready afterwards.
+   largest load above), statuses tallied, with a probe that sends one request at a time and
+   times 503s and 200s separately; the server must still be ready afterwards.
+
+Each server is warmed up (1 s of each body at 64 connections) before it is measured.
 
 It prints a table and the targets (PASS/FAIL with the numbers); `--out` appends a Markdown
 section to a results file. wrk is installed with apt-get when missing. Everything listens
@@ -40,6 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+import psutil  # noqa: E402
 from benchmarks.serving import client, inprocess, processes, wrk  # noqa: E402
 from benchmarks.serving.inprocess import Bodies  # noqa: E402
 from benchmarks.serving.report import Load, Point, Probed, Run, markdown, print_report  # noqa: E402
@@ -233,6 +236,7 @@ def machine() -> dict[str, str]:
 
     return {
         "cores": str(os.cpu_count()),
+        "idle_cpu": f"{100 - psutil.cpu_percent(interval=1.0):.0f}%",
         "python": platform.python_version(),
         "tensorflow": version("tensorflow"),
         "uvicorn": version("uvicorn"),
@@ -300,6 +304,7 @@ def main() -> int:
             console.print(f"liqi serve is not available: {said}", highlight=False, markup=False)
             return 2
     run = Run(date=date.today().isoformat(), machine=machine(), duration_s=args.duration_s)
+    console.print(f"CPU idle before the run: {run.machine['idle_cpu']}", highlight=False)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="liqi-serving-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -329,6 +334,7 @@ def main() -> int:
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
+    run.machine["idle_cpu_after"] = f"{100 - psutil.cpu_percent(interval=1.0):.0f}%"
     print_report(run, console)
     if args.out:
         with args.out.open("a") as out:

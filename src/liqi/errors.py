@@ -11,6 +11,7 @@ turns that body back into the same class (:func:`error_from_body`).
     ├── ConfigError (config_invalid, 400, exit 2)
     │   └── PlaceholderError (config_placeholder)
     ├── InvalidRequestError (invalid_request, 400, exit 2)
+    │   ├── MethodNotAllowedError (method_not_allowed, 405)
     │   └── RangeNotSatisfiableError (range_not_satisfiable, 416)
     ├── AuthenticationError (unauthenticated, 401, exit 3)
     │   ├── SignatureMismatchError (signature_mismatch)
@@ -27,12 +28,16 @@ turns that body back into the same class (:func:`error_from_body`).
     │   └── ServerAlreadyRunningError (server_already_running)
     ├── PayloadTooLargeError (payload_too_large, 413, exit 2)
     ├── OverloadedError (overloaded, 503, exit 6): a model's queue is full; retry later
+    ├── DeadlineExceededError (deadline_exceeded, 504, exit 6): a request ran out of time
+    ├── ModelLoadError (model_load_failed, 500): a model version could not be loaded
+    ├── ModelError (model_error, 500): the model failed on a request
     ├── StoreError (store_error, 502, exit 7): the storage system failed (disk full, S3 down)
     │   └── BackendUnavailableError (backend_unavailable): an optional package is missing
     ├── ServerUnavailableError (server_unavailable, 503, exit 6)
     │   ├── ServerStartError (server_start_failed)
     │   ├── PortInUseError (port_in_use)
-    │   └── DatabaseUnavailableError (database_unavailable)
+    │   ├── DatabaseUnavailableError (database_unavailable)
+    │   └── ModelUnavailableError (model_unavailable): no version of the model is ready
     ├── SecretKeyMismatchError (secret_key_mismatch, 500): secret.key does not fit the database
     └── APIError (api_error): an error body from a server the SDK does not know
 """
@@ -51,8 +56,13 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "DatabaseUnavailableError",
+    "DeadlineExceededError",
     "InvalidRequestError",
     "LiqiError",
+    "MethodNotAllowedError",
+    "ModelError",
+    "ModelLoadError",
+    "ModelUnavailableError",
     "NotFoundError",
     "ObjectNotFoundError",
     "OverloadedError",
