@@ -164,3 +164,22 @@ def test_liqi_serve_process_drains_on_sigterm(mnist_saved_model: Path, tmp_path:
     assert process.returncode == 0, err
     assert f"Serving mnist version 1 at {url}" in out
     assert "signature=serving_default" in err  # the startup line: model, version, signature
+
+
+def test_a_folder_without_a_model_is_reported_not_ready(tmp_path: Path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "README.txt").write_text("no model here")
+    options = ServeOptions(uri=str(folder), cache_dir=tmp_path / "cache", poll_interval_s=0.2)
+    with live_model_server(build_app(options), ready=False) as server:
+        deadline = time.monotonic() + 30
+        answer = httpx.get(f"{server.url}/readyz", trust_env=False)
+        while "failed to load" not in answer.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+            answer = httpx.get(f"{server.url}/readyz", trust_env=False)
+        assert answer.status_code == 503
+        assert "README.txt" in answer.text
+        assert "--processor" in answer.text
+        predict = httpx.post(f"{server.url}/v1/models/notes:predict", json={}, trust_env=False)
+        assert predict.status_code == 503
+        assert "failed to load" in predict.json()["error"]

@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import gc
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,15 @@ class ModelVersion:
     failures: int = 0
     retry_at: float = 0.0
     drained: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __enter__(self) -> ModelVersion:
+        self.in_flight += 1
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0 and self.state is VersionState.UNLOADING:
+            self.drained.set()
 
     def loaded(self, model: str) -> tuple[Servable, BatchRunner]:
         """The servable and its runner (an AVAILABLE version always has both)."""
@@ -105,6 +115,7 @@ class ServedModel:
         self.options = options
         self.labels = dict(options.labels)
         self.versions: dict[int, ModelVersion] = {}
+        self._available: list[ModelVersion] = []
         self.source_error = ""
         self.refreshed = False  # the first poll finished (every wanted version tried)
         self._loader_for = loader_for
@@ -115,7 +126,12 @@ class ServedModel:
     # -- request side (event loop, no awaits) ---------------------------------------------
 
     def available(self) -> list[ModelVersion]:
-        return sorted(
+        """The versions taking requests, oldest first (kept current by :meth:`_set_state`)."""
+        return self._available
+
+    def _set_state(self, entry: ModelVersion, state: VersionState) -> None:
+        entry.state = state
+        self._available = sorted(
             (v for v in self.versions.values() if v.state is VersionState.AVAILABLE),
             key=lambda v: v.version,
         )
@@ -144,19 +160,10 @@ class ServedModel:
             raise ModelUnavailableError(self.not_ready_reason())
         return available[-1]
 
-    @contextlib.contextmanager
-    def acquire(
-        self, version: str | None = None, label: str | None = None
-    ) -> Iterator[ModelVersion]:
-        """Hold a version for one request; an unloading version waits for its holders."""
-        chosen = self.resolve(version, label)
-        chosen.in_flight += 1
-        try:
-            yield chosen
-        finally:
-            chosen.in_flight -= 1
-            if chosen.in_flight == 0 and chosen.state is VersionState.UNLOADING:
-                chosen.drained.set()
+    def acquire(self, version: str | None = None, label: str | None = None) -> ModelVersion:
+        """The version for one request, to hold with ``with``: an unloading version waits
+        for its holders before it unloads."""
+        return self.resolve(version, label)
 
     def not_ready_reason(self) -> str:
         failed = [v for v in self.versions.values() if v.state is VersionState.FAILED]
@@ -218,7 +225,7 @@ class ServedModel:
         if entry is None or entry.state is not VersionState.FAILED:
             entry = ModelVersion(number)
             self.versions[number] = entry
-        entry.state = VersionState.LOADING
+        self._set_state(entry, VersionState.LOADING)
         started = time.monotonic()
         try:
             servable = await asyncio.to_thread(self._load_blocking, number)
@@ -228,8 +235,8 @@ class ServedModel:
                 log.exception("model=%s version=%d failed to load", self.name, number)
             else:
                 log.error("model=%s version=%d failed to load: %s", self.name, number, message)
-            entry.state = VersionState.FAILED
             entry.error = message
+            self._set_state(entry, VersionState.FAILED)
             entry.failures += 1
             entry.retry_at = self._clock() + min(MAX_RETRY_S, 5.0 * 2 ** (entry.failures - 1))
             return
@@ -242,7 +249,11 @@ class ServedModel:
             servable, self.options.batching, workers=workers, observe_batch=observer
         )
         entry.error = ""
-        entry.state = VersionState.AVAILABLE
+        self._set_state(entry, VersionState.AVAILABLE)
+        # A loaded model is a large, long-lived object graph (TensorFlow's especially). Freeze
+        # it out of the garbage collector so full collections, triggered by the requests'
+        # short-lived objects, do not walk it: measured as 100+ ms pauses in the p99.
+        gc.freeze()
         signature = (
             "" if isinstance(servable, RawServable) else f" signature={servable.default_signature}"
         )
@@ -264,7 +275,7 @@ class ServedModel:
         return servable
 
     async def _unload(self, entry: ModelVersion) -> None:
-        entry.state = VersionState.UNLOADING
+        self._set_state(entry, VersionState.UNLOADING)
         if entry.in_flight:
             await entry.drained.wait()
         if entry.runner is not None:
@@ -272,7 +283,7 @@ class ServedModel:
         if entry.servable is not None:
             with contextlib.suppress(Exception):
                 entry.servable.close()
-        entry.state = VersionState.END
+        self._set_state(entry, VersionState.END)
         entry.servable = entry.runner = None
         log.info("model=%s version=%d unloaded", self.name, entry.version)
 

@@ -88,6 +88,7 @@ class BatchRunner:
         self._clock = clock
         self._observe = observe_batch
         self._queue: BatchQueue[_Job] = BatchQueue(policy)
+        self._batchable: dict[str | None, bool] = {}
         self._ready = threading.Condition()
         self._stopping = False
         self._threads = [
@@ -118,7 +119,13 @@ class BatchRunner:
         at once when the queue is full, DeadlineExceededError after ``timeout_s``, and the
         model's LiqiError for a bad request."""
         key, rows = _batch_key(inputs, signature)
-        if not self.servable.batchable(signature):
+        batchable = self._batchable.get(signature)
+        if batchable is None:
+            try:
+                batchable = self._batchable[signature] = self.servable.batchable(signature)
+            except LiqiError:
+                batchable = False  # an unknown signature: the model call will say so
+        if not batchable:
             key = object()
         job = _Job(asyncio.get_running_loop().create_future(), inputs, signature, rows=rows)
         return await self._submit(job, key, timeout_s)  # type: ignore[no-any-return]

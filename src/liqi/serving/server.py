@@ -151,6 +151,7 @@ def uvicorn_server(
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,
         log_config=None,
         log_level=log_level,
         timeout_graceful_shutdown=int(max(1, drain_timeout_s)),
@@ -159,7 +160,14 @@ def uvicorn_server(
     return _Server(config)
 
 
+SWITCH_INTERVAL_S = 0.0005
+
+
 def run_app(app: ServingApp, sock: socket.socket, *, drain_timeout_s: float) -> None:
+    # The event loop and the model's worker threads share the GIL. Python's default switch
+    # interval (5 ms) lets a busy loop keep a finished batch waiting for up to 5 ms; 0.5 ms
+    # hands the GIL over promptly (measured: higher throughput and a much lower p99).
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         uvicorn_server(app, drain_timeout_s=drain_timeout_s).run(sockets=[sock])
     finally:
