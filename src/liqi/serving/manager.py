@@ -203,22 +203,33 @@ class ServedModel:
             return
         self.source_error = "" if found else f"no model versions found at {self.source.uri}"
         now = self._clock()
-        waiting = {
+        excluded = {
             n
             for n, v in self.versions.items()
             if v.state is VersionState.FAILED and now < v.retry_at
         }
-        wanted = self.options.policy.select(n for n in found if n not in waiting)
-        current = [n for n, v in self.versions.items() if v.state is VersionState.AVAILABLE]
-        steps = plan(current, wanted)
-        for number in steps.load:
-            await self._load(number)
-        if not any(
-            n in self.versions and self.versions[n].state is VersionState.AVAILABLE for n in wanted
-        ):
+        # Load what the policy wants; when a wanted version fails, ask again without it, so
+        # "latest" falls back to the newest version that loads.
+        wanted: list[int] = []
+        for _ in range(len(found) + 1):
+            wanted = self.options.policy.select(n for n in found if n not in excluded)
+            current = [n for n in self.versions if self._is_available(n)]
+            failed = []
+            for number in plan(current, wanted).load:
+                await self._load(number)
+                if not self._is_available(number):
+                    failed.append(number)
+            if not failed:
+                break
+            excluded.update(failed)
+        if not any(self._is_available(n) for n in wanted):
             return  # nothing wanted came up: keep serving what serves
-        for number in steps.unload:
+        for number in [n for n in self.versions if self._is_available(n) and n not in wanted]:
             await self._unload(self.versions[number])
+
+    def _is_available(self, number: int) -> bool:
+        entry = self.versions.get(number)
+        return entry is not None and entry.state is VersionState.AVAILABLE
 
     async def _load(self, number: int) -> None:
         entry = self.versions.get(number)
