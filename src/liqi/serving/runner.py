@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
@@ -89,7 +90,11 @@ class BatchRunner:
         self._observe = observe_batch
         self._queue: BatchQueue[_Job] = BatchQueue(policy)
         self._batchable: dict[str | None, bool] = {}
-        self._ready = threading.Condition()
+        # The queue is guarded by a plain lock; workers sleep on a SimpleQueue of wake-up
+        # tokens. Both are C-level: a round trip loop -> worker -> loop costs about half of
+        # what threading.Condition (pure Python) does, measured at batch size 1.
+        self._lock = threading.Lock()
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._stopping = False
         self._threads = [
             threading.Thread(
@@ -136,14 +141,14 @@ class BatchRunner:
         return await self._submit(job, object(), timeout_s)  # type: ignore[no-any-return]
 
     async def _submit(self, job: _Job, key: Hashable, timeout_s: float | None) -> Any:
-        with self._ready:
+        with self._lock:
             if self._stopping:
                 raise ModelUnavailableError(
                     f"Model {self.servable.name!r} version {self.servable.version} is "
                     "unloading; retry the request."
                 )
             self._queue.put(job, rows=job.rows, key=key, now=self._clock())
-            self._ready.notify()
+        self._wake.put(None)
         timer = None
         if timeout_s is not None:
             timer = job.future.get_loop().call_later(timeout_s, self._expire, job, timeout_s)
@@ -169,9 +174,10 @@ class BatchRunner:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Finish what is queued, then stop the workers (called off the event loop)."""
-        with self._ready:
+        with self._lock:
             self._stopping = True
-            self._ready.notify_all()
+        for _ in self._threads:
+            self._wake.put(None)
         deadline = time.monotonic() + timeout_s
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -179,18 +185,23 @@ class BatchRunner:
     # -- worker side --------------------------------------------------------------------
 
     def _next_batch(self) -> list[_Job] | None:
-        with self._ready:
-            while True:
+        while True:
+            with self._lock:
                 now = self._clock()
                 ready_at = self._queue.ready_at()
                 if ready_at is not None and (now >= ready_at or self._stopping):
                     batch = self._queue.take(max(now, ready_at))
                     if len(self._queue):
-                        self._ready.notify()  # another worker may take the next one
+                        self._wake.put(None)  # another worker may take the next one
                     return batch
                 if self._stopping:
+                    self._wake.put(None)  # pass the news on to the next sleeping worker
                     return None
-                self._ready.wait(None if ready_at is None else ready_at - now)
+            try:
+                self._wake.get(timeout=None if ready_at is None else max(0.0, ready_at - now))
+            except queue.Empty:
+                continue  # a batching window closed
+            _drain(self._wake)  # one look at the queue serves every token already posted
 
     def _work(self) -> None:
         while (batch := self._next_batch()) is not None:
@@ -260,6 +271,14 @@ class BatchRunner:
     def _observed(self, batch: list[_Job]) -> None:
         if self._observe is not None:
             self._observe(len(batch), sum(job.rows for job in batch))
+
+
+def _drain(tokens: queue.SimpleQueue[None]) -> None:
+    try:
+        while True:
+            tokens.get_nowait()
+    except queue.Empty:
+        return
 
 
 def _first_line(exc: BaseException) -> str:
