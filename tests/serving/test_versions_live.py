@@ -21,6 +21,7 @@ from liqi.core.version_policy import VersionPolicy
 from liqi.serving.manager import ModelOptions
 from liqi.serving.server import ServeOptions, build_app
 from tests.support.model_server import live_model_server, wait_ready
+from tests.support.servers import LiveServer
 
 pytestmark = [pytest.mark.tf, pytest.mark.timeout(300)]
 
@@ -183,3 +184,77 @@ def test_a_folder_without_a_model_is_reported_not_ready(tmp_path: Path) -> None:
         predict = httpx.post(f"{server.url}/v1/models/notes:predict", json={}, trust_env=False)
         assert predict.status_code == 503
         assert "failed to load" in predict.json()["error"]
+
+
+def start_serve(args: list[str], home: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "LIQI_HOME": str(home)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "liqi", "serve", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop(process: subprocess.Popen[str]) -> tuple[str, str]:
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_two_servers_share_one_port(mnist_saved_model: Path, tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [str(mnist_saved_model), "--name", "mnist", "--port", str(port)]
+    first = start_serve(args, tmp_path / "home")
+    second = start_serve(args, tmp_path / "home")
+    try:
+        wait_ready(url)
+        deadline = time.monotonic() + 120
+        while second.poll() is None and time.monotonic() < deadline:
+            if "Serving mnist" in (second.stdout.readline() if second.stdout else ""):
+                break
+        assert second.poll() is None, second.communicate()[1]
+        for _ in range(20):  # fresh connections: the kernel spreads them over both
+            answer = httpx.post(
+                f"{url}/v1/models/mnist:predict",
+                json={"instances": [[0.0] * 784]},
+                trust_env=False,
+            )
+            assert answer.status_code == 200
+    finally:
+        stop(second)
+        stop(first)
+    assert first.returncode == 0
+    assert second.returncode == 0
+
+
+def test_serve_from_a_bucket(
+    mnist_saved_model: Path, sqlite_server: LiveServer, tmp_path: Path
+) -> None:
+    with sqlite_server.admin() as client:
+        client.create_bucket("models", project="default")
+        for file in sorted(p for p in mnist_saved_model.rglob("*") if p.is_file()):
+            key = f"exports/mnist/1/{file.relative_to(mnist_saved_model).as_posix()}"
+            client.put_object("models", key, file.read_bytes())
+    port = free_port()
+    process = start_serve(["oss://models/exports/mnist/", "--port", str(port)], sqlite_server.home)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}")
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v1/models/mnist:predict",
+            json={"instances": [[0.0] * 784]},
+            trust_env=False,
+        )
+    finally:
+        out, err = stop(process)
+    assert answer.status_code == 200, err
+    assert len(answer.json()["predictions"][0]) == 10
+    assert "Serving mnist version 1" in out
+    cached = sqlite_server.home / "cache" / "models" / "models"
+    assert any(p.name == "saved_model.pb" for p in cached.rglob("*"))
