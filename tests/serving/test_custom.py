@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import signal
+import socket
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -15,6 +19,7 @@ from liqi.errors import InvalidRequestError, NotFoundError
 from liqi.serving import allspark
 from liqi.serving.custom import PythonProcessorLoader, PythonProcessorServable
 from liqi.serving.loaders import ModelLoadError
+from tests.support.model_server import wait_ready
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -404,19 +409,43 @@ def test_allspark_properties_and_endpoint() -> None:
         allspark.parse_endpoint("localhost:http")
 
 
-def test_run_serves_the_processor(monkeypatch: pytest.MonkeyPatch) -> None:
-    from liqi.serving import server
+def test_run_serves_the_processor_over_http(tmp_path: Path) -> None:
+    """`python app.py` with `MyProcessor(endpoint=...).run()`: a real server, real requests."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = tmp_path / "app.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            from liqi.serving import allspark
 
-    served: list[tuple[object, str, str, int]] = []
+            class Doubler(allspark.BaseProcessor):
+                def initialize(self):
+                    self.factor = 2
 
-    def run_processor(processor: object, *, name: str, host: str, port: int) -> None:
-        served.append((processor, name, host, port))
+                def process(self, data):
+                    return str(int(data) * self.factor).encode(), 200
 
-    monkeypatch.setattr(server, "run_processor", run_processor, raising=False)
-    processor = allspark.BaseProcessor(worker_threads=7, endpoint="127.0.0.1:9100")
-    processor.run()
-    assert len(served) == 1
-    assert served[0][0] is processor
-    assert served[0][2:] == ("127.0.0.1", 9100)
-    assert served[0][1]  # the script's stem, or "processor"
-    assert processor.worker_threads == 7
+            if __name__ == "__main__":
+                Doubler(worker_threads=3, endpoint="127.0.0.1:{port}").run()
+            """
+        )
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, timeout_s=60)
+        answer = httpx.post(f"{url}/api/predict/app", content=b"21", trust_env=False)
+        bad = httpx.post(f"{url}/api/predict/app", content=b"x", trust_env=False)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    assert answer.status_code == 200
+    assert answer.content == b"42"
+    assert bad.status_code == 500
+    assert b"ValueError" in bad.content
+    assert f"Serving processor app at {url}/api/predict/app" in out
+    assert process.returncode == 0, err
