@@ -64,6 +64,7 @@ class Run:
     floor_overload: Probed | None = None
     overload: Probed | None = None
     overload_queue_size: int = 0
+    overload_server_503: str = ""  # what liqi's /metrics says about its 503s
     problems: list[str] = field(default_factory=list)
 
     def point(self, server: str, load_key: str, connections: int) -> Point | None:
@@ -170,6 +171,8 @@ def _overload_target(run: Run) -> Target:
         f"{_ms(probe.ok_p99_ms)} ms ({probe.ok} answers) vs unloaded p99 {unloaded_text}"
         f"{floor_text}; ready afterwards: {'yes' if over.ready_after else 'NO'}"
     )
+    if run.overload_server_503:
+        detail += f"; server side (its /metrics): {run.overload_server_503}"
     return Target(name, passed, detail)
 
 
@@ -180,6 +183,14 @@ def _startup_target(run: Run) -> Target:
     bound = run.import_tf_s + 1
     detail = f"{run.liqi_ready_s:.2f} s vs {run.import_tf_s:.2f} s + 1 s = {bound:.2f} s"
     return Target(name, run.liqi_ready_s <= bound, detail)
+
+
+def _socket_errors(r: WrkResult) -> str:
+    if not r.socket_errors:
+        return "0"
+    kinds = {"connect": r.errors_connect, "read": r.errors_read, "write": r.errors_write,
+             "timeout": r.errors_timeout}  # fmt: skip
+    return f"{r.socket_errors} ({', '.join(f'{k} {n}' for k, n in kinds.items() if n)})"
 
 
 def _ms(value: float) -> str:
@@ -210,7 +221,7 @@ def _rows(run: Run) -> list[list[str]]:
                 f"{r.p50_ms:.2f}",
                 f"{r.p99_ms:.2f}",
                 str(r.errors_status),
-                str(r.socket_errors),
+                _socket_errors(r),
                 f"{p.rss_peak_bytes / MIB:.0f}",
             ]
         )

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
-from benchmarks.serving import client, inprocess, processes, wrk  # noqa: E402
+from benchmarks.serving import client, inprocess, metrics, processes, wrk  # noqa: E402
 from benchmarks.serving.inprocess import Bodies  # noqa: E402
 from benchmarks.serving.report import Load, Point, Probed, Run, markdown, print_report  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -115,6 +115,17 @@ def measure_probed(server: processes.Server, body: Path, duration_s: float) -> P
     return Probed(point=point, probe=probe.stats(), ready_after=server.alive() and status == 200)
 
 
+def scrape_503(port: int) -> metrics.Samples | str:
+    """liqi's 503 timings from its /metrics, or what went wrong asking."""
+    try:
+        status, body = processes.get(port, "/metrics", timeout_s=5)
+    except OSError as exc:
+        return f"GET /metrics failed: {exc}"
+    if status != 200:
+        return f"GET /metrics answered {status}"
+    return metrics.samples_503(body.decode(errors="replace"))
+
+
 def log_problems(server: processes.Server) -> list[str]:
     text = server.log_path.read_text(errors="replace") if server.log_path.exists() else ""
     tracebacks = text.count("Traceback (most recent call last)")
@@ -164,7 +175,9 @@ class Bench:
     def liqi(self) -> None:
         port = processes.free_port()
         command = liqi_command(self.export, port, self.serve_args)
-        self.run.liqi_command = " ".join(["liqi", *command[command.index("serve") :]])
+        shown = liqi_command(Path("<export>"), 0, self.serve_args)
+        self.run.liqi_command = " ".join(["liqi", *shown[shown.index("serve") :]])
+        self.run.liqi_command = self.run.liqi_command.replace("--port 0", "--port <free port>")
         log_path = self.work / "liqi.log"
         try:
             with processes.running(
@@ -204,8 +217,15 @@ class Bench:
                 "liqi", command, port=port, log_path=log_path, ready_timeout_s=READY_TIMEOUT_S
             ) as server:
                 self.warm_up(server, LOADS[:1])
+                before = scrape_503(port)
                 probed = measure_probed(server, self.bodies.tf_1row, self.duration_s)
                 self.run.overload = probed
+                after = scrape_503(port)
+                self.run.overload_server_503 = (
+                    metrics.describe_503(before, after)
+                    if isinstance(before, dict) and isinstance(after, dict)
+                    else str(after if isinstance(before, dict) else before)
+                )
                 self.run.overload_queue_size = max_queue_size
                 self.console.print(_progress(probed.point), highlight=False)
                 if probed.probe.first_other:
