@@ -11,7 +11,6 @@ from liqi.cli.context import CliContext, pass_cli
 from liqi.cli.output import echo_json, fields, output_option
 from liqi.config import DEFAULT_HOST, DEFAULT_PORT
 from liqi.control import daemon
-from liqi.control.server import run_server
 
 host_option = click.option(
     "--host", default=None, help=f"Address to bind [env LIQI_HOST; default {DEFAULT_HOST}]."
@@ -37,6 +36,8 @@ def run(obj: CliContext, host: str | None, port: int | None) -> None:
     """Run the control plane in the foreground until Ctrl-C or SIGTERM."""
     settings = obj.server_settings(host, port)
     configure_logging(logging.DEBUG if obj.debug else logging.INFO)
+    from liqi.control.server import run_server  # FastAPI and the database: only here
+
     run_server(settings)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from liqi.config import ServerSettings
-from liqi.control.server import ServerRecord, lock_path, prepare_home, record_path
+from liqi.control.home import ServerRecord, lock_path, prepare_home, record_path
 from liqi.errors import ServerStartError, ServerUnavailableError
 
 START_TIMEOUT_S = 60.0

@@ -10,6 +10,8 @@ the kernel spreads connections across them.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import logging
 import signal
 import socket
@@ -23,14 +25,14 @@ from pathlib import Path
 import uvicorn
 
 from liqi._logging import configure_logging
-from liqi.errors import InvalidRequestError, ModelLoadError, PortInUseError
+from liqi.errors import InvalidRequestError, LiqiError, ModelLoadError, PortInUseError
 from liqi.serving.app import ServeLimits, ServingApp
 from liqi.serving.custom import PythonProcessorServable
 from liqi.serving.loaders import Loader, Servable
 from liqi.serving.manager import ModelManager, ModelOptions, ServedModel
 from liqi.serving.metrics import ServingMetrics
 from liqi.serving.processors import detect, make_loader, normalize
-from liqi.serving.source import ModelSource, open_source
+from liqi.serving.source import LocalSource, ModelSource, open_source
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,20 @@ def loader_choice(processor: ProcessorOptions) -> Callable[[Path], Loader]:
         )
         return lambda path: fixed
     return lambda path: make_loader(detect(path))
+
+
+def prefetch_imports(source: ModelSource, processor: ProcessorOptions) -> None:
+    """Start importing TensorFlow on a thread when a local model needs it: the import
+    (seconds) then overlaps the rest of start-up instead of following it."""
+    if not isinstance(source, LocalSource):
+        return
+    try:
+        found = source.versions()
+        kind = normalize(processor.name) if processor.name else detect(source.fetch(max(found)))
+    except (LiqiError, ValueError):
+        return  # the manager reports it properly
+    if kind == "tensorflow" and importlib.util.find_spec("tensorflow") is not None:
+        threading.Thread(target=importlib.import_module, args=("tensorflow",), daemon=True).start()
 
 
 def build_app(
@@ -197,6 +213,8 @@ def serve(
     """Serve until SIGTERM/SIGINT; ``announce`` gets :func:`ready_text` once every model
     has a version that answered its warm-up call."""
     started = time.monotonic()
+    source = source or open_source(options.uri, cache_dir=options.cache_dir)
+    prefetch_imports(source, options.processor)
     sock = bind(options.host, options.port, reuse_port=options.reuse_port)
     url = url_of(sock)
     app: ServingApp | None = None
