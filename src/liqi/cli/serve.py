@@ -51,7 +51,7 @@ Then:
 )
 @click.option(
     "--max-batch-size",
-    default=32,
+    default=256,
     show_default=True,
     type=click.IntRange(1),
     help="Most rows in one model call.",

@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class BatchPolicy:
-    max_batch_size: int = 32  # rows
+    max_batch_size: int = 256  # rows (adaptive batching only fills it under load)
     max_batch_wait_s: float = 0.0
     max_queue_size: int = 1024  # requests
 
