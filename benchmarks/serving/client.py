@@ -55,6 +55,7 @@ def check_answers(port: int, bodies: Bodies) -> list[str]:
         ("v2", INFER_V2, bodies.v2_1row, JSON, bodies.scores[:1]),
         ("eas", PREDICT_EAS, bodies.eas_1row, OCTET, bodies.scores[:1]),
         ("tf", PREDICT_TF, bodies.tf_32row, JSON, bodies.scores),
+        ("eas", PREDICT_EAS, bodies.eas_32row, OCTET, bodies.scores),
     ]
     problems = []
     for kind, path, body_file, content_type, expected in cases:

@@ -32,6 +32,7 @@ class Bodies:
     v2_1row: Path
     eas_1row: Path
     tf_32row: Path
+    eas_32row: Path
     answer_1row: Path  # liqi's TF Serving answer to tf_1row: the floor's body
     images: np.ndarray  # the 32 test images, float32 [32, 784]
     scores: np.ndarray  # the model's scores for them, float32 [32, 10]
@@ -82,9 +83,11 @@ def write_bodies(servable: Servable, out: Path) -> Bodies:
     eas_1row.write_bytes(eas.encode_predict_request({"images": one}))
     tf_32row = out / "tf_32row.json"
     tf_32row.write_bytes(tfserving.encode_predict_request({"images": images}, columnar=False))
+    eas_32row = out / "eas_32row.pb"
+    eas_32row.write_bytes(eas.encode_predict_request({"images": images}))
     answer = out / "answer_1row.json"
     answer.write_bytes(_json_predict(servable, tf_1row.read_bytes()))
-    return Bodies(tf_1row, v2_1row, eas_1row, tf_32row, answer, images, scores)
+    return Bodies(tf_1row, v2_1row, eas_1row, tf_32row, eas_32row, answer, images, scores)
 
 
 def _json_predict(servable: Servable, body: bytes) -> bytes:

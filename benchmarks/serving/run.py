@@ -9,7 +9,8 @@ One run measures, on this machine and in this order:
    64 connections with the 1-row JSON body, then at 256 with the probe (see 5) beside it;
 4. `liqi serve` (one instance, default settings): start to `/readyz` 200, the answers of
    every route checked against the in-process scores, then wrk at 1, 8 and 64 connections
-   for 1-row TF Serving JSON, 1-row V2 JSON, 1-row EAS protobuf and 32-row TF Serving JSON;
+   for 1-row TF Serving JSON, 1-row V2 JSON, 1-row EAS protobuf, 32-row TF Serving JSON and
+   32-row EAS protobuf;
 5. overload: `liqi serve --max-queue-size 16` driven by wrk at 256 connections (4x the
    largest load above), statuses tallied, with a probe that sends one request at a time and
    times 503s and 200s separately; the server must still be ready afterwards.
@@ -53,6 +54,7 @@ LOADS = (
     Load("v2", "1-row V2 JSON", client.INFER_V2, client.JSON, 1),
     Load("eas", "1-row EAS protobuf", client.PREDICT_EAS, client.OCTET, 1),
     Load("tf32", "32-row TF Serving JSON", client.PREDICT_TF, client.JSON, 32),
+    Load("eas32", "32-row EAS protobuf", client.PREDICT_EAS, client.OCTET, 32),
 )
 CONNECTIONS = (1, 8, 64)
 OVERLOAD_CONNECTIONS = 4 * CONNECTIONS[-1]
@@ -148,7 +150,13 @@ class Bench:
 
     def body_of(self, load: Load) -> Path:
         b = self.bodies
-        return {"tf1": b.tf_1row, "v2": b.v2_1row, "eas": b.eas_1row, "tf32": b.tf_32row}[load.key]
+        return {
+            "tf1": b.tf_1row,
+            "v2": b.v2_1row,
+            "eas": b.eas_1row,
+            "tf32": b.tf_32row,
+            "eas32": b.eas_32row,
+        }[load.key]
 
     def warm_up(self, server: processes.Server, loads: tuple[Load, ...]) -> None:
         for load in loads:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NoReturn, TypeVar
 
 from liqi.errors import InvalidRequestError, OverloadedError
 
@@ -90,15 +90,19 @@ class BatchQueue(Generic[T]):
     def put(self, item: T, *, rows: int, key: Hashable, now: float) -> None:
         """Queue ``item`` (``rows`` rows). Raises OverloadedError when the queue is full."""
         if len(self._entries) >= self.policy.max_queue_size:
-            raise OverloadedError(
-                f"The model's queue is full ({len(self._entries)} requests waiting, "
-                f"max_queue_size={self.policy.max_queue_size}); retry shortly.",
-                details={
-                    "queued": len(self._entries),
-                    "max_queue_size": self.policy.max_queue_size,
-                },
-            )
+            self.refuse()
         self._entries.append(_Entry(item, max(rows, 1), key, now))
+
+    def refuse(self) -> NoReturn:
+        """Raise the OverloadedError of a full queue."""
+        raise OverloadedError(
+            f"The model's queue is full ({len(self._entries)} requests waiting, "
+            f"max_queue_size={self.policy.max_queue_size}); retry shortly.",
+            details={
+                "queued": len(self._entries),
+                "max_queue_size": self.policy.max_queue_size,
+            },
+        )
 
     def _head_batch(self) -> tuple[list[_Entry[T]], int]:
         """The batch the head would start: its key's entries, oldest first, up to the size."""

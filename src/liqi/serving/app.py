@@ -142,28 +142,40 @@ class ServingApp:
         self, scope: Scope, receive: Receive, protocol: str, path: str, eas_name: str = ""
     ) -> Response:
         """``path`` is the route's own path: a gateway sub-path has its prefix removed."""
-        headers = headers_of(scope)
         method: str = scope["method"]
-        body = b""
-        if method in ("POST", "PUT"):
-            body = await read_body(headers, receive, self.limits.max_body_bytes)
-        if self.token is not None:
-            self._authorize(Request(method, scope["path"], headers, body))
-        request = Request(method, path, headers, body)
-        if protocol == "eas":
-            return await eas_routes.handle(self, request, eas_name)
-        if protocol == "tfserving":
-            route = tfserving.parse_path(request.path)
-            if route is None:  # pragma: no cover - _route only sends /v1/ paths here
-                raise NotFoundError(f"No route {request.path!r}.")
-            return await tfserving_routes.handle(self, request, route)
-        v2_route = v2.parse_path(request.path)
-        if v2_route is None:
-            raise NotFoundError(
-                f"No V2 route {request.path!r}. Routes: /v2, /v2/health/live|ready, "
-                "/v2/models/<model>[/versions/<version>][/ready|/infer]."
-            )
-        return await v2_routes.handle(self, request, v2_route)
+        name = eas_name
+        try:
+            tf_route = v2_route = None
+            if protocol == "tfserving":
+                tf_route = tfserving.parse_path(path)
+                name = tf_route.model if tf_route else ""
+            elif protocol == "v2":
+                v2_route = v2.parse_path(path)
+                if v2_route is None:
+                    raise NotFoundError(
+                        f"No V2 route {path!r}. Routes: /v2, /v2/health/live|ready, "
+                        "/v2/models/<model>[/versions/<version>][/ready|/infer]."
+                    )
+                name = v2_route.model or ""
+            served = self.manager.models.get(name)
+            if method == "POST" and served is not None:
+                served.check_admission()  # a full queue answers before the body is read
+            headers = headers_of(scope)
+            body = b""
+            if method in ("POST", "PUT"):
+                body = await read_body(headers, receive, self.limits.max_body_bytes)
+            if self.token is not None:
+                self._authorize(Request(method, scope["path"], headers, body))
+            request = Request(method, path, headers, body)
+            if tf_route is not None:
+                return await tfserving_routes.handle(self, request, tf_route)
+            if v2_route is not None:
+                return await v2_routes.handle(self, request, v2_route)
+            return await eas_routes.handle(self, request, name)
+        except LiqiError as exc:
+            response = _error(protocol, exc)
+            response.model = name if name in self.manager.models else ""
+            return response
 
     def _authorize(self, request: Request) -> None:
         assert self.token is not None

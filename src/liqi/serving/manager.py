@@ -165,6 +165,14 @@ class ServedModel:
         for its holders before it unloads."""
         return self.resolve(version, label)
 
+    def check_admission(self) -> None:
+        """Raise OverloadedError when the newest version's queue is full: the request is
+        refused before its body is read or decoded, so an overloaded server spends little
+        on the requests it cannot take."""
+        available = self._available
+        if available and available[-1].runner is not None:
+            available[-1].runner.check_admission()
+
     def not_ready_reason(self) -> str:
         failed = [v for v in self.versions.values() if v.state is VersionState.FAILED]
         if failed:

@@ -113,6 +113,11 @@ class BatchRunner:
 
     # -- event loop side ----------------------------------------------------------------
 
+    def check_admission(self) -> None:
+        """Raise OverloadedError if a request arriving now would find the queue full."""
+        if len(self._queue) >= self.policy.max_queue_size:
+            self._queue.refuse()
+
     async def infer(
         self,
         inputs: Mapping[str, np.ndarray],
