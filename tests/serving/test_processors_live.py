@@ -61,6 +61,9 @@ def test_onnx_is_detected_and_served(tmp_path: Path) -> None:
         assert wrong.status_code == 400
         assert "[-1, 3]" in wrong.json()["error"]
         assert http.get("/v2/models/scaled").json()["platform"] == "onnx"
+        examples = {"examples": [{"x": [1.0, 2.0, 3.0]}, {"x": [0.5, 0.5, 0.5]}]}
+        regress = http.post("/v1/models/scaled:regress", json=examples)
+        assert regress.json() == {"results": [12.0, 3.0]}
 
 
 def test_sklearn_pickle_over_eas_json(tmp_path: Path) -> None:

@@ -120,6 +120,13 @@ def test_tfserving_status_and_metadata(http: httpx.Client) -> None:
         ("POST", "/v1/models/mnist/versions/7:predict", b"{}", 404, "Available versions: 1"),
         ("POST", "/v1/models/other:predict", b"{}", 404, "Served models: mnist"),
         ("GET", "/v1/models/mnist:predict", b"", 405, "takes POST"),
+        (
+            "POST",
+            "/v1/models/mnist:predict",
+            b'{"instances": [{"images": {"b64": "!!not base64"}}]}',
+            400,
+            "invalid base64",
+        ),
         ("POST", "/v1/models/mnist/versions/x:predict", b"{}", 400, "must be an integer"),
         ("POST", "/v1/models/mnist/labels/stable:predict", b"{}", 404, "no version label"),
     ],
@@ -312,3 +319,15 @@ def test_request_timeout_is_504(mnist_saved_model: Path, tmp_path: Path) -> None
         assert answer.status_code == 504
         assert "did not answer within" in answer.json()["error"]
         assert http.get("/readyz").status_code == 200
+
+
+def test_tfserving_classify(http: httpx.Client, mnist_test: tuple[np.ndarray, np.ndarray]) -> None:
+    images, labels = mnist_test
+    examples = [{"images": image.tolist()} for image in images[:20]]
+    answer = http.post("/v1/models/mnist:classify", json={"examples": examples})
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert len(results) == 20
+    assert all(len(pairs) == 10 for pairs in results)
+    predicted = [int(np.argmax([score for _, score in pairs])) for pairs in results]
+    assert np.mean(np.asarray(predicted) == labels[:20]) >= 0.75
