@@ -95,6 +95,22 @@ class Servable(ABC):
             )
         return found
 
+    def prepare(
+        self, inputs: Mapping[str, np.ndarray], signature: str | None = None
+    ) -> tuple[Signature, dict[str, np.ndarray]]:
+        """The signature and the inputs checked (names, shapes, dtypes) and cast to it."""
+        sig = self.signature(signature)
+        unknown = sorted(set(inputs) - set(sig.inputs))
+        missing = sorted(set(sig.inputs) - set(inputs))
+        if unknown or missing:
+            raise InvalidRequestError(
+                f"Signature {sig.name!r} takes inputs {', '.join(sorted(sig.inputs))}; "
+                + (f"unknown: {', '.join(unknown)}. " if unknown else "")
+                + (f"missing: {', '.join(missing)}." if missing else "")
+            )
+        ready = conform_inputs(dict(inputs), sig.inputs)
+        return sig, ready
+
     @abstractmethod
     def predict(
         self, inputs: Mapping[str, np.ndarray], signature: str | None = None
@@ -136,13 +152,18 @@ class Loader(ABC):
         """Load the model version in ``path``. Raises ModelLoadError or NotFoundError."""
 
 
-def _tf() -> Any:
+def optional_module(name: str, needed_for: str, extra: str) -> Any:
+    """Import an optional dependency, or say which extra installs it."""
     try:
-        return importlib.import_module("tensorflow")
+        return importlib.import_module(name)
     except ImportError:
         raise BackendUnavailableError(
-            "Serving a SavedModel needs TensorFlow: pip install 'liqi[tf]'."
+            f"Serving {needed_for} needs {name}: pip install 'liqi[{extra}]'."
         ) from None
+
+
+def _tf() -> Any:
+    return optional_module("tensorflow", "a SavedModel", "tf")
 
 
 def _spec(name: str, tf_spec: Any) -> TensorSpec:
@@ -183,16 +204,7 @@ class SavedModelServable(Servable):
     def predict(
         self, inputs: Mapping[str, np.ndarray], signature: str | None = None
     ) -> dict[str, np.ndarray]:
-        sig = self.signature(signature)
-        unknown = sorted(set(inputs) - set(sig.inputs))
-        missing = sorted(set(sig.inputs) - set(inputs))
-        if unknown or missing:
-            raise InvalidRequestError(
-                f"Signature {sig.name!r} takes inputs {', '.join(sorted(sig.inputs))}; "
-                + (f"unknown: {', '.join(unknown)}. " if unknown else "")
-                + (f"missing: {', '.join(missing)}." if missing else "")
-            )
-        ready = conform_inputs(dict(inputs), sig.inputs)
+        sig, ready = self.prepare(inputs, signature)
         tf = _tf()
         result = self._functions[sig.name](**{k: tf.constant(v) for k, v in ready.items()})
         return {k: v.numpy() for k, v in result.items()}

@@ -7,7 +7,6 @@ so several workers may share one session.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections.abc import Mapping
@@ -16,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from liqi.errors import BackendUnavailableError, InvalidRequestError, ModelLoadError, NotFoundError
-from liqi.protocols.tensors import TensorSpec, conform_inputs
-from liqi.serving.loaders import Loader, Servable, Signature
+from liqi.errors import InvalidRequestError, ModelLoadError, NotFoundError
+from liqi.protocols.tensors import TensorSpec
+from liqi.serving.loaders import Loader, Servable, Signature, optional_module
 
 __all__ = ["OnnxLoader", "OnnxServable"]
 
@@ -45,12 +44,7 @@ _DTYPES: dict[str, np.dtype[Any]] = {
 
 
 def _ort() -> Any:
-    try:
-        return importlib.import_module("onnxruntime")
-    except ImportError:
-        raise BackendUnavailableError(
-            "Serving an ONNX model needs onnxruntime: pip install 'liqi[onnx]'."
-        ) from None
+    return optional_module("onnxruntime", "an ONNX model", "onnx")
 
 
 def find_model_file(path: Path) -> Path:
@@ -162,16 +156,7 @@ class OnnxServable(Servable):
     def predict(
         self, inputs: Mapping[str, np.ndarray], signature: str | None = None
     ) -> dict[str, np.ndarray]:
-        sig = self.signature(signature)
-        unknown = sorted(set(inputs) - set(sig.inputs))
-        missing = sorted(set(sig.inputs) - set(inputs))
-        if unknown or missing:
-            raise InvalidRequestError(
-                f"Signature {sig.name!r} takes inputs {', '.join(sorted(sig.inputs))}; "
-                + (f"unknown: {', '.join(unknown)}. " if unknown else "")
-                + (f"missing: {', '.join(missing)}." if missing else "")
-            )
-        ready = conform_inputs(dict(inputs), sig.inputs)
+        sig, ready = self.prepare(inputs, signature)
         feeds = {k: _to_ort(v, k) for k, v in ready.items()}
         names = list(sig.outputs)
         results = self._session.run(names, feeds)
