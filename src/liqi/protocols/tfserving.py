@@ -188,6 +188,17 @@ def to_array(value: Any, name: str) -> np.ndarray:
     Numeric tensors go through one ``np.asarray`` call; only string tensors are walked
     element by element.
     """
+    if _first_leaf(value).__class__ is float:
+        # Fast path for the common case, a tensor of floats: naming the dtype spares numpy
+        # its type discovery (about a third of the decode). Anything that would slip through
+        # leniently (None -> NaN, "nan") is caught by the NaN check and goes the strict way.
+        try:
+            fast = np.array(value, dtype=np.float64)
+        except (ValueError, TypeError, OverflowError):
+            pass
+        else:
+            if not np.isnan(fast).any():
+                return fast
     try:
         array = np.asarray(value)
     except (ValueError, OverflowError) as exc:
@@ -200,6 +211,15 @@ def to_array(value: Any, name: str) -> np.ndarray:
         # Re-read as objects: a "U" array has already turned any numbers into strings.
         return _to_bytes_array(np.asarray(value, dtype=object), name)
     raise InvalidRequestError(f"Input {name!r} holds unsupported values of type {array.dtype}.")
+
+
+def _first_leaf(value: Any) -> Any:
+    """The first scalar of a nested list (a few steps down its first elements)."""
+    for _ in range(32):
+        if not isinstance(value, list) or not value:
+            return value
+        value = value[0]
+    return value
 
 
 def _to_bytes_array(array: np.ndarray, name: str) -> np.ndarray:
