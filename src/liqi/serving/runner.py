@@ -96,6 +96,7 @@ class BatchRunner:
         self._lock = threading.Lock()
         self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._stopping = False
+        self._wake_pending = False  # event-loop side only
         self._threads = [
             threading.Thread(
                 target=self._work,
@@ -153,7 +154,12 @@ class BatchRunner:
                     "unloading; retry the request."
                 )
             self._queue.put(job, rows=job.rows, key=key, now=self._clock())
-        self._wake.put(None)
+        if not self._wake_pending:
+            # One wake-up per turn of the event loop: the requests parsed in this turn reach
+            # the worker together (fewer hand-offs and larger batches under load; one loop
+            # turn of latency when idle).
+            self._wake_pending = True
+            job.future.get_loop().call_soon(self._post_wake)
         timer = None
         if timeout_s is not None:
             timer = job.future.get_loop().call_later(timeout_s, self._expire, job, timeout_s)
@@ -165,6 +171,10 @@ class BatchRunner:
         finally:
             if timer is not None:
                 timer.cancel()
+
+    def _post_wake(self) -> None:
+        self._wake_pending = False
+        self._wake.put(None)
 
     def _expire(self, job: _Job, timeout_s: float) -> None:
         if not job.future.done():
