@@ -96,7 +96,8 @@ class BatchRunner:
         self._lock = threading.Lock()
         self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._stopping = False
-        self._wake_pending = False  # event-loop side only
+        self._wake_pending = False  # event-loop side only, as is _in_flight
+        self._in_flight = 0
         self._threads = [
             threading.Thread(
                 target=self._work,
@@ -154,10 +155,12 @@ class BatchRunner:
                     "unloading; retry the request."
                 )
             self._queue.put(job, rows=job.rows, key=key, now=self._clock())
-        if not self._wake_pending:
-            # One wake-up per turn of the event loop: the requests parsed in this turn reach
-            # the worker together (fewer hand-offs and larger batches under load; one loop
-            # turn of latency when idle).
+        self._in_flight += 1
+        if self._in_flight == 1:
+            self._wake.put(None)  # nothing else in flight: nobody will join, go now
+        elif not self._wake_pending:
+            # Under load, one wake-up per turn of the event loop: the requests parsed in
+            # this turn reach the worker together (fewer hand-offs, larger batches).
             self._wake_pending = True
             job.future.get_loop().call_soon(self._post_wake)
         timer = None
@@ -169,6 +172,7 @@ class BatchRunner:
             job.cancelled = True  # a worker that has not started it skips it
             raise
         finally:
+            self._in_flight -= 1
             if timer is not None:
                 timer.cancel()
 
