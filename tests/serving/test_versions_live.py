@@ -197,6 +197,21 @@ def start_serve(args: list[str], home: Path) -> subprocess.Popen[str]:
     )
 
 
+def wait_announced(process: subprocess.Popen[str], text: str, *, timeout_s: float) -> bool:
+    """Whether the process printed a line holding ``text`` on stdout within the deadline."""
+    found = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if text in line:
+                found.set()
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    return found.wait(timeout_s)
+
+
 def stop(process: subprocess.Popen[str]) -> tuple[str, str]:
     process.send_signal(signal.SIGTERM)
     try:
@@ -214,12 +229,10 @@ def test_two_servers_share_one_port(mnist_saved_model: Path, tmp_path: Path) -> 
     first = start_serve(args, tmp_path / "home")
     second = start_serve(args, tmp_path / "home")
     try:
-        wait_ready(url)
-        deadline = time.monotonic() + 120
-        while second.poll() is None and time.monotonic() < deadline:
-            if "Serving mnist" in (second.stdout.readline() if second.stdout else ""):
-                break
-        assert second.poll() is None, second.communicate()[1]
+        # /readyz may be answered by either process: wait for each one's ready line.
+        for process in (first, second):
+            announced = wait_announced(process, "Serving mnist", timeout_s=120)
+            assert announced, process.communicate(timeout=30)[1]
         for _ in range(20):  # fresh connections: the kernel spreads them over both
             answer = httpx.post(
                 f"{url}/v1/models/mnist:predict",
