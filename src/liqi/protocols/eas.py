@@ -50,6 +50,7 @@ __all__ = [
     "decode_predict_response",
     "encode_predict_request",
     "encode_predict_response",
+    "numpy_dtype",
     "sign_request",
     "signature_document",
     "signature_json",
@@ -361,6 +362,17 @@ def signature_json(
 ) -> bytes:
     """:func:`signature_document` as a JSON body."""
     return orjson.dumps(signature_document(signature_name, inputs, outputs))
+
+
+def numpy_dtype(data_type: int | str) -> np.dtype[Any] | None:
+    """The numpy dtype of an ``ArrayDataType`` (its number or its ``DT_*`` name), or
+    ``None`` when the protocol cannot carry it (``object`` stands for DT_STRING)."""
+    try:
+        key = ArrayDataType[data_type] if isinstance(data_type, str) else ArrayDataType(data_type)
+    except (KeyError, ValueError):
+        return None
+    carried = _CARRIED.get(key)
+    return None if carried is None else carried[0]
 
 
 def data_type_name(spec: TensorSpec) -> str:
