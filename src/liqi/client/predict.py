@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 # Connection refused or reset, a connection dropped mid-answer: worth another attempt.
 # A read timeout is not: the server may still be working on the request.
 _RETRYABLE = (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout)
-_UNKNOWN = object()
 
 
 class _PredictBase:
@@ -68,7 +67,8 @@ class _PredictBase:
         self.retry = RetryPolicy(retries, backoff_s, max_backoff_s)
         self.check_inputs = check_inputs
         self.max_connections = max_connections
-        self._signature: Any = _UNKNOWN
+        self._signature: Signature | None = None
+        self._fetched = False  # whether _signature was asked for
 
     @property
     def endpoint(self) -> str:
@@ -90,11 +90,11 @@ class _PredictBase:
             protocol=self._codec.protocol,
             auth=self._codec.auth,
         )
-        self._signature = _UNKNOWN
+        self._signature, self._fetched = None, False
 
     def set_service_name(self, service_name: str) -> None:
         self._codec.service_name = service_name
-        self._signature = _UNKNOWN
+        self._signature, self._fetched = None, False
 
     def set_token(self, token: str | None) -> None:
         self._codec.token = token or None
@@ -128,16 +128,14 @@ class _PredictBase:
 
     def _wants_signature(self, request: Any) -> bool:
         return (
-            self.check_inputs
-            and self._signature is _UNKNOWN
-            and (isinstance(request, (TFRequest, Mapping)))
+            self.check_inputs and not self._fetched and (isinstance(request, (TFRequest, Mapping)))
         )
 
     def _read_signature(self, call: Call, answer: Answer) -> Signature | None:
         if answer.status in (401, 403, 404):
             raise self._codec.error(call, answer)
         signature = self._codec.read_signature(answer)
-        self._signature = signature
+        self._signature, self._fetched = signature, True
         return signature
 
     def _finish(self, kind: str, call: Call, answer: Answer) -> Any:
@@ -150,7 +148,7 @@ class _PredictBase:
             raise codec.error(call, answer)
         if kind == "tf":
             return TFResponse(codec.read_tf(call, answer))
-        return codec.read_direct(call, answer, self._signature or None)
+        return codec.read_direct(call, answer, self._signature)
 
     def _outcome(
         self, call: Call, attempt: int, result: httpx.Response | httpx.HTTPError
@@ -238,15 +236,15 @@ class PredictClient(_PredictBase):
         """Run one prediction; raises a :mod:`liqi.errors` error on failure."""
         if self._wants_signature(request):
             self.signature()
-        kind, call = self._prepare(request, self._signature or None)
+        kind, call = self._prepare(request, self._signature)
         return self._finish(kind, call, self._send(call))
 
     def signature(self) -> Signature | None:
         """The service's signature (fetched once), or ``None`` if it does not describe one."""
-        if self._signature is _UNKNOWN:
+        if not self._fetched:
             call = self._codec.metadata_call()
             self._read_signature(call, self._send(call))
-        return self._signature  # type: ignore[no-any-return]
+        return self._signature
 
     def _send(self, call: Call) -> Answer:
         self.init()
@@ -307,14 +305,14 @@ class AsyncPredictClient(_PredictBase):
     async def predict(self, request: Any) -> Any:
         if self._wants_signature(request):
             await self.signature()
-        kind, call = self._prepare(request, self._signature or None)
+        kind, call = self._prepare(request, self._signature)
         return self._finish(kind, call, await self._send(call))
 
     async def signature(self) -> Signature | None:
-        if self._signature is _UNKNOWN:
+        if not self._fetched:
             call = self._codec.metadata_call()
             self._read_signature(call, await self._send(call))
-        return self._signature  # type: ignore[no-any-return]
+        return self._signature
 
     async def _send(self, call: Call) -> Answer:
         self.init()
