@@ -14,6 +14,7 @@ from liqi.client.predict_core import RetryPolicy
 from liqi.errors import (
     AuthenticationError,
     InvalidRequestError,
+    LiqiError,
     ModelError,
     NotFoundError,
     OverloadedError,
@@ -84,9 +85,11 @@ def test_token_raw_and_signature(
 def test_wrong_or_missing_token(served_with_token: LiveModelServer, mnist_test: Mnist) -> None:
     images, _ = mnist_test
     for token in ("not-the-token", None):
-        with PredictClient(served_with_token.url, "mnist", token) as client:
-            with pytest.raises(AuthenticationError) as caught:
-                client.predict({"images": images[:1]})
+        with (
+            PredictClient(served_with_token.url, "mnist", token) as client,
+            pytest.raises(AuthenticationError) as caught,
+        ):
+            client.predict({"images": images[:1]})
     assert "'mnist'" in caught.value.message
     assert "401" in caught.value.message
     assert "needs a token" in caught.value.message
@@ -117,9 +120,11 @@ def test_client_side_shape_check_sends_nothing(served: LiveModelServer, mnist_te
 
 
 def test_server_checks_when_the_client_does_not(served: LiveModelServer) -> None:
-    with PredictClient(served.url, "mnist", check_inputs=False) as client:
-        with pytest.raises(InvalidRequestError) as caught:
-            client.predict({"images": np.zeros((1, 3), np.float32)})
+    with (
+        PredictClient(served.url, "mnist", check_inputs=False) as client,
+        pytest.raises(InvalidRequestError) as caught,
+    ):
+        client.predict({"images": np.zeros((1, 3), np.float32)})
     assert "expects shape/dtype [-1, 784] float32" in caught.value.message
     assert "HTTP 400" in caught.value.message
 
@@ -153,21 +158,27 @@ def test_503_after_the_last_retry_names_service_url_and_status(
     scripted: ScriptedServer,
 ) -> None:
     scripted.script(failures=100, body=b"queue of model svc is full")
-    with PredictClient(scripted.url, "svc", retries=2, backoff_s=0.01) as client:
-        with pytest.raises(OverloadedError) as caught:
-            client.predict(StringRequest("x"))
+    with (
+        PredictClient(scripted.url, "svc", retries=2, backoff_s=0.01) as client,
+        pytest.raises(OverloadedError) as caught,
+    ):
+        client.predict(StringRequest("x"))
     assert scripted.calls == 3
     message = caught.value.message
-    assert "'svc'" in message and f"{scripted.url}/api/predict/svc" in message
-    assert "HTTP 503 on all 3 attempts" in message and "queue of model svc is full" in message
+    assert "'svc'" in message
+    assert f"{scripted.url}/api/predict/svc" in message
+    assert "HTTP 503 on all 3 attempts" in message
+    assert "queue of model svc is full" in message
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 500])
 def test_no_retry_on_other_statuses(scripted: ScriptedServer, status: int) -> None:
     scripted.script(failures=100, status=status, body=b"nope")
-    with PredictClient(scripted.url, "svc", retries=3, backoff_s=0.01) as client:
-        with pytest.raises(Exception) as caught:
-            client.predict(StringRequest("x"))
+    with (
+        PredictClient(scripted.url, "svc", retries=3, backoff_s=0.01) as client,
+        pytest.raises(LiqiError) as caught,
+    ):
+        client.predict(StringRequest("x"))
     assert scripted.calls == 1
     assert "nope" in str(caught.value)
 
@@ -186,12 +197,16 @@ def test_connection_refused_is_retried_then_clear() -> None:
     sock = bind("127.0.0.1", 0, reuse_port=False)
     url = url_of(sock)
     sock.close()  # nothing listens there any more
-    with PredictClient(url, "mnist", retries=2, backoff_s=0.01) as client:
-        with pytest.raises(ServerUnavailableError) as caught:
-            client.predict({"images": np.zeros((1, 784), np.float32)})
+    with (
+        PredictClient(url, "mnist", retries=2, backoff_s=0.01) as client,
+        pytest.raises(ServerUnavailableError) as caught,
+    ):
+        client.predict({"images": np.zeros((1, 784), np.float32)})
     message = caught.value.message
     assert "Cannot reach service 'mnist'" in message
-    assert url in message and "after 3 attempt(s)" in message and "ConnectError" in message
+    assert url in message
+    assert "after 3 attempt(s)" in message
+    assert "ConnectError" in message
 
 
 def test_answer_in_the_wrong_protocol(scripted: ScriptedServer) -> None:
@@ -244,8 +259,10 @@ def test_setters_and_endpoint_forms(served: LiveModelServer, mnist_test: Mnist) 
     client.set_timeout(5000)
     client.set_retry_count(1)
     assert client.endpoint == served.url
-    assert client.timeout_s == 5.0 and client.retry.retries == 1
+    assert client.timeout_s == 5.0
+    assert client.retry.retries == 1
     with client:
         assert client.predict({"images": mnist_test[0][:2]})["scores"].shape == (2, 10)
         signature = client.signature()
-    assert signature is not None and signature.name == "serving_default"
+    assert signature is not None
+    assert signature.name == "serving_default"

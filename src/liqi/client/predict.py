@@ -197,9 +197,7 @@ class PredictClient(_PredictBase):
         check_inputs: fetch the signature once and refuse wrong shapes/dtypes before sending.
     """
 
-    def __init__(self, endpoint: str, service_name: str, token: str | None = None, **kw: Any):
-        super().__init__(endpoint, service_name, token, **kw)
-        self._http: httpx.Client | None = None
+    _http: httpx.Client | None = None
 
     def init(self) -> None:
         """Open the connection pool (done on first use otherwise)."""
@@ -268,9 +266,7 @@ class PredictClient(_PredictBase):
 class AsyncPredictClient(_PredictBase):
     """:class:`PredictClient` for asyncio (``await client.predict(...)``), on httpx.AsyncClient."""
 
-    def __init__(self, endpoint: str, service_name: str, token: str | None = None, **kw: Any):
-        super().__init__(endpoint, service_name, token, **kw)
-        self._http: httpx.AsyncClient | None = None
+    _http: httpx.AsyncClient | None = None
 
     def init(self) -> None:
         if self._http is None:
