@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -28,33 +25,13 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from benchmarks.serving import processes  # noqa: E402
+from benchmarks.serving.inprocess import calls_per_s, export_model  # noqa: E402
 
 from liqi import PredictClient  # noqa: E402
 from liqi.datasets.mnist_reader import builtin_dir, read_data_sets  # noqa: E402
 from liqi.protocols import eas, tfserving  # noqa: E402
 
 CASES = (("eas", "EAS protobuf"), ("tfserving", "TF Serving JSON"))
-
-
-def export_mnist(out: Path) -> Path:
-    volumes = f"{builtin_dir() / 'train'},{builtin_dir() / 'test'}"
-    script = ROOT / "examples" / "mnist" / "mnist_softmax.py"
-    command = [sys.executable, "-m", "liqi.training.launcher", "--tf1", str(script)]
-    command += [f"--volumes={volumes}", f"--buckets={out}/"]
-    subprocess.run(command, check=True, capture_output=True, timeout=300)
-    return out / "1"
-
-
-def rate(call: Callable[[], object], seconds: float) -> float:
-    """Calls per second of `call` in a loop for about `seconds`."""
-    count, start = 0, time.perf_counter()
-    deadline = start + seconds
-    while True:
-        call()
-        count += 1
-        now = time.perf_counter()
-        if now >= deadline:
-            return count / (now - start)
 
 
 def measure(url: str, protocol: str, rows: np.ndarray, seconds: float, rounds: int) -> tuple:
@@ -81,11 +58,11 @@ def measure(url: str, protocol: str, rows: np.ndarray, seconds: float, rounds: i
             return client.predict(inputs)
 
         for warm in (raw_call, client_call):
-            rate(warm, 0.5)
+            calls_per_s(warm, 0.5)
         raw_rates, client_rates = [], []
         for _ in range(rounds):
-            raw_rates.append(rate(raw_call, seconds))
-            client_rates.append(rate(client_call, seconds))
+            raw_rates.append(calls_per_s(raw_call, seconds))
+            client_rates.append(calls_per_s(client_call, seconds))
     return statistics.median(raw_rates), statistics.median(client_rates)
 
 
@@ -99,7 +76,7 @@ def main() -> None:
     test = read_data_sets(str(builtin_dir())).test
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        model = args.model or export_mnist(tmp / "export")
+        model = args.model or export_model(tmp / "export")
         port = processes.free_port()
         command = [sys.executable, "-m", "liqi", "serve", str(model), "--name", "mnist"]
         command += ["--port", str(port), "--poll-interval-s", "0"]

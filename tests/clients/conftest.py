@@ -27,10 +27,15 @@ def mnist_test() -> tuple[np.ndarray, np.ndarray]:
     return test.images[:200].astype(np.float32), test.labels[:200]
 
 
-def _mnist(model: Path, cache: Path, token: str | None) -> ServeOptions:
-    return ServeOptions(
+def _serve_mnist(
+    model: Path, factory: pytest.TempPathFactory, token: str | None
+) -> Iterator[LiveModelServer]:
+    cache = factory.mktemp("cache")
+    options = ServeOptions(
         uri=str(model), cache_dir=cache, name="mnist", poll_interval_s=0, token=token
     )
+    with live_model_server(build_app(options)) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +43,15 @@ def served(
     mnist_saved_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveModelServer]:
     """`liqi serve` of the MNIST SavedModel, no token."""
-    options = _mnist(mnist_saved_model, tmp_path_factory.mktemp("cache"), None)
-    with live_model_server(build_app(options)) as server:
-        yield server
+    yield from _serve_mnist(mnist_saved_model, tmp_path_factory, None)
 
 
 @pytest.fixture(scope="module")
 def served_with_token(
     mnist_saved_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveModelServer]:
-    options = _mnist(mnist_saved_model, tmp_path_factory.mktemp("cache"), TOKEN)
-    with live_model_server(build_app(options)) as server:
-        yield server
+    """The same, protected by TOKEN."""
+    yield from _serve_mnist(mnist_saved_model, tmp_path_factory, TOKEN)
 
 
 @pytest.fixture(scope="module")
