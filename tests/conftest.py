@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from liqi.datasets.mnist_reader import builtin_dir
 from tests.support.moto_s3 import moto_s3_server
 from tests.support.postgres import PostgresCluster
 from tests.support.servers import LiveServer, live_server
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "mnist"
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +53,15 @@ def s3_server() -> Iterator[str]:
     """The endpoint URL of a real moto S3 server (credentials testing/testing, us-east-1)."""
     with moto_s3_server() as endpoint_url:
         yield endpoint_url
+
+
+@pytest.fixture(scope="session")
+def mnist_saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seed's MNIST softmax model, exported once per session by the real TF1 example."""
+    out = tmp_path_factory.mktemp("mnist_export")
+    volumes = f"{builtin_dir() / 'train'},{builtin_dir() / 'test'}"
+    script = str(EXAMPLES / "mnist_softmax.py")
+    command = [sys.executable, "-m", "liqi.training.launcher", "--tf1", script]
+    command += [f"--volumes={volumes}", f"--buckets={out}/"]
+    subprocess.run(command, check=True, capture_output=True, timeout=240)
+    return out / "1"

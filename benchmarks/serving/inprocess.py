@@ -97,7 +97,7 @@ def _json_predict(servable: Servable, body: bytes) -> bytes:
     return tfserving.encode_predict(response, columnar=request.columnar)
 
 
-def _calls_per_s(call: Callable[[], object], duration_s: float) -> float:
+def calls_per_s(call: Callable[[], object], duration_s: float) -> float:
     for _ in range(20):  # warm up
         call()
     calls = 0
@@ -116,9 +116,9 @@ def measure_ceiling(servable: Servable, bodies: Bodies, duration_s: float) -> Ce
     all32 = {"images": bodies.images}
     body1, body32 = bodies.tf_1row.read_bytes(), bodies.tf_32row.read_bytes()
     return Ceiling(
-        batch1_calls_per_s=_calls_per_s(lambda: servable.predict(one), duration_s),
-        batch1_json_calls_per_s=_calls_per_s(lambda: _json_predict(servable, body1), duration_s),
-        batch32_rows_per_s=32 * _calls_per_s(lambda: servable.predict(all32), duration_s),
+        batch1_calls_per_s=calls_per_s(lambda: servable.predict(one), duration_s),
+        batch1_json_calls_per_s=calls_per_s(lambda: _json_predict(servable, body1), duration_s),
+        batch32_rows_per_s=32 * calls_per_s(lambda: servable.predict(all32), duration_s),
         batch32_json_rows_per_s=32
-        * _calls_per_s(lambda: _json_predict(servable, body32), duration_s),
+        * calls_per_s(lambda: _json_predict(servable, body32), duration_s),
     )

@@ -13,24 +13,47 @@ from liqi._version import __version__
 
 if TYPE_CHECKING:
     from liqi import errors
-    from liqi.client import AccessKeyInfo, Client, ProjectInfo, ServerInfo
+    from liqi.client import (
+        AccessKeyInfo,
+        AsyncPredictClient,
+        Client,
+        PredictClient,
+        ProjectInfo,
+        ServerInfo,
+        StringRequest,
+        StringResponse,
+        TFRequest,
+        TFResponse,
+    )
     from liqi.errors import LiqiError
 
 __all__ = [
     "AccessKeyInfo",
+    "AsyncPredictClient",
     "Client",
     "LiqiError",
+    "PredictClient",
     "ProjectInfo",
     "ServerInfo",
+    "StringRequest",
+    "StringResponse",
+    "TFRequest",
+    "TFResponse",
     "__version__",
     "errors",
 ]
 
 _LAZY = {
     "AccessKeyInfo": "liqi.client",
+    "AsyncPredictClient": "liqi.client",
     "Client": "liqi.client",
+    "PredictClient": "liqi.client",
     "ProjectInfo": "liqi.client",
     "ServerInfo": "liqi.client",
+    "StringRequest": "liqi.client",
+    "StringResponse": "liqi.client",
+    "TFRequest": "liqi.client",
+    "TFResponse": "liqi.client",
     "LiqiError": "liqi.errors",
     "errors": "liqi",
 }

@@ -39,6 +39,7 @@ turns that body back into the same class (:func:`error_from_body`).
     │   ├── DatabaseUnavailableError (database_unavailable)
     │   └── ModelUnavailableError (model_unavailable): no version of the model is ready
     ├── SecretKeyMismatchError (secret_key_mismatch, 500): secret.key does not fit the database
+    ├── UnexpectedResponseError (unexpected_response, 502, exit 7): an answer in the wrong protocol
     └── APIError (api_error): an error body from a server the SDK does not know
 """
 
@@ -80,6 +81,7 @@ __all__ = [
     "ServerUnavailableError",
     "SignatureMismatchError",
     "StoreError",
+    "UnexpectedResponseError",
     "error_from_body",
 ]
 
@@ -297,6 +299,14 @@ class SecretKeyMismatchError(LiqiError):
     """The server's secret.key cannot decrypt what the database holds."""
 
     code = "secret_key_mismatch"
+
+
+class UnexpectedResponseError(LiqiError):
+    """A server answered in a format the client did not ask for (HTML, the wrong protocol)."""
+
+    code = "unexpected_response"
+    http_status = 502
+    exit_code = 7
 
 
 class APIError(LiqiError):

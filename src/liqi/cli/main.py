@@ -20,6 +20,7 @@ from liqi.cli import (
     model,
     oss,
     pai,
+    predict,
     project,
     quickstart,
     resource,
@@ -126,6 +127,7 @@ cli.add_command(model.model)
 cli.add_command(resource.resource)
 cli.add_command(dataset.dataset)
 cli.add_command(serve.serve)
+cli.add_command(predict.predict)
 
 
 def main() -> None:

@@ -50,6 +50,7 @@ __all__ = [
     "decode_predict_response",
     "encode_predict_request",
     "encode_predict_response",
+    "numpy_dtype",
     "sign_request",
     "signature_document",
     "signature_json",
@@ -321,10 +322,33 @@ def _fill(proto: Any, value: npt.ArrayLike, *, what: str) -> None:
     proto.array_shape.dim.extend(array.shape)
     flat = array.ravel()
     field = _CARRIED[data_type][1]
-    if data_type is _DT.DT_STRING:
+    packed = _PACKED.get(data_type)
+    if packed is not None:
+        # Fixed-width values: the packed field's wire bytes are the array's little-endian
+        # bytes; merging them is ~20x faster than extending the field value by value.
+        tag, little_endian = packed
+        payload = flat.astype(little_endian, copy=False).tobytes()
+        proto.MergeFromString(tag + _varint(len(payload)) + payload)
+    elif data_type is _DT.DT_STRING:
         proto.string_val.extend(_as_bytes(item, what=what) for item in flat)
     else:
         getattr(proto, field).extend(flat.tolist())
+
+
+# Packed repeated fields of ArrayProto with fixed-width values: (field tag, wire dtype).
+_PACKED: dict[ArrayDataType, tuple[bytes, str]] = {
+    _DT.DT_FLOAT: (bytes([3 << 3 | 2]), "<f4"),
+    _DT.DT_DOUBLE: (bytes([4 << 3 | 2]), "<f8"),
+}
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _as_bytes(item: object, *, what: str) -> bytes:
@@ -361,6 +385,17 @@ def signature_json(
 ) -> bytes:
     """:func:`signature_document` as a JSON body."""
     return orjson.dumps(signature_document(signature_name, inputs, outputs))
+
+
+def numpy_dtype(data_type: int | str) -> np.dtype[Any] | None:
+    """The numpy dtype of an ``ArrayDataType`` (its number or its ``DT_*`` name), or
+    ``None`` when the protocol cannot carry it (``object`` stands for DT_STRING)."""
+    try:
+        key = ArrayDataType[data_type] if isinstance(data_type, str) else ArrayDataType(data_type)
+    except (KeyError, ValueError):
+        return None
+    carried = _CARRIED.get(key)
+    return None if carried is None else carried[0]
 
 
 def data_type_name(spec: TensorSpec) -> str:
