@@ -1,7 +1,7 @@
 /** ControlClient: the control plane's API (`/api/v1`), signed with an access key. */
 import { LiqiError } from "./errors.js";
 import { liqiHeaders } from "./liqi_signing.js";
-import { type Answer, type Fetch, send } from "./transport.js";
+import { type Answer, baseUrl, type Fetch, send } from "./transport.js";
 
 export interface ControlClientOptions {
   /** The control plane's URL, e.g. "http://127.0.0.1:8080". */
@@ -61,11 +61,7 @@ export class ControlClient {
   private readonly transport: { timeoutMs: number; retries: number; fetch: Fetch };
 
   constructor(options: ControlClientOptions) {
-    try {
-      this.endpoint = new URL(options.endpoint).href.replace(/\/+$/, "");
-    } catch {
-      throw new LiqiError(`endpoint must be a URL such as http://127.0.0.1:8080, received '${options.endpoint}'.`, { code: "invalid_input" });
-    }
+    this.endpoint = baseUrl(options.endpoint);
     if (!options.accessId || !options.accessKey) {
       throw new LiqiError("accessId and accessKey are required (see `liqi config show --show-secrets`).", { code: "invalid_input" });
     }

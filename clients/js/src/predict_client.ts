@@ -4,7 +4,7 @@ import { authHeaders, type Signing } from "./eas_signing.js";
 import { LiqiError } from "./errors.js";
 import { type Inputs, normalizeInputs, type Outputs } from "./tensors.js";
 import { decodePredict, encodePredict, type OutputSpecs, outputSpecs } from "./tfserving.js";
-import { type Answer, type Fetch, send } from "./transport.js";
+import { type Answer, baseUrl, type Fetch, send } from "./transport.js";
 import { decodeInfer, encodeInfer } from "./v2.js";
 
 export type Protocol = "eas" | "tfserving" | "v2";
@@ -49,12 +49,6 @@ export class PredictClient {
   private readonly specs = new Map<string, OutputSpecs>();
 
   constructor(options: PredictClientOptions) {
-    let url: URL;
-    try {
-      url = new URL(options.endpoint);
-    } catch {
-      throw new LiqiError(`endpoint must be a URL such as http://127.0.0.1:8080, received '${options.endpoint}'.`, { code: "invalid_input" });
-    }
     if (!options.service) throw new LiqiError("service is required: the model's name in the URLs.", { code: "invalid_input" });
     const protocol = options.protocol ?? "eas";
     if (!["eas", "tfserving", "v2"].includes(protocol)) {
@@ -64,7 +58,7 @@ export class PredictClient {
     if (!["eas", "raw", "bearer"].includes(signing)) {
       throw new LiqiError(`signing must be "eas", "raw" or "bearer", received '${signing}'.`, { code: "invalid_input" });
     }
-    this.endpoint = url.href.replace(/\/+$/, "");
+    this.endpoint = baseUrl(options.endpoint);
     this.service = options.service;
     this.protocol = protocol;
     this.token = options.token;

@@ -100,3 +100,17 @@ export function errorFromAnswer(exchange: Exchange, answer: Answer, retries = 0)
     { status: answer.status, code, url: exchange.url },
   );
 }
+
+/** The endpoint as a base URL without a trailing slash; only http(s) URLs are accepted. */
+export function baseUrl(endpoint: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(endpoint);
+  } catch {
+    url = undefined;
+  }
+  if (url === undefined || (url.protocol !== "http:" && url.protocol !== "https:")) {
+    throw new LiqiError(`endpoint must be an http(s) URL such as http://127.0.0.1:8080, received '${endpoint}'.`, { code: "invalid_input" });
+  }
+  return url.href.replace(/\/+$/, "");
+}
