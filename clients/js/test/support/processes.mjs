@@ -58,6 +58,10 @@ export function start(args, env) {
   child.stdout.on("data", keep);
   child.stderr.on("data", keep);
   const exited = new Promise((done) => child.on("exit", (code, signal) => done({ code, signal })));
+  // If the test process dies before its after hook, take the server with it.
+  const reap = () => child.kill("SIGKILL");
+  process.on("exit", reap);
+  exited.then(() => process.off("exit", reap));
   return { child, exited, output: () => output };
 }
 
