@@ -64,6 +64,11 @@ const CONSTRUCTORS = {
 
 export const DTYPES: readonly DType[] = [...Object.keys(CONSTRUCTORS), "string"] as DType[];
 
+/** The typed array class that holds `dtype` (bool: Uint8Array of 0/1). */
+export function typedArrayClass(dtype: Exclude<DType, "string">): (typeof CONSTRUCTORS)[keyof typeof CONSTRUCTORS] {
+  return CONSTRUCTORS[dtype];
+}
+
 export function isTypedArray(value: unknown): value is TypedArray {
   return ArrayBuffer.isView(value) && !(value instanceof DataView);
 }

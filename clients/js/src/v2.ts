@@ -6,7 +6,7 @@
  */
 import { LiqiError } from "./errors.js";
 import { flatten } from "./nested.js";
-import { type DType, elementCount, type Outputs, type Tensor, type TypedArray, typedArrayOf } from "./tensors.js";
+import { type DType, elementCount, type Outputs, type Tensor, type TypedArray, typedArrayClass, typedArrayOf } from "./tensors.js";
 
 const DATATYPES: Record<string, Exclude<DType, "string"> | "string"> = {
   BOOL: "bool",
@@ -134,10 +134,7 @@ function fromBinary(dtype: DType, shape: number[], bytes: Uint8Array): Tensor {
     }
     return { dtype, shape, data };
   }
-  const ctor = {
-    float32: Float32Array, float64: Float64Array, int8: Int8Array, int16: Int16Array, int32: Int32Array,
-    int64: BigInt64Array, uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array, uint64: BigUint64Array, bool: Uint8Array,
-  }[dtype];
+  const ctor = typedArrayClass(dtype);
   const width = ctor.BYTES_PER_ELEMENT;
   if (bytes.length !== elementCount(shape) * width) {
     throw new LiqiError(`Binary output of shape [${shape.join(", ")}] ${dtype} has ${bytes.length} bytes.`, { code: "bad_response" });

@@ -135,3 +135,30 @@ sys.stdout.buffer.write(eas.encode_predict_response({
   assert.deepEqual(out.b, { dtype: "bool", shape: [2], data: new Uint8Array([1, 0]) });
   assert.deepEqual(out.s, { dtype: "string", shape: [2], data: ["x", "é"] });
 });
+
+test("V2 binary answers decode to typed arrays: FP32, INT64, BOOL, BYTES and JSON data", async () => {
+  const { decodeInfer } = await import("../dist/v2.js");
+  const header = Buffer.from(JSON.stringify({
+    outputs: [
+      { name: "f", datatype: "FP32", shape: [2], parameters: { binary_data_size: 8 } },
+      { name: "i", datatype: "INT64", shape: [1], parameters: { binary_data_size: 8 } },
+      { name: "b", datatype: "BOOL", shape: [2], parameters: { binary_data_size: 2 } },
+      { name: "s", datatype: "BYTES", shape: [1], parameters: { binary_data_size: 6 } },
+      { name: "j", datatype: "INT32", shape: [1, 2], data: [3, 4] },
+    ],
+  }));
+  const blob = Buffer.alloc(24);
+  blob.writeFloatLE(1.5, 0);
+  blob.writeFloatLE(-2, 4);
+  blob.writeBigInt64LE(-(2n ** 40n), 8);
+  blob.writeUInt8(1, 16);
+  blob.writeUInt32LE(2, 18);
+  blob.write("ok", 22);
+  const out = decodeInfer(new Uint8Array(Buffer.concat([header, blob])), header.length);
+  assert.deepEqual(out.f, { dtype: "float32", shape: [2], data: new Float32Array([1.5, -2]) });
+  assert.deepEqual(out.i, { dtype: "int64", shape: [1], data: new BigInt64Array([-(2n ** 40n)]) });
+  assert.deepEqual(out.b, { dtype: "bool", shape: [2], data: new Uint8Array([1, 0]) });
+  assert.deepEqual(out.s, { dtype: "string", shape: [1], data: ["ok"] });
+  assert.deepEqual(out.j, { dtype: "int32", shape: [1, 2], data: new Int32Array([3, 4]) });
+  assert.throws(() => decodeInfer(new Uint8Array(Buffer.concat([header, blob.subarray(0, 10)])), header.length), /truncated/);
+});
