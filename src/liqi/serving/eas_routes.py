@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 import orjson
 
 from liqi.errors import MethodNotAllowedError
-from liqi.protocols import eas, tfserving
-from liqi.protocols.tensors import InferenceResponse, select_outputs
+from liqi.protocols import eas
+from liqi.protocols.tensors import select_outputs
 from liqi.serving.http import JSON, OCTET, Request, Response
 from liqi.serving.loaders import RawServable
-from liqi.serving.tfserving_routes import name_unnamed
+from liqi.serving.tfserving_routes import predict_json
 
 if TYPE_CHECKING:
     from liqi.serving.app import ServingApp
@@ -58,13 +58,7 @@ async def handle(app: ServingApp, request: Request, name: str) -> Response:
             body = request.body.lstrip(_SPACE)
             if body[:1] == b"[":
                 body = b'{"instances":' + body + b"}"
-            decoded = tfserving.decode_predict(body, model=model.name)
-            inference = decoded.inference
-            inputs = name_unnamed(servable, inference.inputs, inference.signature)
-            outputs = await runner.infer(inputs, inference.signature, timeout_s=timeout_s)
-            answer = tfserving.encode_predict(
-                InferenceResponse(model.name, version, outputs), columnar=decoded.columnar
-            )
+            answer = await predict_json(entry, model.name, body, timeout_s=timeout_s)
             return Response(200, answer, JSON, model=model.name, version=version)
         request_pb = eas.decode_predict_request(request.body)
         outputs = await runner.infer(

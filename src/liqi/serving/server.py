@@ -28,7 +28,7 @@ from liqi._logging import configure_logging
 from liqi.errors import InvalidRequestError, LiqiError, ModelLoadError, PortInUseError
 from liqi.serving.app import ServeLimits, ServingApp
 from liqi.serving.custom import PythonProcessorServable
-from liqi.serving.loaders import Loader, Servable
+from liqi.serving.loaders import Loader, RawServable, Servable
 from liqi.serving.manager import ModelManager, ModelOptions, ServedModel
 from liqi.serving.metrics import ServingMetrics
 from liqi.serving.processors import detect, make_loader, normalize
@@ -94,6 +94,7 @@ def build_app(
     options: ServeOptions,
     *,
     source: ModelSource | None = None,
+    loader_for: Callable[[Path], Loader] | None = None,
     on_ready: Callable[[], None] | None = None,
 ) -> ServingApp:
     source = source or open_source(options.uri, cache_dir=options.cache_dir)
@@ -101,7 +102,7 @@ def build_app(
     model = ServedModel(
         options.name or source.name,
         source,
-        loader_choice(options.processor),
+        loader_for or loader_choice(options.processor),
         options.model,
         observe_batch=metrics.batch_observer,
     )
@@ -194,7 +195,12 @@ def ready_text(app: ServingApp, url: str, seconds: float) -> str:
     """The lines printed once the server is ready: what serves where."""
     lines = []
     for model in app.manager.models.values():
-        versions = ", ".join(str(v.version) for v in model.available())
+        available = model.available()
+        if available and isinstance(available[-1].servable, RawServable):
+            # A custom processor takes raw bodies on the EAS route only.
+            lines.append(f"Serving processor {model.name} at {url}/api/predict/{model.name}")
+            continue
+        versions = ", ".join(str(v.version) for v in available)
         lines += [
             f"Serving {model.name} version {versions} at {url} (ready in {seconds:.2f}s)",
             f"  EAS         POST {url}/api/predict/{model.name}",
@@ -208,6 +214,7 @@ def serve(
     options: ServeOptions,
     *,
     source: ModelSource | None = None,
+    loader_for: Callable[[Path], Loader] | None = None,
     announce: Callable[[str], None] = print,
 ) -> None:
     """Serve until SIGTERM/SIGINT; ``announce`` gets :func:`ready_text` once every model
@@ -224,7 +231,7 @@ def serve(
         announce(ready_text(app, url, time.monotonic() - started))
 
     try:
-        app = build_app(options, source=source, on_ready=ready)
+        app = build_app(options, source=source, loader_for=loader_for, on_ready=ready)
     except BaseException:
         sock.close()
         raise
@@ -275,14 +282,10 @@ def run_processor(processor: object, *, name: str, host: str, port: int) -> None
     ``/api/predict/<name>`` until SIGTERM/SIGINT."""
     configure_logging(logging.INFO)
     loader = _InstanceLoader(processor)
-    options = ServeOptions(uri=name, cache_dir=Path.cwd(), name=name, host=host, port=port)
-    sock = bind(host, port, reuse_port=options.reuse_port)
-    model = ServedModel(name, _InstanceSource(name), lambda path: loader, options.model)
-    app = ServingApp(
-        ModelManager([model], poll_interval_s=0),
-        on_ready=lambda: _say(f"Serving processor {name} at {url_of(sock)}/api/predict/{name}"),
+    options = ServeOptions(
+        uri=name, cache_dir=Path.cwd(), name=name, host=host, port=port, poll_interval_s=0
     )
-    run_app(app, sock, drain_timeout_s=options.drain_timeout_s)
+    serve(options, source=_InstanceSource(name), loader_for=lambda path: loader, announce=_say)
 
 
 def _say(line: str) -> None:

@@ -38,17 +38,12 @@ async def handle(app: ServingApp, request: Request, route: tfserving.Route) -> R
         entry = model.resolve(route.version, route.label)
         return _answer(entry, model, _metadata(model.name, entry))
     require(request, "POST")
+    timeout_s = app.limits.request_timeout_s
     with model.acquire(route.version, route.label) as entry:
-        servable, runner = entry.tensor_model(model.name)
-        timeout_s = app.limits.request_timeout_s
         if route.verb == "predict":
-            decoded = tfserving.decode_predict(request.body, model=model.name)
-            inference = decoded.inference
-            inputs = name_unnamed(servable, inference.inputs, inference.signature)
-            outputs = await runner.infer(inputs, inference.signature, timeout_s=timeout_s)
-            response = InferenceResponse(model.name, str(entry.version), outputs)
-            body = tfserving.encode_predict(response, columnar=decoded.columnar)
+            body = await predict_json(entry, model.name, request.body, timeout_s=timeout_s)
             return _answer(entry, model, body)
+        _, runner = entry.tensor_model(model.name)
         examples = tfserving.decode_examples(request.body, model=model.name)
         inputs = _stack(examples)
         outputs = await runner.infer(inputs, examples.signature, timeout_s=timeout_s)
@@ -62,6 +57,20 @@ async def handle(app: ServingApp, request: Request, route: tfserving.Route) -> R
 
 def _answer(entry: ModelVersion, model: ServedModel, body: bytes) -> Response:
     return Response(200, body, model=model.name, version=str(entry.version))
+
+
+async def predict_json(
+    entry: ModelVersion, model: str, body: bytes, *, timeout_s: float | None
+) -> bytes:
+    """A TF Serving ``:predict`` body run through ``entry``, answered in the same format (row
+    or columnar); EAS's JSON bodies take this path too."""
+    servable, runner = entry.tensor_model(model)
+    decoded = tfserving.decode_predict(body, model=model)
+    inference = decoded.inference
+    inputs = name_unnamed(servable, inference.inputs, inference.signature)
+    outputs = await runner.infer(inputs, inference.signature, timeout_s=timeout_s)
+    response = InferenceResponse(model, str(entry.version), outputs)
+    return tfserving.encode_predict(response, columnar=decoded.columnar)
 
 
 def name_unnamed(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import liqi
-from liqi.errors import InvalidRequestError, MethodNotAllowedError
+from liqi.errors import InvalidRequestError
 from liqi.protocols import v2
 from liqi.protocols.tensors import InferenceResponse, select_outputs
 from liqi.serving.http import OCTET, Request, Response
@@ -45,8 +45,7 @@ async def handle(app: ServingApp, request: Request, route: v2.Route) -> Response
             list(sig.outputs.values()),
         )
         return Response(200, body, model=model.name, version=str(entry.version))
-    if request.method != "POST":
-        raise MethodNotAllowedError(f"{request.path} takes POST, not {request.method}.")
+    require(request, "POST")
     header = request.header("inference-header-content-length")
     if header and not header.isdigit():
         raise InvalidRequestError(
