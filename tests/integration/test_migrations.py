@@ -21,9 +21,10 @@ def test_migrated_schema_matches_models(tmp_path: Path, database_url: str | None
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
             assert diff == []
             assert set(inspect(conn).get_table_names()) >= {
-                "projects", "access_keys", "role_bindings", "server_state", "alembic_version"
+                "projects", "access_keys", "role_bindings", "server_state", "alembic_version",
+                "services", "service_versions", "service_instances", "service_events",
             }  # fmt: skip
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
     finally:
         engine.dispose()
 

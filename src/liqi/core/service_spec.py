@@ -46,6 +46,10 @@ class Autoscaler:
     min: int
     max: int
     qps: float | None = None
+    # EAS's "behavior": scaleUp/scaleDown stabilizationWindowSeconds, onZero grace period.
+    up_cooldown_s: float | None = None
+    down_cooldown_s: float | None = None
+    idle_to_zero_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -272,7 +276,25 @@ def _autoscaler(value: Any) -> Autoscaler | None:
                 qps = _number(entry.get("threshold"), "autoscaler.scaleStrategies.threshold")
     else:
         raise InvalidRequestError("'autoscaler.strategies' must be an object like {\"qps\": 10}.")
-    return Autoscaler(min=low, max=high, qps=qps)
+    behavior = value.get("behavior") or {}
+    if not isinstance(behavior, dict):
+        raise InvalidRequestError("'autoscaler.behavior' must be an object.")
+    return Autoscaler(
+        min=low,
+        max=high,
+        qps=qps,
+        up_cooldown_s=_window(behavior, "scaleUp", "stabilizationWindowSeconds"),
+        down_cooldown_s=_window(behavior, "scaleDown", "stabilizationWindowSeconds"),
+        idle_to_zero_s=_window(behavior, "onZero", "scaleDownGracePeriodSeconds"),
+    )
+
+
+def _window(behavior: Mapping[str, Any], part: str, key: str) -> float | None:
+    section = behavior.get(part) or {}
+    if not isinstance(section, dict):
+        raise InvalidRequestError(f"'autoscaler.behavior.{part}' must be an object.")
+    raw = section.get(key)
+    return None if raw is None else _number(raw, f"autoscaler.behavior.{part}.{key}", minimum=0)
 
 
 def _rolling(value: Any) -> RollingStrategy:

@@ -172,3 +172,35 @@ def test_merge_properties(base: dict[str, Any], patch: dict[str, Any]) -> None:
     for key, value in patch.items():
         if not (isinstance(value, dict) and isinstance(base.get(key), dict)):
             assert merged[key] == value
+
+
+def test_autoscaler_behavior_windows_are_read() -> None:
+    spec = parse_service_spec(
+        {
+            "name": "s",
+            "model_path": "oss://b/m/",
+            "processor": "tensorflow_cpu",
+            "autoscaler": {
+                "min": 0,
+                "max": 3,
+                "scaleStrategies": [{"metricName": "qps", "threshold": 5}],
+                "behavior": {
+                    "scaleUp": {"stabilizationWindowSeconds": 0},
+                    "scaleDown": {"stabilizationWindowSeconds": 30},
+                    "onZero": {"scaleDownGracePeriodSeconds": 60},
+                },
+            },
+        }
+    ).spec
+    assert spec.autoscaler is not None
+    assert (spec.autoscaler.qps, spec.autoscaler.up_cooldown_s) == (5.0, 0.0)
+    assert (spec.autoscaler.down_cooldown_s, spec.autoscaler.idle_to_zero_s) == (30.0, 60.0)
+    with pytest.raises(InvalidRequestError, match="autoscaler.behavior.scaleDown"):
+        parse_service_spec(
+            {
+                "name": "s",
+                "model_path": "oss://b/m/",
+                "processor": "onnx",
+                "autoscaler": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": "x"}}},
+            }
+        )

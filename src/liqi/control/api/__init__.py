@@ -12,6 +12,7 @@ from liqi.control.api import (
     models,
     objects,
     resources,
+    services,
 )
 
 router = APIRouter()
@@ -23,5 +24,6 @@ router.include_router(resources.router)
 router.include_router(datasets.router)
 router.include_router(jobs.router)
 router.include_router(models.router)
+router.include_router(services.router)
 
 __all__ = ["router"]

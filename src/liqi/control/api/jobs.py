@@ -161,7 +161,7 @@ def job_logs(
     if path.exists():
         with open(path, "rb") as fh:
             fh.seek(max(offset, 0))
-            data = _whole_characters(fh.read(LOG_CHUNK_MAX))
+            data = whole_characters(fh.read(LOG_CHUNK_MAX))
     more = len(data) >= LOG_CHUNK_MAX - 3
     return LogChunk(
         task=task,
@@ -171,7 +171,7 @@ def job_logs(
     )
 
 
-def _whole_characters(data: bytes) -> bytes:
+def whole_characters(data: bytes) -> bytes:
     """``data`` without a UTF-8 character cut at its end (the next read starts there)."""
     for cut in range(1, min(4, len(data)) + 1):
         byte = data[-cut]
