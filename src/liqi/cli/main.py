@@ -15,6 +15,7 @@ from liqi.cli import (
     config_cmd,
     console,
     dataset,
+    eas,
     job,
     key,
     model,
@@ -128,6 +129,8 @@ cli.add_command(resource.resource)
 cli.add_command(dataset.dataset)
 cli.add_command(serve.serve)
 cli.add_command(predict.predict)
+cli.add_command(eas.eas)
+cli.add_command(eas.service)
 
 
 def main() -> None:

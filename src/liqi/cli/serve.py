@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import click
 
 from liqi.cli.context import CliContext, pass_cli
+from liqi.errors import LiqiError, ModelLoadError
+
+LOAD_FAILURE_EXIT_CODE = 3  # --exit-on-load-failure: the first load or the warm-up failed
 
 EPILOG = """\b
 Examples:
@@ -15,6 +20,7 @@ Examples:
   liqi serve model:mnist:3                  a registered model version (needs a profile)
   liqi serve ./model.onnx --max-batch-size 64
   liqi serve ./proc --processor python --processor-entry app.py   an EAS/allspark processor
+  liqi serve ./models/mnist --warmup-file warmup.bin   replay requests before ready
 
 \b
 Then:
@@ -113,6 +119,27 @@ Then:
     help="Requests waiting longer get 504.",
 )
 @click.option("--no-warmup", is_flag=True, help="Mark versions ready without a warm-up call.")
+@click.option(
+    "--warmup-file",
+    type=click.Path(path_type=Path),
+    help="Requests replayed (5 times each) before the server counts as ready: a .bin "
+    "holding one serialized EAS PredictRequest (TFRequest.to_string()), or a .txt with one "
+    "request body per line (custom processors, JSON). A failing one keeps it not ready.",
+)
+@click.option("--instance-id", hidden=True, help="A service instance's id (a marker).")
+@click.option(
+    "--state-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    hidden=True,
+    help="Write pid, url and state (listening, ready, failed, stopped) here, as JSON.",
+)
+@click.option(
+    "--exit-on-load-failure",
+    is_flag=True,
+    hidden=True,
+    help="Exit with code 3 when the first load or the warm-up fails (instead of staying up, "
+    "not ready).",
+)
 @pass_cli
 def serve(
     obj: CliContext,
@@ -134,12 +161,16 @@ def serve(
     max_body_mb: int,
     request_timeout_s: float,
     no_warmup: bool,
+    warmup_file: Path | None,
+    instance_id: str | None,
+    state_file: Path | None,
+    exit_on_load_failure: bool,
 ) -> None:
     """Serve a model over HTTP: EAS, TF Serving REST and KServe V2 on one port.
 
     PATH_OR_URI is a local folder or file, oss://bucket/prefix, or model:NAME[:VERSION].
-    Ready (GET /readyz) once a version is loaded and answered a warm-up call; SIGTERM
-    finishes the requests in flight, then exits.
+    Ready (GET /readyz) once a version is loaded and answered a warm-up call (and the
+    --warmup-file requests); SIGTERM finishes the requests in flight, then exits.
     """
     # Imported here: the serving stack (uvicorn, prometheus) stays out of other commands.
     from liqi._logging import configure_logging
@@ -149,6 +180,7 @@ def serve(
     from liqi.serving.manager import ModelOptions
     from liqi.serving.server import ProcessorOptions, ServeOptions, serve as run_server
     from liqi.serving.source import open_source
+    from liqi.serving.state_file import ServerState, write_state
 
     configure_logging(logging.DEBUG if obj.debug else logging.INFO)
     options = ServeOptions(
@@ -176,12 +208,33 @@ def serve(
         poll_interval_s=poll_interval_s,
         token=token,
         limits=ServeLimits(max_body_bytes=max_body_mb * 2**20, request_timeout_s=request_timeout_s),
+        warmup_file=warmup_file,
+        exit_on_load_failure=exit_on_load_failure,
+        state_file=state_file,
+        instance_id=instance_id,
     )
-    source = open_source(uri, cache_dir=options.cache_dir, client_factory=obj.client)
-    found = source.versions()  # fail fast on a wrong path, bucket or model name
-    listing = ", ".join(str(v) for v in sorted(found)) or "none yet"
-    click.echo(
-        f"Loading {uri} as model {options.name or source.name} (versions found: {listing}) ...",
-        err=True,
-    )
-    run_server(options, source=source, announce=click.echo)
+    try:
+        try:
+            source = open_source(uri, cache_dir=options.cache_dir, client_factory=obj.client)
+            found = source.versions()  # fail fast on a wrong path, bucket or model name
+        except LiqiError as exc:
+            # With --exit-on-load-failure a source that cannot be listed is a failed load.
+            raise ModelLoadError(exc.message) if exit_on_load_failure else exc from None
+        listing = ", ".join(str(v) for v in sorted(found)) or "none yet"
+        model_name = options.name or source.name
+        click.echo(f"Loading {uri} as model {model_name} (versions found: {listing}) ...", err=True)
+        run_server(options, source=source, announce=click.echo)
+    except Exception as exc:
+        message = exc.message if isinstance(exc, LiqiError) else f"{type(exc).__name__}: {exc}"
+        load_failed = exit_on_load_failure and isinstance(exc, ModelLoadError)
+        code = LOAD_FAILURE_EXIT_CODE if load_failed else getattr(exc, "exit_code", 1)
+        write_state(state_file, ServerState(os.getpid(), "failed", reason=message, exit_code=code))
+        if load_failed:
+            raise _LoadFailed(message) from None
+        raise
+
+
+class _LoadFailed(click.ClickException):
+    """``Error: <reason>`` on stderr, exit code 3."""
+
+    exit_code = LOAD_FAILURE_EXIT_CODE

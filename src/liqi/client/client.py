@@ -11,6 +11,7 @@ from urllib.parse import quote
 from liqi.client.base import BaseClient
 from liqi.client.catalog import CatalogMethods
 from liqi.client.jobs import JobMethods
+from liqi.client.services import ServiceMethods
 from liqi.client.storage import StorageMethods
 from liqi.errors import LiqiError
 
@@ -71,7 +72,7 @@ def _key(data: Mapping[str, Any]) -> AccessKeyInfo:
     )
 
 
-class Client(StorageMethods, CatalogMethods, JobMethods, BaseClient):
+class Client(StorageMethods, CatalogMethods, JobMethods, ServiceMethods, BaseClient):
     """A connection to a liqi server, signed with one access key.
 
     Arguments left out come from ``LIQI_*`` environment variables, then from the profile file

@@ -1,4 +1,5 @@
-"""The control-plane ASGI app: FastAPI routes behind the signature middleware."""
+"""The control-plane ASGI app: FastAPI routes behind the signature middleware, and the
+gateway (``/api/predict/...``, its own token check) beside them."""
 
 from __future__ import annotations
 
@@ -9,11 +10,17 @@ from liqi.control.api import router
 from liqi.control.api.objects import STREAMED_PATHS
 from liqi.control.auth import AuthMiddleware
 from liqi.control.errors import install_error_handlers
+from liqi.control.gateway import ASGIApp, Gateway, with_gateway
 from liqi.control.plane import ControlPlane
 from liqi.control.schemas import Health
 
 
-def build_app(plane: ControlPlane) -> FastAPI:
+def build_app(plane: ControlPlane) -> ASGIApp:
+    """The whole app: the API, and the gateway over ``plane.routes``."""
+    return with_gateway(build_api(plane), Gateway(plane.routes))
+
+
+def build_api(plane: ControlPlane) -> FastAPI:
     app = FastAPI(
         title="liqi control plane",
         version=__version__,

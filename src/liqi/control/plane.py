@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,13 +12,17 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from liqi.backends.instances import InstanceBackend
 from liqi.backends.local import LocalBackend
+from liqi.backends.local_instances import LocalInstanceBackend
 from liqi.config import ServerSettings
 from liqi.control.auth import Authenticator
 from liqi.control.buckets import StoreRegistry
 from liqi.control.db import create_db_engine, migrate, session_factory
 from liqi.control.job_runner import JobRunner
+from liqi.control.reconciler import Reconciler, ReconcilerConfig
 from liqi.control.models import utcnow
+from liqi.control.routes import RouteTable
 from liqi.control.secretbox import SecretBox
 
 
@@ -30,7 +35,11 @@ class ControlPlane:
     authenticator: Authenticator
     stores: StoreRegistry
     runner: JobRunner
+    reconciler: Reconciler
+    services_dir: Path
     clock: Callable[[], datetime] = utcnow
+    routes: RouteTable = field(default_factory=RouteTable)
+    url: str = ""  # where it listens, once it does (endpoints are printed with it)
     started_at: datetime = field(default_factory=utcnow)
     started_monotonic: float = field(default_factory=time.monotonic)
     pid: int = field(default_factory=os.getpid)
@@ -42,7 +51,11 @@ class ControlPlane:
         self.engine.dispose()
 
 
-def open_plane(settings: ServerSettings, clock: Callable[[], datetime] = utcnow) -> ControlPlane:
+def open_plane(
+    settings: ServerSettings,
+    clock: Callable[[], datetime] = utcnow,
+    instance_backend: InstanceBackend | None = None,
+) -> ControlPlane:
     """Connect to the database, migrate it, and load the server key. Creates LIQI_HOME's
     folders. Raises ConfigError or DatabaseUnavailableError with the reason."""
     engine = create_db_engine(settings.effective_database_url)
@@ -55,7 +68,21 @@ def open_plane(settings: ServerSettings, clock: Callable[[], datetime] = utcnow)
     sessions = session_factory(engine)
     stores = StoreRegistry(settings.store_dir, box)
     runner = JobRunner(sessions, stores, LocalBackend(), settings.home / "jobs")
-    return ControlPlane(
+    routes = RouteTable()
+    services_dir = settings.home / "services"
+    plane: ControlPlane
+    reconciler = Reconciler(
+        sessions,
+        box,
+        stores,
+        instance_backend or LocalInstanceBackend(),
+        routes,
+        ReconcilerConfig(
+            home=settings.home, services_dir=services_dir, cache_dir=settings.home / "cache"
+        ),
+        endpoint=lambda: plane.url,
+    )
+    plane = ControlPlane(
         settings=settings,
         engine=engine,
         sessions=sessions,
@@ -63,5 +90,9 @@ def open_plane(settings: ServerSettings, clock: Callable[[], datetime] = utcnow)
         authenticator=Authenticator(sessions, box, clock),
         stores=stores,
         runner=runner,
+        reconciler=reconciler,
+        services_dir=services_dir,
+        routes=routes,
         clock=clock,
     )
+    return plane

@@ -427,6 +427,9 @@ class Reconciler:
 
     @staticmethod
     def _progress(rows: list[ServiceInstance], service: Service) -> str:
+        if service.deleting or service.stopped:
+            left = sum(r.state != InstanceState.CRASHED.value for r in rows)
+            return f"{left} instance(s) stopping" if left else ""
         current = [r for r in rows if r.version == service.current_version]
         running = sum(r.state == InstanceState.READY.value for r in current)
         pending = len(current) - running

@@ -19,12 +19,12 @@ from dataclasses import asdict, dataclass
 from types import FrameType
 
 import uvicorn
-from fastapi import FastAPI
 
 from liqi._version import __version__
 from liqi.config import ServerSettings, write_private_file
 from liqi.control.app import build_app
 from liqi.control.bootstrap import ensure_bootstrapped, write_admin_profile
+from liqi.control.gateway import ASGIApp
 from liqi.control.home import ServerRecord, home_lock, prepare_home, record_path
 from liqi.control.plane import open_plane
 from liqi.errors import ConfigError, PortInUseError
@@ -76,7 +76,7 @@ def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
 class Runtime:
     """A control plane ready to serve: its app, its listening socket and its URL."""
 
-    app: FastAPI
+    app: ASGIApp
     sock: socket.socket
     url: str
     record: ServerRecord
@@ -101,6 +101,7 @@ def control_plane_runtime(settings: ServerSettings) -> Iterator[Runtime]:
             plane = open_plane(settings)
             port = sock.getsockname()[1]
             url = url_for(settings.host, port)
+            plane.url = url
             boot = ensure_bootstrapped(plane.sessions, plane.box)
             write_admin_profile(settings, plane.sessions, plane.box, boot.access_id, url)
             if boot.created:
@@ -118,9 +119,11 @@ def control_plane_runtime(settings: ServerSettings) -> Iterator[Runtime]:
                 "liqi %s control plane listening on %s (home %s)", __version__, url, settings.home
             )
             plane.runner.start()
+            plane.reconciler.start()
             yield Runtime(app=build_app(plane), sock=sock, url=url, record=record)
         finally:
             if plane is not None:
+                plane.reconciler.stop()
                 plane.runner.stop()
             record_file.unlink(missing_ok=True)
             sock.close()
@@ -129,9 +132,17 @@ def control_plane_runtime(settings: ServerSettings) -> Iterator[Runtime]:
             logger.info("control plane stopped")
 
 
-def uvicorn_server(app: FastAPI) -> uvicorn.Server:
+def uvicorn_server(app: ASGIApp) -> uvicorn.Server:
+    """uvicorn with uvloop and httptools (the gateway's hot path). The lifespan runs so the
+    gateway closes its connections to instances once the requests in flight are done."""
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, timeout_graceful_shutdown=30, lifespan="off"
+        app,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        lifespan="on",
     )
     return uvicorn.Server(config)
 

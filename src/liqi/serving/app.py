@@ -4,7 +4,8 @@ metrics.
 ``/api/predict/<name>`` is EAS (a sub-path ``v1/...`` or ``v2/...`` after the name reaches
 the TF Serving or V2 routes, so gateways can pass them through), ``/v1/models/...`` TF
 Serving, ``/v2...`` the Open Inference Protocol; ``/healthz`` (live), ``/readyz`` (every
-model has a version that answered its warm-up) and ``/metrics`` (Prometheus) are open.
+model has a version that answered its warm-up call, and the ``--warmup-file`` requests, if
+any, were answered) and ``/metrics`` (Prometheus) are open.
 With a token, every prediction route needs ``Authorization``: the raw token, ``Bearer
 <token>`` or the EAS SDKs' ``EAS <signature>``. Errors are answered in the protocol's own
 format; a traceback only ever goes to the log.
@@ -26,6 +27,7 @@ from liqi.errors import (
     AuthenticationError,
     LiqiError,
     ModelError,
+    ModelLoadError,
     NotFoundError,
     OverloadedError,
 )
@@ -46,6 +48,7 @@ from liqi.serving.http import (
 )
 from liqi.serving.manager import ModelManager
 from liqi.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, ServingMetrics
+from liqi.serving.warmup import WarmupRequests, replay
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,13 @@ class ServeLimits:
 
 class ServingApp:
     """An ASGI app over a :class:`ModelManager` (which it starts and stops with the
-    lifespan)."""
+    lifespan).
+
+    It is ready once every model serves and the ``warmup`` requests (if any) were answered;
+    ``on_ready`` is called then. With ``on_failed``, a failed first load (see
+    :meth:`ModelManager.load_failures`) or warm-up request calls it with the reason instead
+    (the server then exits); without it the server stays up, not ready, saying why.
+    """
 
     def __init__(
         self,
@@ -70,13 +79,19 @@ class ServingApp:
         limits: ServeLimits | None = None,
         metrics: ServingMetrics | None = None,
         on_ready: Callable[[], None] | None = None,
+        on_failed: Callable[[str], None] | None = None,
+        warmup: WarmupRequests | None = None,
     ) -> None:
         self.manager = manager
         self.token = token or None
         self.limits = limits or ServeLimits()
         self.metrics = metrics or ServingMetrics()
         self.metrics.watch(manager)
+        self.warmup = warmup
+        self.start_error = ""  # why the start-up stopped short of ready (a warm-up failure)
+        self._started = False  # the first loads and the warm-up are done
         self._on_ready = on_ready
+        self._on_failed = on_failed
         self._debug = log.isEnabledFor(logging.DEBUG)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -205,10 +220,17 @@ class ServingApp:
     async def _healthz(self, scope: Scope, receive: Receive) -> Response:
         return Response(200, b'{"status":"live"}')
 
+    @property
+    def ready(self) -> bool:
+        return self._started and self.manager.ready
+
     async def _readyz(self, scope: Scope, receive: Receive) -> Response:
-        if self.manager.ready:
+        if self.ready:
             return Response(200, b'{"status":"ready"}')
         reasons = self.manager.not_ready_reasons()
+        if not reasons:
+            source = self.warmup.source if self.warmup else ""
+            reasons = [self.start_error or f"Warming up with the requests of {source}."]
         return Response(503, orjson.dumps({"status": "not ready", "reasons": reasons}))
 
     async def _metrics(self, scope: Scope, receive: Receive) -> Response:
@@ -236,8 +258,7 @@ class ServingApp:
                     log.exception("model server failed to start")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
-                if self._on_ready is not None:
-                    watcher = asyncio.create_task(self._announce_ready())
+                watcher = asyncio.create_task(self._start_up(), name="liqi-start-up")
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if watcher is not None:
@@ -248,10 +269,26 @@ class ServingApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _announce_ready(self) -> None:
+    async def _start_up(self) -> None:
+        await self.manager.polled.wait()
+        failures = self.manager.load_failures()
+        if failures and self._on_failed is not None:
+            self._on_failed("; ".join(failures))
+            return
         await self.manager.became_ready.wait()
-        assert self._on_ready is not None
-        self._on_ready()
+        if self.warmup is not None:
+            for name in self.manager.models:
+                try:
+                    await replay(self, name, self.warmup)
+                except ModelLoadError as exc:
+                    log.error("model=%s not ready: %s", name, exc.message)
+                    self.start_error = exc.message
+                    if self._on_failed is not None:
+                        self._on_failed(exc.message)
+                    return
+        self._started = True
+        if self._on_ready is not None:
+            self._on_ready()
 
 
 def _error(protocol: str, exc: LiqiError) -> Response:

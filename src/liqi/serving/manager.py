@@ -191,6 +191,17 @@ class ServedModel:
     def ready(self) -> bool:
         return self.refreshed and bool(self.available())
 
+    def load_failure(self) -> str:
+        """Why the last poll did not bring up what the policy wants ("" when it did): no
+        version ready, or a wanted version failed to load while an older one serves."""
+        if not self.ready:
+            return self.not_ready_reason()
+        failed = [v for v in self.versions.values() if v.state is VersionState.FAILED]
+        if failed:
+            last = max(failed, key=lambda v: v.version)
+            return f"Model {self.name!r} version {last.version} failed to load: {last.error}"
+        return ""
+
     # -- control side ---------------------------------------------------------------------
 
     async def refresh(self) -> None:
@@ -322,6 +333,7 @@ class ModelManager:
         self.poll_interval_s = poll_interval_s
         self._task: asyncio.Task[None] | None = None
         self.became_ready = asyncio.Event()  # set once every model has a version serving
+        self.polled = asyncio.Event()  # set once every model was polled (first loads tried)
 
     def get(self, name: str) -> ServedModel:
         model = self.models.get(name)
@@ -337,6 +349,10 @@ class ModelManager:
     def not_ready_reasons(self) -> list[str]:
         return [m.not_ready_reason() for m in self.models.values() if not m.ready]
 
+    def load_failures(self) -> list[str]:
+        """:meth:`ServedModel.load_failure` of every model that has one."""
+        return [reason for m in self.models.values() if (reason := m.load_failure())]
+
     async def start(self) -> None:
         """Load the first versions (in the background) and keep polling."""
         self._task = asyncio.create_task(self._poll(), name="liqi-model-poll")
@@ -348,6 +364,7 @@ class ModelManager:
                     await model.refresh()
                 except Exception:  # the poll loop never dies
                     log.exception("model=%s refresh failed", model.name)
+            self.polled.set()
             if self.ready:
                 self.became_ready.set()
             if self.poll_interval_s <= 0 and self.ready:

@@ -3,6 +3,9 @@
 :func:`build_app` wires a source, a loader choice, the manager and the ASGI app;
 :func:`serve` runs it until SIGTERM/SIGINT, after which uvicorn stops accepting, finishes the
 requests in flight (up to ``drain_timeout_s``) and the manager unloads every version.
+With ``state_file``, it reports how it is doing there (see :mod:`liqi.serving.state_file`);
+with ``exit_on_load_failure``, a failed first load or warm-up ends :func:`serve` with a
+:class:`ModelLoadError` instead of serving not-ready.
 Several ``liqi serve`` processes may share one port where the OS has SO_REUSEPORT (Linux):
 the kernel spreads connections across them.
 """
@@ -13,6 +16,7 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import os
 import signal
 import socket
 import sys
@@ -33,6 +37,8 @@ from liqi.serving.manager import ModelManager, ModelOptions, ServedModel
 from liqi.serving.metrics import ServingMetrics
 from liqi.serving.processors import detect, make_loader, normalize
 from liqi.serving.source import LocalSource, ModelSource, open_source
+from liqi.serving.state_file import ServerState, write_state
+from liqi.serving.warmup import WarmupRequests
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +67,10 @@ class ServeOptions:
     limits: ServeLimits = field(default_factory=ServeLimits)
     drain_timeout_s: float = 30.0
     reuse_port: bool = True
+    warmup_file: Path | None = None  # requests replayed before the server counts as ready
+    exit_on_load_failure: bool = False
+    state_file: Path | None = None
+    instance_id: str | None = None  # a service instance's id: a marker in argv and logs
 
 
 def loader_choice(processor: ProcessorOptions) -> Callable[[Path], Loader]:
@@ -96,7 +106,10 @@ def build_app(
     source: ModelSource | None = None,
     loader_for: Callable[[Path], Loader] | None = None,
     on_ready: Callable[[], None] | None = None,
+    on_failed: Callable[[str], None] | None = None,
 ) -> ServingApp:
+    """The app for ``options``. Raises a LiqiError when the warm-up file cannot be read."""
+    warmup = WarmupRequests.read(options.warmup_file) if options.warmup_file else None
     source = source or open_source(options.uri, cache_dir=options.cache_dir)
     metrics = ServingMetrics()
     model = ServedModel(
@@ -108,7 +121,13 @@ def build_app(
     )
     manager = ModelManager([model], poll_interval_s=options.poll_interval_s)
     return ServingApp(
-        manager, token=options.token, limits=options.limits, metrics=metrics, on_ready=on_ready
+        manager,
+        token=options.token,
+        limits=options.limits,
+        metrics=metrics,
+        on_ready=on_ready,
+        on_failed=on_failed,
+        warmup=warmup,
     )
 
 
@@ -180,13 +199,13 @@ def uvicorn_server(
 SWITCH_INTERVAL_S = 0.0005
 
 
-def run_app(app: ServingApp, sock: socket.socket, *, drain_timeout_s: float) -> None:
+def run_app(server: uvicorn.Server, sock: socket.socket) -> None:
     # The event loop and the model's worker threads share the GIL. Python's default switch
     # interval (5 ms) lets a busy loop keep a finished batch waiting for up to 5 ms; 0.5 ms
     # hands the GIL over promptly (measured: higher throughput and a much lower p99).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
-        uvicorn_server(app, drain_timeout_s=drain_timeout_s).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         sock.close()
 
@@ -218,25 +237,40 @@ def serve(
     announce: Callable[[str], None] = print,
 ) -> None:
     """Serve until SIGTERM/SIGINT; ``announce`` gets :func:`ready_text` once every model
-    has a version that answered its warm-up call."""
+    has a version that answered its warm-up call (and the warm-up file's requests).
+
+    Raises:
+        ModelLoadError: with ``exit_on_load_failure``, the first load or the warm-up failed
+            (the server stopped).
+    """
     started = time.monotonic()
     source = source or open_source(options.uri, cache_dir=options.cache_dir)
+    url = ""
+    failures: list[str] = []
+
+    def ready() -> None:
+        announce(ready_text(app, url, time.monotonic() - started))
+        write_state(options.state_file, ServerState(os.getpid(), "ready", url))
+
+    def failed(reason: str) -> None:
+        failures.append(reason)
+        server.should_exit = True
+
+    on_failed = failed if options.exit_on_load_failure else None
+    app = build_app(
+        options, source=source, loader_for=loader_for, on_ready=ready, on_failed=on_failed
+    )
+    server = uvicorn_server(app, drain_timeout_s=options.drain_timeout_s)
     prefetch_imports(source, options.processor)
     sock = bind(options.host, options.port, reuse_port=options.reuse_port)
     url = url_of(sock)
-    app: ServingApp | None = None
-
-    def ready() -> None:
-        assert app is not None
-        announce(ready_text(app, url, time.monotonic() - started))
-
-    try:
-        app = build_app(options, source=source, loader_for=loader_for, on_ready=ready)
-    except BaseException:
-        sock.close()
-        raise
-    log.info("listening on %s; loading %s", url, options.uri)
-    run_app(app, sock, drain_timeout_s=options.drain_timeout_s)
+    write_state(options.state_file, ServerState(os.getpid(), "listening", url))
+    instance = f" instance_id={options.instance_id}" if options.instance_id else ""
+    log.info("listening on %s; loading %s%s", url, options.uri, instance)
+    run_app(server, sock)
+    if failures:
+        raise ModelLoadError(failures[0])
+    write_state(options.state_file, ServerState(os.getpid(), "stopped", url, exit_code=0))
 
 
 class _InstanceSource(ModelSource):

@@ -23,7 +23,7 @@ async def handle(app: ServingApp, request: Request, route: v2.Route) -> Response
         require(request, "GET")
         if route.verb == "server_metadata":
             return Response(200, v2.encode_server_metadata("liqi", liqi.__version__, EXTENSIONS))
-        ok = True if route.verb == "live" else app.manager.ready
+        ok = True if route.verb == "live" else app.ready
         return Response(200 if ok else 503, v2.encode_health(route.verb, ok))
     assert route.model is not None
     model = app.manager.get(route.model)
