@@ -72,9 +72,16 @@ class ServiceScalers:
                     continue
                 if service.name in woken:
                     wanted[service.id] = scaler.wake(now)
-                if measure:
-                    wanted[service.id] = scaler.observe(self._qps.get(service.name, 0.0), now)
+                qps = self._qps.get(service.name, 0.0)
+                if measure and (qps > 0 or self._serving(service.name, scaler)):
+                    wanted[service.id] = scaler.observe(qps, now)
         return wanted
+
+    def _serving(self, name: str, scaler: Autoscaler) -> bool:
+        """False while instances were asked for and none is ready yet: a request woke the
+        service and waits at the gateway, so an idle spell must not scale it back to zero."""
+        route = self.routes.get(name)
+        return scaler.instances == 0 or bool(route and route.upstreams)
 
     def _scaler(self, service: Service, spec: ServiceSpec, now: float) -> Autoscaler | None:
         auto = spec.autoscaler
