@@ -281,3 +281,34 @@ def _pid_of(plane: LiveServer, instance_id: str) -> int:
         if instance_id in (process.info["cmdline"] or []):
             return int(process.info["pid"])
     raise AssertionError(f"no process for instance {instance_id}")
+
+
+def test_a_model_that_fails_every_request_keeps_serving_errors_and_others_serve(
+    plane: LiveServer, admin: Client, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    code = tmp_path_factory.mktemp("broken_proc")
+    (code / "app.py").write_text(
+        "import allspark\n\n"
+        "class Broken(allspark.BaseProcessor):\n"
+        "    def process(self, data):\n"
+        "        raise RuntimeError('this model always fails')\n"
+    )
+    spec = {
+        "name": "broken_proc",
+        "generate_token": "false",
+        "processor": "python",
+        "processor_path": str(code),
+        "processor_entry": "app.py",
+        "metadata": {"instance": 1, "memory": 1000},
+    }
+    create(admin, spec)
+    wait_for(admin, "broken_proc", running)
+    url = f"{plane.url}/api/predict/broken_proc"
+    for _ in range(3):
+        answer = httpx.post(url, content=b"hello", timeout=30)
+        assert answer.status_code == 500
+        assert "always fails" in answer.text or "error" in answer.text.lower()
+    info = describe(admin, "broken_proc")
+    assert info["state"] == "RUNNING"
+    assert info["instances"][0]["restarts"] == 0
+    api(admin, "DELETE", "/services/broken_proc")
