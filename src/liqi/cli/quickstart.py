@@ -197,7 +197,9 @@ def _deploy(client: Client, spec_file: Path, home: Path) -> str:
                 + (f": {change.reason}" if change.reason else "")
             )
 
-    final = client.wait_service(SERVICE, timeout_s=SERVICE_TIMEOUT_S, on_change=show)
+    final = client.wait_service(
+        SERVICE, timeout_s=SERVICE_TIMEOUT_S, until={"RUNNING", "FAILED"}, on_change=show
+    )
     if final.state != "RUNNING":
         raise LiqiError(
             f"Service {SERVICE} is {final.state}: {final.reason}. See `liqi eas desc {SERVICE}`."

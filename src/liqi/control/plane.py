@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,8 +20,8 @@ from liqi.control.auth import Authenticator
 from liqi.control.buckets import StoreRegistry
 from liqi.control.db import create_db_engine, migrate, session_factory
 from liqi.control.job_runner import JobRunner
-from liqi.control.reconciler import Reconciler, ReconcilerConfig
 from liqi.control.models import utcnow
+from liqi.control.reconciler import Reconciler, ReconcilerConfig
 from liqi.control.routes import RouteTable
 from liqi.control.secretbox import SecretBox
 

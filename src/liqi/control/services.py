@@ -351,6 +351,7 @@ def modify(
     service.current_version = version
     service.failed = False
     service.reason = ""
+    service.state = _pending_state(service, ServiceState.UPDATING)
     if spec.instance != old.instance or spec.autoscaler != old.autoscaler:
         service.want = _initial_instances(spec)
     if spec.token != old.token or spec.generate_token != old.generate_token:
@@ -375,6 +376,7 @@ def rollback(session: Session, who: Principal, name: str, version: int) -> Servi
     service.want = _initial_instances(spec)
     service.failed = False
     service.reason = ""
+    service.state = _pending_state(service, ServiceState.UPDATING)
     _touch(session, service, f"switched to version {version} by {who.access_id}")
     return service
 
@@ -387,6 +389,7 @@ def scale(session: Session, who: Principal, name: str, instances: int) -> Servic
     service = get_service(session, who, name)
     _check_changeable(service)
     service.want = instances
+    service.state = _pending_state(service, ServiceState.SCALING)
     _touch(session, service, f"scaled to {instances} instance(s) by {who.access_id}")
     return service
 
@@ -395,6 +398,7 @@ def stop(session: Session, who: Principal, name: str) -> Service:
     service = get_service(session, who, name)
     _check_changeable(service)
     service.stopped = True
+    service.state = ServiceState.STOPPING.value
     _touch(session, service, f"stop requested by {who.access_id}")
     return service
 
@@ -403,10 +407,14 @@ def start(session: Session, who: Principal, name: str) -> Service:
     service = get_service(session, who, name)
     _check_changeable(service)
     if not service.stopped and not service.failed:
-        raise ConflictError(f"Service {name!r} is {service.state}, not stopped.")
+        raise ConflictError(
+            f"Service {name!r} is not stopped (it is {service.state}); `liqi eas stop {name}` "
+            "stops it."
+        )
     service.stopped = False
     service.failed = False
     service.reason = ""
+    service.state = _pending_state(service, ServiceState.SCALING)
     _touch(session, service, f"start requested by {who.access_id}")
     return service
 
@@ -414,8 +422,15 @@ def start(session: Session, who: Principal, name: str) -> Service:
 def delete_service(session: Session, who: Principal, name: str) -> Service:
     service = get_service(session, who, name)
     service.deleting = True
+    service.state = ServiceState.DELETING.value
     _touch(session, service, f"delete requested by {who.access_id}")
     return service
+
+
+def _pending_state(service: Service, state: ServiceState) -> str:
+    """What a change shows until the reconciler's next look (a service that never ran is
+    still being created)."""
+    return (state if service.ever_running else ServiceState.CREATING).value
 
 
 def _check_changeable(service: Service) -> None:

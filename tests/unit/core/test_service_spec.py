@@ -195,7 +195,7 @@ def test_autoscaler_behavior_windows_are_read() -> None:
     assert spec.autoscaler is not None
     assert (spec.autoscaler.qps, spec.autoscaler.up_cooldown_s) == (5.0, 0.0)
     assert (spec.autoscaler.down_cooldown_s, spec.autoscaler.idle_to_zero_s) == (30.0, 60.0)
-    with pytest.raises(InvalidRequestError, match="autoscaler.behavior.scaleDown"):
+    with pytest.raises(InvalidRequestError, match=r"autoscaler\.behavior\.scaleDown"):
         parse_service_spec(
             {
                 "name": "s",

@@ -48,13 +48,15 @@ def simulate(
 def test_rolling_update_keeps_one_ready_instance_throughout() -> None:
     start = views(("a", 1, READY))
     plan = plan_rollout(2, 1, start, max_surge=1, max_unavailable=0)
-    assert plan.start == 1 and plan.drain == ()
+    assert plan.start == 1
+    assert plan.drain == ()
     waiting = [*start, InstanceView("b", 2, STARTING)]
     assert plan_rollout(2, 1, waiting, max_surge=1, max_unavailable=0).idle
     both = [*start, InstanceView("b", 2, READY)]
     assert plan_rollout(2, 1, both, max_surge=1, max_unavailable=0).drain == ("a",)
     final, seen = simulate(start, 2, 1, 1, 0)
-    assert {i.version for i in final} == {2} and len(final) == 1
+    assert {i.version for i in final} == {2}
+    assert len(final) == 1
     assert min(seen) >= 1
 
 
@@ -65,14 +67,16 @@ def test_scale_up_and_down_within_a_version() -> None:
         max_surge=1, max_unavailable=0,
     )  # fmt: skip
     assert set(plan.drain) == {"b", "c"} or set(plan.drain) == {"b", "a"}
-    assert "b" in plan.drain and plan.start == 0
+    assert "b" in plan.drain
+    assert plan.start == 0
 
 
 def test_scale_to_zero_drains_everything() -> None:
     plan = plan_rollout(
         1, 0, views(("a", 1, READY), ("b", 1, READY)), max_surge=1, max_unavailable=0
     )
-    assert set(plan.drain) == {"a", "b"} and plan.start == 0
+    assert set(plan.drain) == {"a", "b"}
+    assert plan.start == 0
 
 
 def test_a_crashed_instance_keeps_its_place() -> None:
@@ -85,7 +89,8 @@ def test_old_instances_that_never_became_ready_go_at_once() -> None:
         3, 1, views(("a", 1, READY), ("b", 2, STARTING), ("c", 2, CRASHED)),
         max_surge=1, max_unavailable=0,
     )  # fmt: skip
-    assert set(plan.drain) == {"b", "c"} and plan.start == 1
+    assert set(plan.drain) == {"b", "c"}
+    assert plan.start == 1
 
 
 def test_no_surge_and_no_unavailability_still_moves() -> None:
@@ -105,13 +110,14 @@ def test_rollouts_converge_within_their_bounds(
 ) -> None:
     start = [InstanceView(f"o{n}", 1, READY) for n in range(old)]
     final, seen = simulate(start, 2, want, surge, unavailable)
-    assert len(final) == want and all(i.version == 2 and i.state is READY for i in final)
+    assert len(final) == want
+    assert all(i.version == 2 and i.state is READY for i in final)
     floor = min(old, max(want - unavailable, 0))
     assert all(count >= floor for count in seen)
 
 
 def test_backoff_doubles_up_to_a_cap() -> None:
-    assert [restart_backoff_s(n) for n in range(0, 5)] == [0.0, 1.0, 2.0, 4.0, 8.0]
+    assert [restart_backoff_s(n) for n in range(5)] == [0.0, 1.0, 2.0, 4.0, 8.0]
     assert restart_backoff_s(30) == 60.0
 
 

@@ -170,7 +170,9 @@ def create_service(document: Document, p: PlaneDep, who: Who, project: str) -> S
 
 
 @router.get("/services")
-def list_services(p: PlaneDep, who: Who, session: DB, project: str | None = None) -> list[ServiceOut]:
+def list_services(
+    p: PlaneDep, who: Who, session: DB, project: str | None = None
+) -> list[ServiceOut]:
     return [service_out(p, session, s) for s in services.list_services(session, who, project)]
 
 
