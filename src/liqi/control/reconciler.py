@@ -403,10 +403,7 @@ class Reconciler:
         reason = service.reason if state is ServiceState.FAILED else self._progress(rows, service)
         if state is ServiceState.RUNNING:
             service.ever_running = True
-        if state.value != service.state:
-            services.add_event(session, service.id, f"state {service.state} -> {state.value}")
-            service.state = state.value
-            service.updated_at = utcnow()
+        services.set_state(session, service, state.value)
         if not service.failed:
             service.reason = reason
         spec = self._spec(session, service, service.current_version)

@@ -351,7 +351,7 @@ def modify(
     service.current_version = version
     service.failed = False
     service.reason = ""
-    service.state = _pending_state(service, ServiceState.UPDATING)
+    set_state(session, service, _pending_state(service, ServiceState.UPDATING))
     if spec.instance != old.instance or spec.autoscaler != old.autoscaler:
         service.want = _initial_instances(spec)
     if spec.token != old.token or spec.generate_token != old.generate_token:
@@ -376,7 +376,7 @@ def rollback(session: Session, who: Principal, name: str, version: int) -> Servi
     service.want = _initial_instances(spec)
     service.failed = False
     service.reason = ""
-    service.state = _pending_state(service, ServiceState.UPDATING)
+    set_state(session, service, _pending_state(service, ServiceState.UPDATING))
     _touch(session, service, f"switched to version {version} by {who.access_id}")
     return service
 
@@ -389,7 +389,7 @@ def scale(session: Session, who: Principal, name: str, instances: int) -> Servic
     service = get_service(session, who, name)
     _check_changeable(service)
     service.want = instances
-    service.state = _pending_state(service, ServiceState.SCALING)
+    set_state(session, service, _pending_state(service, ServiceState.SCALING))
     _touch(session, service, f"scaled to {instances} instance(s) by {who.access_id}")
     return service
 
@@ -398,7 +398,7 @@ def stop(session: Session, who: Principal, name: str) -> Service:
     service = get_service(session, who, name)
     _check_changeable(service)
     service.stopped = True
-    service.state = ServiceState.STOPPING.value
+    set_state(session, service, ServiceState.STOPPING.value)
     _touch(session, service, f"stop requested by {who.access_id}")
     return service
 
@@ -414,7 +414,7 @@ def start(session: Session, who: Principal, name: str) -> Service:
     service.stopped = False
     service.failed = False
     service.reason = ""
-    service.state = _pending_state(service, ServiceState.SCALING)
+    set_state(session, service, _pending_state(service, ServiceState.SCALING))
     _touch(session, service, f"start requested by {who.access_id}")
     return service
 
@@ -422,9 +422,17 @@ def start(session: Session, who: Principal, name: str) -> Service:
 def delete_service(session: Session, who: Principal, name: str) -> Service:
     service = get_service(session, who, name)
     service.deleting = True
-    service.state = ServiceState.DELETING.value
+    set_state(session, service, ServiceState.DELETING.value)
     _touch(session, service, f"delete requested by {who.access_id}")
     return service
+
+
+def set_state(session: Session, service: Service, state: str) -> None:
+    """Change the state the service shows, with an event."""
+    if service.state != state:
+        add_event(session, service.id, f"state {service.state} -> {state}")
+        service.state = state
+        service.updated_at = utcnow()
 
 
 def _pending_state(service: Service, state: ServiceState) -> str:

@@ -1,0 +1,173 @@
+"""Services across a control-plane restart, from an http(s) tarball, with a warm-up file in
+a bucket, an instance killed while it loads, and the API on both databases."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import signal
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+from liqi import PredictClient
+from liqi.client.eas_requests import TFRequest
+from tests.services.conftest import (
+    BUCKET,
+    PROJECT,
+    api,
+    describe,
+    running,
+    seed_spec,
+    upload_model,
+    wait_for,
+)
+from tests.support.servers import LiveServer, live_server
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _pids(instance_id: str) -> list[int]:
+    return [
+        p.info["pid"]
+        for p in psutil.process_iter(["pid", "cmdline"])
+        if instance_id in (p.info["cmdline"] or [])
+    ]
+
+
+def test_instances_outlive_a_control_plane_restart_and_are_adopted(
+    tmp_path: Path, mnist_saved_model: Path, mnist_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    home = tmp_path / "home"
+    with live_server(home, None) as first, first.admin() as admin:
+        admin.create_project(PROJECT)
+        admin.create_bucket(BUCKET, project=PROJECT)
+        upload_model(admin, mnist_saved_model, BUCKET, "models/1/")
+        api(admin, "POST", "/services", params={"project": PROJECT}, json=seed_spec("adopted"))
+        before = wait_for(admin, "adopted", running)
+    instance = before["instances"][0]["id"]
+    pids = _pids(instance)
+    assert len(pids) == 1  # still running with no control plane
+    with live_server(home, None) as second, second.admin() as admin:
+        after = wait_for(admin, "adopted", running)
+        assert [i["id"] for i in after["instances"]] == [instance]
+        assert _pids(instance) == pids
+        with PredictClient(second.url, "adopted") as client:
+            scores = client.predict({"images": mnist_digits[0]})["scores"]
+        assert np.mean(np.argmax(scores, axis=1) == mnist_digits[1]) >= 0.85
+        api(admin, "DELETE", "/services/adopted")
+        deadline = time.monotonic() + 60
+        while api(admin, "GET", "/services") and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert _pids(instance) == []
+
+
+@pytest.fixture
+def tarball_url(tmp_path: Path, mnist_saved_model: Path) -> Iterator[str]:
+    """The model as EAS's docs ship it: a .tar.gz of the SavedModel folder, over HTTP."""
+    archive = tmp_path / "site" / "mnist_saved_model.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(mnist_saved_model, arcname="saved_model")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(archive.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{archive.name}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_model_from_an_http_tarball_with_a_warm_up_file_in_a_bucket(
+    plane: LiveServer,
+    tarball_url: str,
+    mnist_digits: tuple[np.ndarray, np.ndarray],
+) -> None:
+    request = TFRequest("predict_images")
+    image = mnist_digits[0][:1]
+    request.add_feed("images", [1, 784], TFRequest.DT_FLOAT, image.ravel().tolist())
+    with plane.admin() as admin:
+        admin.put_object(BUCKET, "warmup/warm_up.bin", request.to_string())
+        spec = {
+            "name": "mnist_tarball",
+            "generate_token": "false",
+            "model_path": tarball_url,
+            "processor": "tensorflow_cpu_1.12",
+            "warm_up_data_path": f"oss://{BUCKET}/warmup/warm_up.bin",
+            "metadata": {"instance": 1, "cpu": 1},
+        }
+        api(admin, "POST", "/services", params={"project": PROJECT}, json=spec)
+        info = wait_for(admin, "mnist_tarball", running)
+        logs = api(admin, "GET", "/services/mnist_tarball/logs")
+        assert "warm" in logs["data"].lower()
+        answer = httpx.post(info["endpoint"], content=request.to_string(), timeout=30)
+        assert answer.status_code == 200
+        api(admin, "DELETE", "/services/mnist_tarball")
+        with pytest.raises(Exception, match="does not exist"):
+            api(
+                admin,
+                "POST",
+                "/services",
+                params={"project": PROJECT},
+                json={**spec, "name": "mnist_nowarm", "warm_up_data_path": f"oss://{BUCKET}/x.bin"},
+            )
+
+
+def test_an_instance_killed_while_it_loads_is_restarted(plane: LiveServer) -> None:
+    with plane.admin() as admin:
+        api(admin, "POST", "/services", params={"project": PROJECT}, json=seed_spec("mnist_early"))
+        deadline = time.monotonic() + 60
+        killed = None
+        while killed is None and time.monotonic() < deadline:
+            info = describe(admin, "mnist_early")
+            starting = [i for i in info["instances"] if i["state"] == "STARTING"]
+            pids = _pids(starting[0]["id"]) if starting else []
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)
+                killed = starting[0]["id"]
+            time.sleep(0.05)
+        assert killed is not None
+        info = wait_for(admin, "mnist_early", running)
+        assert info["instances"][0]["restarts"] >= 1
+        events = " ".join(e["message"] for e in info["events"])
+        assert f"instance {killed} crashed" in events
+        api(admin, "DELETE", "/services/mnist_early")
+
+
+def test_the_services_api_on_both_databases(server: LiveServer) -> None:
+    """Desired state only (no instances): create, modify, versions, rollback, scale, delete."""
+    with server.admin() as admin:
+        admin.create_project(PROJECT)
+        spec = seed_spec("db_svc", model_path=str(Path(__file__).parent))
+        spec["metadata"]["instance"] = 0
+        created = api(admin, "POST", "/services", params={"project": PROJECT}, json=spec)
+        assert created["instances_wanted"] == 0
+        wait_for(admin, "db_svc", lambda s: s["state"] == "RUNNING")
+        changed = api(admin, "PUT", "/services/db_svc", json={"metadata": {"cpu": 2}})
+        assert changed["current_version"] == 2
+        assert changed["config"]["metadata"]["cpu"] == 2
+        assert changed["config"]["metadata"]["memory"] == 2000  # merged, not replaced
+        replaced = api(
+            admin, "PUT", "/services/db_svc", params={"update_type": "replace"},
+            json={**spec, "metadata": {"instance": 0}},
+        )  # fmt: skip
+        assert "memory" not in replaced["config"]["metadata"]
+        assert [v["version"] for v in api(admin, "GET", "/services/db_svc/versions")] == [1, 2, 3]
+        rolled = api(admin, "PUT", "/services/db_svc/version", json={"version": 1})
+        assert rolled["current_version"] == 1
+        assert rolled["latest_version"] == 3
+        api(admin, "DELETE", "/services/db_svc")
+        deadline = time.monotonic() + 30
+        while api(admin, "GET", "/services") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert api(admin, "GET", "/services") == []
