@@ -228,9 +228,11 @@ class ServingApp:
         if self.ready:
             return Response(200, b'{"status":"ready"}')
         reasons = self.manager.not_ready_reasons()
-        if not reasons:
-            source = self.warmup.source if self.warmup else ""
-            reasons = [self.start_error or f"Warming up with the requests of {source}."]
+        if not reasons:  # every model serves: the warm-up is running, or it failed
+            warming = (
+                f"Warming up with the requests of {self.warmup.source}." if self.warmup else ""
+            )
+            reasons = [self.start_error or warming or "Starting; retry shortly."]
         return Response(503, orjson.dumps({"status": "not ready", "reasons": reasons}))
 
     async def _metrics(self, scope: Scope, receive: Receive) -> Response:

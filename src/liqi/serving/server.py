@@ -87,13 +87,16 @@ def loader_choice(processor: ProcessorOptions) -> Callable[[Path], Loader]:
 
 
 def prefetch_imports(source: ModelSource, processor: ProcessorOptions) -> None:
-    """Start importing TensorFlow on a thread when a local model needs it: the import
-    (seconds) then overlaps the rest of start-up instead of following it."""
-    if not isinstance(source, LocalSource):
-        return
+    """Start importing TensorFlow on a thread when the model needs it (the processor says so,
+    or a local model's files do): the import (seconds) then overlaps the rest of start-up,
+    such as a download from a bucket, instead of following it."""
     try:
-        found = source.versions()
-        kind = normalize(processor.name) if processor.name else detect(source.fetch(max(found)))
+        if processor.name:
+            kind = normalize(processor.name)
+        elif isinstance(source, LocalSource):
+            kind = detect(source.fetch(max(source.versions())))
+        else:
+            return
     except (LiqiError, ValueError):
         return  # the manager reports it properly
     if kind == "tensorflow" and importlib.util.find_spec("tensorflow") is not None:

@@ -1,0 +1,288 @@
+"""The local Backend for service instances: each instance is a ``liqi serve`` process on this
+machine.
+
+An instance runs in a session of its own, so it outlives the control plane that started it
+(a restart re-adopts it from its handle). Its folder holds ``spec.json``, ``instance.log``
+(its output) and ``state.json``, which the server writes (listening, ready, failed, stopped:
+see :mod:`liqi.serving.state_file`): status comes from that file and the process table, with
+no HTTP call. A process is recognised by the ``--instance-id`` marker in its command line, so
+a recycled pid is never taken for it. ``memory_mb`` is enforced on each :meth:`status` call
+over the process and its children.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import psutil
+
+from liqi.backends.instances import (
+    InstanceBackend,
+    InstanceHandle,
+    InstancePhase,
+    InstanceSpec,
+    InstanceStatus,
+)
+from liqi.backends.local import BackendError
+from liqi.serving.state_file import ServerState, read_state
+
+SPEC_FILE = "spec.json"
+LOG_FILE = "instance.log"
+STATE_FILE = "state.json"
+OOM_FILE = "oom"  # the out-of-memory reason, once the backend killed the instance for it
+STOP_FILE = "stop-deadline"  # when a stopped instance gets SIGKILL (epoch seconds)
+MB = 1024 * 1024
+_LOG_TAIL_BYTES = 16 * 1024
+_ERROR_LINE = re.compile(r"^(Error: |[\w.]*(Error|Exception)\b)")
+
+
+def serve_command(spec: InstanceSpec) -> list[str]:
+    """The ``liqi serve`` command line of ``spec`` (the token goes in the environment)."""
+    options: list[tuple[str, object | None]] = [
+        ("--name", spec.service),
+        ("--host", spec.host),
+        ("--port", spec.port),
+        ("--processor", spec.processor),
+        ("--processor-path", spec.processor_path),
+        ("--processor-entry", spec.processor_entry),
+        ("--worker-threads", spec.worker_threads),
+        ("--max-batch-size", spec.max_batch_size),
+        ("--max-batch-wait-ms", spec.max_batch_wait_ms),
+        ("--max-queue-size", spec.max_queue_size),
+        ("--request-timeout-s", spec.request_timeout_s),
+        ("--max-body-mb", spec.max_body_mb),
+        ("--warmup-file", spec.warmup_file),
+        ("--state-file", Path(spec.dir) / STATE_FILE),
+        ("--instance-id", spec.instance_id),
+    ]
+    argv = [sys.executable, "-m", "liqi", "serve", "--exit-on-load-failure"]
+    for flag, value in options:
+        if value is not None:
+            argv += [flag, str(value)]
+    return [*argv, "--", spec.model_uri]
+
+
+class LocalInstanceBackend(InstanceBackend):
+    name = "local"
+
+    def __init__(self, *, environ: Mapping[str, str] | None = None) -> None:
+        """``environ``: the environment instances start from [default: this process's]."""
+        self._environ = environ
+        self._children: dict[str, subprocess.Popen[bytes]] = {}  # by instance id
+        self._lock = threading.Lock()
+
+    # -- start ----------------------------------------------------------------------------
+
+    def start(self, spec: InstanceSpec) -> InstanceHandle:
+        folder = Path(spec.dir)
+        base = os.environ if self._environ is None else self._environ
+        env = {k: v for k, v in base.items() if k != "LIQI_SERVE_TOKEN"}
+        env.update(spec.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        if spec.token:
+            env["LIQI_SERVE_TOKEN"] = spec.token
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for stale in (STATE_FILE, OOM_FILE, STOP_FILE):
+                (folder / stale).unlink(missing_ok=True)
+            (folder / SPEC_FILE).write_text(spec.to_json())
+            with open(folder / LOG_FILE, "ab") as log:
+                process = subprocess.Popen(
+                    serve_command(spec),
+                    cwd=folder,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # outlives the control plane; own process group
+                )
+        except OSError as exc:
+            raise BackendError(
+                f"Cannot start instance {spec.instance_id} of service {spec.service!r} in "
+                f"{folder}: {exc}. Check that the folder is writable and {sys.executable} "
+                "runs."
+            ) from None
+        with self._lock:
+            self._children[spec.instance_id] = process
+        return InstanceHandle(self.name, str(process.pid))
+
+    # -- status ---------------------------------------------------------------------------
+
+    def status(self, handle: InstanceHandle, spec: InstanceSpec) -> InstanceStatus:
+        pid = int(handle.ref)
+        folder = Path(spec.dir)
+        alive, code = self._poll(pid, spec.instance_id)
+        if not alive:
+            return _exited(pid, folder, code)
+        self._kill_if_overdue(pid, spec)
+        rss = _tree_rss(pid)
+        if spec.memory_mb is not None and rss > spec.memory_mb * MB:
+            with contextlib.suppress(OSError):  # our own folder: written unless disk full
+                (folder / OOM_FILE).write_text(
+                    f"out of memory: RSS {math.ceil(rss / MB)} MB exceeded the limit of "
+                    f"{spec.memory_mb} MB (metadata.memory)"
+                )
+            _kill_group(pid, signal.SIGKILL)
+            alive, code = self._wait_gone(pid, spec.instance_id, timeout_s=1.0)
+            if not alive:
+                return _exited(pid, folder, code)
+        state = _own_state(folder, pid)
+        if state is not None and state.state == "ready":
+            return InstanceStatus(InstancePhase.READY, url=state.url, rss_mb=rss // MB)
+        url = state.url if state is not None else None
+        return InstanceStatus(InstancePhase.STARTING, url=url, rss_mb=rss // MB)
+
+    def _poll(self, pid: int, instance_id: str) -> tuple[bool, int | None]:
+        """(alive, exit code): the code only for a process this object started."""
+        with self._lock:
+            process = self._children.get(instance_id)
+        if process is not None and process.pid == pid:
+            code = process.poll()
+            if code is None and _is_zombie(pid):
+                # Exiting: its main thread is a zombie while the kernel tears the rest down
+                # (a large model takes ~0.1 s); no code of its own runs any more.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    code = process.wait(timeout=1.0)
+                return False, code
+            return code is None, code
+        return _is_instance(pid, instance_id), None
+
+    def _wait_gone(self, pid: int, instance_id: str, timeout_s: float) -> tuple[bool, int | None]:
+        deadline = time.monotonic() + timeout_s
+        alive, code = self._poll(pid, instance_id)
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.01)
+            alive, code = self._poll(pid, instance_id)
+        return alive, code
+
+    # -- stop -----------------------------------------------------------------------------
+
+    def stop(self, handle: InstanceHandle, spec: InstanceSpec, *, grace_s: float = 30.0) -> None:
+        pid = int(handle.ref)
+        if not self._poll(pid, spec.instance_id)[0]:
+            return
+        stop_file = Path(spec.dir) / STOP_FILE
+        deadline = time.time() + grace_s
+        earlier = _read_deadline(stop_file)
+        if earlier is None or deadline < earlier:
+            with contextlib.suppress(OSError):  # the timer below still enforces it
+                stop_file.write_text(repr(deadline))
+        _kill_group(pid, signal.SIGTERM)
+        timer = threading.Timer(grace_s, self._kill_if_overdue, args=(pid, spec))
+        timer.daemon = True
+        timer.start()
+
+    def _kill_if_overdue(self, pid: int, spec: InstanceSpec) -> None:
+        """SIGKILL a stopped instance whose grace period is over (from the timer of
+        :meth:`stop`, or from :meth:`status` after a control-plane restart)."""
+        deadline = _read_deadline(Path(spec.dir) / STOP_FILE)
+        if deadline is None or time.time() < deadline:
+            return
+        if self._poll(pid, spec.instance_id)[0]:
+            _kill_group(pid, signal.SIGKILL)
+
+
+def _is_instance(pid: int, instance_id: str) -> bool:
+    """Whether ``pid`` is a live (not zombie) process carrying ``instance_id`` in its argv."""
+    try:
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE and instance_id in process.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and its descendants (0 once gone)."""
+    try:
+        root = psutil.Process(pid)
+        members = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for member in members:
+        with contextlib.suppress(psutil.Error):
+            total += member.memory_info().rss
+    return total
+
+
+def _kill_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the instance's process group (its pid: it leads its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _read_deadline(path: Path) -> float | None:
+    try:
+        return float(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _own_state(folder: Path, pid: int) -> ServerState | None:
+    """The state file, if this very process wrote it (not one before it)."""
+    state = read_state(folder / STATE_FILE)
+    return state if state is not None and state.pid == pid else None
+
+
+def _exited(pid: int, folder: Path, code: int | None) -> InstanceStatus:
+    state = _own_state(folder, pid)
+    if code is None and state is not None:
+        code = state.exit_code
+    try:
+        reason = (folder / OOM_FILE).read_text()
+    except OSError:
+        reason = ""
+    if reason:
+        code = -signal.SIGKILL if code is None else code
+    elif state is not None and state.state == "failed" and state.reason:
+        reason = state.reason
+    elif code is None:
+        reason = "exited (no exit code: it was not started by this control plane)"
+    else:
+        reason = _describe_exit(code, folder / LOG_FILE)
+    return InstanceStatus(InstancePhase.EXITED, reason=reason, exit_code=code)
+
+
+def _describe_exit(code: int, log: Path) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            return f"killed by signal {-code}"
+        return f"killed by signal {-code} ({name})"
+    if code == 0:
+        return "exited with code 0"
+    last = _last_error(log)
+    return f"exited with code {code}" + (f": {last}" if last else f"; see {log}")
+
+
+def _last_error(log: Path) -> str:
+    """The last error line of the log (the CLI's ``Error: ...``, an exception's last line),
+    else its last line."""
+    try:
+        with open(log, "rb") as file:
+            file.seek(max(0, file.seek(0, os.SEEK_END) - _LOG_TAIL_BYTES))
+            tail = file.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    errors = [line for line in lines if _ERROR_LINE.match(line)]
+    chosen = errors[-1] if errors else (lines[-1] if lines else "")
+    return chosen[:500]
