@@ -80,9 +80,10 @@ def cli(ctx: click.Context, home: Path | None, profile: str | None, debug: bool)
 
     \b
     Start here:
-      liqi quickstart            start a server and show what it runs
+      liqi quickstart            the whole workflow: train MNIST, deploy it, predict
       liqi server start|status   the control plane in the background
       liqi config import FILE    use your odps_config.ini / eas_config.ini / .osscredentials
+      liqi eas create SPEC.json  deploy a model as a service (the EAS service JSON)
     """
     ctx.obj = CliContext(
         home=home.expanduser().absolute() if home else None, profile=profile, debug=debug

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import click
 
@@ -80,13 +81,37 @@ def start(obj: CliContext, host: str | None, port: int | None, timeout_s: float)
 )
 @pass_cli
 def stop(obj: CliContext, timeout_s: float) -> None:
-    """Stop the background control plane gracefully."""
-    stopped = daemon.stop_server(obj.server_settings(), timeout_s=timeout_s)
+    """Stop the background control plane gracefully.
+
+    Service instances keep running (the next start re-adopts them); `liqi eas stop NAME`
+    stops a service's instances.
+    """
+    settings = obj.server_settings()
+    stopped = daemon.stop_server(settings, timeout_s=timeout_s)
     if stopped is None:
         click.echo("liqi server is not running.")
     else:
         pid = stopped.record.pid if stopped.record else "?"
         click.echo(f"liqi server stopped (pid {pid}).")
+    running = _instances_running(settings.home / "services")
+    if running:
+        click.echo(
+            f"{running} service instance(s) keep running; the next `liqi server start` takes "
+            "them back. Stop a service first with `liqi eas stop NAME` to end them."
+        )
+
+
+def _instances_running(services_dir: Path) -> int:
+    """Model-server processes working in this home's services folder."""
+    import psutil
+
+    prefix = str(services_dir) + "/"
+    count = 0
+    for process in psutil.process_iter(["cwd", "status"]):
+        cwd = process.info.get("cwd") or ""
+        if cwd.startswith(prefix) and process.info.get("status") != psutil.STATUS_ZOMBIE:
+            count += 1
+    return count
 
 
 @server.command()
