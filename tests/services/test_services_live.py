@@ -312,3 +312,30 @@ def test_a_model_that_fails_every_request_keeps_serving_errors_and_others_serve(
     assert info["state"] == "RUNNING"
     assert info["instances"][0]["restarts"] == 0
     api(admin, "DELETE", "/services/broken_proc")
+
+
+def test_the_autoscaler_adds_an_instance_under_load(
+    plane: LiveServer, admin: Client, mnist_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
+    spec = seed_spec(
+        "mnist_auto",
+        autoscaler={
+            "min": 1,
+            "max": 2,
+            "scaleStrategies": [{"metricName": "qps", "threshold": 2}],
+            "behavior": {
+                "scaleUp": {"stabilizationWindowSeconds": 0},
+                "scaleDown": {"stabilizationWindowSeconds": 600},
+            },
+        },
+    )
+    create(admin, spec)
+    wait_for(admin, "mnist_auto", running)
+    body = {"instances": mnist_digits[0][:1].tolist()}
+    url = f"{plane.url}/api/predict/mnist_auto/v1/models/mnist_auto:predict"
+    with Hammer(url, body) as hammer:
+        info = wait_for(admin, "mnist_auto", lambda s: running(s) and s["instances_ready"] == 2)
+    assert hammer.failures == []
+    events = " ".join(e["message"] for e in info["events"])
+    assert "autoscaler: 1 -> 2" in events
+    api(admin, "DELETE", "/services/mnist_auto")
