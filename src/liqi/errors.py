@@ -40,6 +40,7 @@ turns that body back into the same class (:func:`error_from_body`).
     │   └── ModelUnavailableError (model_unavailable): no version of the model is ready
     ├── SecretKeyMismatchError (secret_key_mismatch, 500): secret.key does not fit the database
     ├── UnexpectedResponseError (unexpected_response, 502, exit 7): an answer in the wrong protocol
+    ├── UpstreamUnavailableError (upstream_unavailable, 502, exit 7): the gateway lost an instance
     └── APIError (api_error): an error body from a server the SDK does not know
 """
 
@@ -82,6 +83,7 @@ __all__ = [
     "SignatureMismatchError",
     "StoreError",
     "UnexpectedResponseError",
+    "UpstreamUnavailableError",
     "error_from_body",
 ]
 
@@ -305,6 +307,15 @@ class UnexpectedResponseError(LiqiError):
     """A server answered in a format the client did not ask for (HTML, the wrong protocol)."""
 
     code = "unexpected_response"
+    http_status = 502
+    exit_code = 7
+
+
+class UpstreamUnavailableError(LiqiError):
+    """The gateway could not reach a service's instance, or the instance broke off its
+    answer."""
+
+    code = "upstream_unavailable"
     http_status = 502
     exit_code = 7
 

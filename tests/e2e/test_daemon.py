@@ -153,19 +153,6 @@ def test_daemon_on_postgresql(home: Path, postgres) -> None:  # type: ignore[no-
     assert [p["name"] for p in json.loads(listed.stdout)] == ["default"]
 
 
-def test_quickstart_brings_up_a_server_and_shows_status(home: Path) -> None:
-    result = liqi(home, "quickstart", "--port", "0")
-    assert result.returncode == 0, result.stderr
-    assert "[3/3] Status" in result.stdout
-    assert "quickstart" in result.stdout
-    info = status(home)
-    assert info["running"] is True
-    again = liqi(home, "quickstart", "--port", "0")
-    assert again.returncode == 0
-    assert "already there" in again.stdout
-    assert status(home)["pid"] == info["pid"]
-
-
 def test_python_dash_m_liqi(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "liqi", "--version"],

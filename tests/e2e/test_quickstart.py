@@ -66,10 +66,13 @@ def test_quickstart_runs_the_workflow_and_a_second_run_reuses_it(home: Path) -> 
     assert int(right[1]) / int(right[2]) >= 0.8
     assert "liqi eas -c" in out  # the commands to try next
 
+    server = json.loads(liqi(home, "server", "status", "--output", "json").stdout)
     second = liqi(home, "quickstart", "--port", "0")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "reusing the model" in second.stdout
     assert "service exists" in second.stdout
+    again = json.loads(liqi(home, "server", "status", "--output", "json").stdout)
+    assert again["pid"] == server["pid"]  # the same control plane
     jobs = liqi(home, "job", "list", "--output", "json", "--project", "quickstart")
     assert len(json.loads(jobs.stdout)) == 1  # trained once
 

@@ -270,7 +270,21 @@ class Gateway:
                 table.end(upstream.instance_id)
                 raise
             try:
-                await self._relay(response, send, body, route, upstream)
+                if response.done:  # the common case: the whole answer came with its head
+                    data = response.body()
+                    headers = response.headers
+                    if not (response.sized or response.head_only or response.status in (204, 304)):
+                        headers.append((b"content-length", b"%d" % len(data)))
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": response.status,
+                            "headers": headers,
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": data})
+                else:
+                    await self._relay(response, send, body, route, upstream)
             finally:
                 table.end(upstream.instance_id)
             return
@@ -283,18 +297,9 @@ class Gateway:
         route: ServiceRoute,
         upstream: Upstream,
     ) -> None:
-        """Send the instance's answer on; it never raises once the answer started."""
+        """Send a long answer on as it arrives; it never raises once the answer started."""
         headers = response.headers
-        if response.done:  # the common case: the whole answer arrived with its head
-            data = response.body()
-            if not response.sized and not response.head_only and response.status not in (204, 304):
-                headers.append((b"content-length", b"%d" % len(data)))
-            await send(
-                {"type": "http.response.start", "status": response.status, "headers": headers}
-            )
-            await send({"type": "http.response.body", "body": data})
-            return
-        # A long answer: watch for the client leaving (possible once its body is all read).
+        # Watch for the client leaving (possible once its body is all read).
         watch = asyncio.ensure_future(body.receive()) if body.finished else None
         if watch is not None:
             watch.add_done_callback(lambda _: response.close())

@@ -95,17 +95,23 @@ class UpstreamPool:
         ``fresh`` skips idle connections. The caller reads the body and then calls
         :meth:`UpstreamResponse.close` (a no-op once the body is complete).
         """
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         origin = self._origins.get(url) or self._add_origin(url)
-        conn = None if fresh else self._reuse(origin)
+        now = loop.time()
+        conn = None if fresh else self._reuse(origin, now)
         if conn is None:
             conn = await self._acquire(origin, fresh)
+            now = loop.time()
         transport = conn.transport
         assert transport is not None
         timeout_s = self.read_timeout_s if read_timeout_s is None else read_timeout_s
-        response = UpstreamResponse(conn, timeout_s, method == "HEAD")
-        conn.begin(response, timeout_s)
+        response = conn.response = UpstreamResponse(conn, timeout_s, method == "HEAD")
+        conn.timeout_s = timeout_s
+        deadline = conn.deadline = now + timeout_s
+        if deadline < self._sweep_at:
+            self.watch(deadline)
         parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", origin.host_header]
         for name, value in headers:
             parts += (b"\r\n", name, b": ", value)
@@ -129,7 +135,8 @@ class UpstreamPool:
             while not response.status:
                 if response._error is not None:
                     raise response._error
-                await response._wait()
+                waiter = response._waiter = loop.create_future()
+                await waiter
         except BaseException:
             response.close()
             raise
@@ -142,11 +149,11 @@ class UpstreamPool:
         origin = self._origins[url] = Origin(url)
         return origin
 
-    def _reuse(self, origin: Origin) -> UpstreamConnection | None:
+    def _reuse(self, origin: Origin, now: float) -> UpstreamConnection | None:
         """The most recently used idle connection still fit for use; older ones are closed."""
         idle = origin.idle
         if idle and not self._closed:
-            oldest_ok = self.loop.time() - self.idle_timeout_s
+            oldest_ok = now - self.idle_timeout_s
             while idle:
                 conn = idle.pop()
                 if conn.idle_since > oldest_ok and conn.usable():
@@ -159,7 +166,7 @@ class UpstreamPool:
         while True:
             if self._closed:
                 raise UpstreamError("The gateway is shutting down.")
-            conn = None if fresh else self._reuse(origin)
+            conn = None if fresh else self._reuse(origin, self.loop.time())
             if conn is not None:
                 return conn
             idle = origin.idle

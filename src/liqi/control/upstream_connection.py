@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from liqi.errors import DeadlineExceededError, LiqiError
+from liqi.errors import DeadlineExceededError, LiqiError, UpstreamUnavailableError
 
 if TYPE_CHECKING:
     from liqi.control.upstream import UpstreamPool
@@ -27,17 +27,13 @@ Header = tuple[bytes, bytes]
 HIGH_WATER_BYTES = 1 * 2**20  # pause reading an answer once this much waits for its consumer
 
 
-class UpstreamError(LiqiError):
+class UpstreamError(UpstreamUnavailableError):
     """An instance could not be reached, or broke off its answer.
 
     ``retryable``: the request cannot have reached the instance, so sending it again (on
     another connection or instance) is safe. ``stale``: a reused idle connection was found
     closed; the instance itself may be fine.
     """
-
-    code = "upstream_unavailable"
-    http_status = 502
-    exit_code = 7
 
     def __init__(self, message: str, *, retryable: bool = False, stale: bool = False) -> None:
         super().__init__(message)
@@ -133,23 +129,12 @@ class UpstreamResponse:
 
     async def _wait(self) -> None:
         waiter = self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+        await waiter  # a waiter left behind is done, and ignored by _wake
 
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-    def _feed(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._size += len(data)
-        if self._size > HIGH_WATER_BYTES and not self._paused and self._conn is not None:
-            self._paused = True
-            self._conn.pause()
-        self._wake()
 
     def _finish(self) -> None:
         self._done = True
@@ -212,7 +197,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.reused = False
         self.idle_since = 0.0
         self.deadline = 0.0  # loop time by which the answer (or its next part) is due; 0: none
-        self._timeout_s = 0.0
+        self.timeout_s = 0.0
         self._drop = pool.drop_headers
         self._interim = False
         self._writing = False
@@ -221,12 +206,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- exchanges -----------------------------------------------------------------------
 
-    def begin(self, response: UpstreamResponse, timeout_s: float) -> None:
-        self.response = response
-        self.arm(timeout_s)
-
     def arm(self, timeout_s: float) -> None:
-        self._timeout_s = timeout_s
+        self.timeout_s = timeout_s
         self.deadline = self._pool.loop.time() + timeout_s
         self._pool.watch(self.deadline)
 
@@ -312,7 +293,7 @@ class UpstreamConnection(asyncio.Protocol):
             response._fail(
                 DeadlineExceededError(
                     f"The instance at {self._origin.url} sent no answer within "
-                    f"{self._timeout_s:g} s."
+                    f"{self.timeout_s:g} s."
                 )
             )
         self.shutdown()
@@ -401,9 +382,11 @@ class UpstreamConnection(asyncio.Protocol):
             response.headers.clear()
             response.sized = response._framed = False
             return
-        self.disarm()
+        self.deadline = 0.0
         response.status = status
-        response._wake()
+        waiter = response._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         if response.head_only:  # HEAD: no body follows, whatever Content-Length says
             self.response = None
             response._finish()
@@ -412,7 +395,14 @@ class UpstreamConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         response = self.response
         assert response is not None
-        response._feed(body)
+        response._chunks.append(body)
+        response._size += len(body)
+        if response._size > HIGH_WATER_BYTES and not response._paused:
+            response._paused = True
+            self.pause()
+        waiter = response._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def on_message_complete(self) -> None:
         if self._interim:
@@ -422,12 +412,16 @@ class UpstreamConnection(asyncio.Protocol):
         if response is None:
             return
         self.response = None
-        self.disarm()
+        self.deadline = 0.0
         keep = self._parser.should_keep_alive() and not self._writing
         if response._paused:
             response._paused = False
             self.resume()
-        response._finish()
+        response._done = True
+        response._conn = None
+        waiter = response._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         if keep:
             self._pool.release(self)
         else:
