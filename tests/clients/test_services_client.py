@@ -177,7 +177,7 @@ def test_stop_start_scale(admin: Client, model_dir: Path) -> None:
     admin.start_service("sdk_stop")
     started = admin.wait_service("sdk_stop", timeout_s=20, until={"RUNNING"})
     assert started.state == "RUNNING"
-    with pytest.raises(ConflictError, match="is RUNNING, not stopped"):
+    with pytest.raises(ConflictError, match=r"is not stopped \(it is RUNNING\)"):
         admin.start_service("sdk_stop")
     scaled = admin.scale_service("sdk_stop", 0)
     assert scaled.instances_wanted == 0

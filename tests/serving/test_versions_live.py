@@ -134,7 +134,7 @@ def test_liqi_serve_process_drains_on_sigterm(mnist_saved_model: Path, tmp_path:
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "LIQI_HOME": str(tmp_path / "home")}
     command = [sys.executable, "-m", "liqi", "serve", str(mnist_saved_model)]
-    command += ["--name", "mnist", "--port", str(port), "--max-batch-wait-ms", "300"]
+    command += ["--name", "mnist", "--port", str(port), "--max-batch-wait-ms", "2000"]
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -152,7 +152,7 @@ def test_liqi_serve_process_drains_on_sigterm(mnist_saved_model: Path, tmp_path:
         callers = [threading.Thread(target=call) for _ in range(3)]
         for caller in callers:
             caller.start()
-        time.sleep(0.1)  # the calls wait in a 300 ms batching window
+        _wait_queued(url, 3)  # the calls wait in a 2 s batching window
         process.send_signal(signal.SIGTERM)
         for caller in callers:
             caller.join(30)
@@ -165,6 +165,23 @@ def test_liqi_serve_process_drains_on_sigterm(mnist_saved_model: Path, tmp_path:
     assert process.returncode == 0, err
     assert f"Serving mnist version 1 at {url}" in out
     assert "signature=serving_default" in err  # the startup line: model, version, signature
+
+
+def _wait_queued(url: str, at_least: int, timeout_s: float = 20.0) -> None:
+    """Until /metrics shows ``at_least`` requests waiting for the model."""
+    deadline = time.monotonic() + timeout_s
+    depth = 0.0
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{url}/metrics", timeout=5, trust_env=False).text
+        depth = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("liqi_queue_depth{")
+        )
+        if depth >= at_least:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"only {depth:g} requests queued after {timeout_s}s")
 
 
 def test_a_folder_without_a_model_is_reported_not_ready(tmp_path: Path) -> None:

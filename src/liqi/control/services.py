@@ -389,6 +389,8 @@ def scale(session: Session, who: Principal, name: str, instances: int) -> Servic
     service = get_service(session, who, name)
     _check_changeable(service)
     service.want = instances
+    if not service.failed:
+        service.reason = ""
     set_state(session, service, _pending_state(service, ServiceState.SCALING))
     _touch(session, service, f"scaled to {instances} instance(s) by {who.access_id}")
     return service
@@ -398,6 +400,7 @@ def stop(session: Session, who: Principal, name: str) -> Service:
     service = get_service(session, who, name)
     _check_changeable(service)
     service.stopped = True
+    service.reason = ""
     set_state(session, service, ServiceState.STOPPING.value)
     _touch(session, service, f"stop requested by {who.access_id}")
     return service
@@ -422,6 +425,7 @@ def start(session: Session, who: Principal, name: str) -> Service:
 def delete_service(session: Session, who: Principal, name: str) -> Service:
     service = get_service(session, who, name)
     service.deleting = True
+    service.reason = ""
     set_state(session, service, ServiceState.DELETING.value)
     _touch(session, service, f"delete requested by {who.access_id}")
     return service
