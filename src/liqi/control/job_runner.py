@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from liqi.control import job_staging, model_registry
 from liqi.control.buckets import StoreRegistry
 from liqi.control.jobs import spec_from_json
 from liqi.control.models import Job, utcnow
+from liqi.control.ticker import Ticker
 from liqi.core.jobs import JobState, check_transition
 from liqi.errors import LiqiError
 
@@ -36,7 +36,9 @@ def _parse_time(text: str) -> datetime | None:
         return None
 
 
-class JobRunner:
+class JobRunner(Ticker):
+    thread_name = "liqi-job-runner"
+
     def __init__(
         self,
         sessions: sessionmaker[Session],
@@ -51,11 +53,8 @@ class JobRunner:
         self.stores = stores
         self.backend = backend
         self.jobs_dir = jobs_dir
+        super().__init__(tick_s)
         self.max_running = max_running or os.cpu_count() or 1
-        self.tick_s = tick_s
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
         self._cancel_sent: set[str] = set()
 
     def job_dir(self, job_id: str) -> Path:
@@ -63,28 +62,7 @@ class JobRunner:
 
     def start(self) -> None:
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
-        self._thread = threading.Thread(target=self._loop, name="liqi-job-runner", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def wake(self) -> None:
-        """Look at the jobs now (a job was submitted or killed)."""
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.tick()
-            except Exception:
-                # NOTE: never let the loop die; the next tick tries again.
-                logger.exception("job runner tick failed")
-            self._wake.wait(self.tick_s)
-            self._wake.clear()
+        super().start()
 
     def tick(self) -> None:
         running = self._poll_running()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from liqi.control.service_staging import (
     instance_spec,
     resolve_model,
 )
+from liqi.control.ticker import Ticker
 from liqi.core.refs import parse_oss_uri
 from liqi.core.service_spec import ServiceSpec
 from liqi.core.services import (
@@ -65,7 +65,9 @@ class ReconcilerConfig:
     stop_grace_s: float = STOP_GRACE_S
 
 
-class Reconciler:
+class Reconciler(Ticker):
+    thread_name = "liqi-reconciler"
+
     def __init__(
         self,
         sessions: sessionmaker[Session],
@@ -78,6 +80,7 @@ class Reconciler:
         endpoint: Callable[[], str],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(config.tick_s)
         self.sessions = sessions
         self.box = box
         self.stores = stores
@@ -88,41 +91,19 @@ class Reconciler:
         self.clock = clock
         self.scalers = ServiceScalers(routes, clock)
         self._specs: dict[tuple[int, int], ServiceSpec] = {}
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
         routes.on_wake = self._on_gateway_wake
 
     # -- the loop ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the loop; instances keep running when it stops (the next start re-adopts
+        them)."""
         self.config.services_dir.mkdir(parents=True, exist_ok=True)
-        self._thread = threading.Thread(target=self._loop, name="liqi-reconciler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the loop; instances keep running (they are re-adopted on the next start)."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def wake(self) -> None:
-        self._wake.set()
+        super().start()
 
     def _on_gateway_wake(self, name: str) -> None:
         self.scalers.wake(name)
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.tick()
-            except Exception:
-                # NOTE: never let the loop die; the next tick tries again.
-                log.exception("reconciler tick failed")
-            self._wake.wait(self.config.tick_s)
-            self._wake.clear()
+        self.wake()
 
     def tick(self) -> None:
         with self.sessions() as session:

@@ -150,6 +150,13 @@ def service_out(
     )
 
 
+def _changed(p: ControlPlane, session: DB, service: Service) -> ServiceOut:
+    """The answer to a change: the service as it now stands; the reconciler acts on it."""
+    session.flush()
+    p.reconciler.wake()
+    return service_out(p, session, service, detail=True)
+
+
 # NOTE: the handlers are sync on purpose: FastAPI runs them on its thread pool, so database
 # and store work never holds up the gateway, which shares the event loop.
 Document = Annotated[dict[str, Any], Body(description="The EAS service JSON.")]
@@ -209,9 +216,7 @@ def modify_service(
 @router.put("/services/{name}/version")
 def switch_version(name: str, body: VersionIn, p: PlaneDep, who: Who, session: DB) -> ServiceOut:
     service = services.rollback(session, who, name, body.version)
-    session.flush()
-    p.reconciler.wake()
-    return service_out(p, session, service, detail=True)
+    return _changed(p, session, service)
 
 
 @router.get("/services/{name}/versions")
@@ -232,33 +237,25 @@ def list_versions(name: str, who: Who, session: DB) -> list[VersionOut]:
 @router.put("/services/{name}/scale")
 def scale_service(name: str, body: ScaleIn, p: PlaneDep, who: Who, session: DB) -> ServiceOut:
     service = services.scale(session, who, name, body.instances)
-    session.flush()
-    p.reconciler.wake()
-    return service_out(p, session, service, detail=True)
+    return _changed(p, session, service)
 
 
 @router.put("/services/{name}/stop")
 def stop_service(name: str, p: PlaneDep, who: Who, session: DB) -> ServiceOut:
     service = services.stop(session, who, name)
-    session.flush()
-    p.reconciler.wake()
-    return service_out(p, session, service, detail=True)
+    return _changed(p, session, service)
 
 
 @router.put("/services/{name}/start")
 def start_service(name: str, p: PlaneDep, who: Who, session: DB) -> ServiceOut:
     service = services.start(session, who, name)
-    session.flush()
-    p.reconciler.wake()
-    return service_out(p, session, service, detail=True)
+    return _changed(p, session, service)
 
 
 @router.delete("/services/{name}")
 def delete_service(name: str, p: PlaneDep, who: Who, session: DB) -> ServiceOut:
     service = services.delete_service(session, who, name)
-    session.flush()
-    p.reconciler.wake()
-    return service_out(p, session, service, detail=True)
+    return _changed(p, session, service)
 
 
 @router.get("/services/{name}/token")
