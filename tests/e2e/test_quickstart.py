@@ -18,6 +18,7 @@ import pytest
 
 from liqi.client.eas_requests import TFRequest, TFResponse
 from liqi.datasets.mnist_reader import builtin_dir, read_data_sets
+from tests.support.servers import kill_instances
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 LIQI = str(Path(sys.executable).parent / "liqi")
@@ -50,6 +51,7 @@ def home(tmp_path: Path) -> Iterator[Path]:
             break
         time.sleep(0.5)
     liqi(path, "server", "stop")
+    kill_instances(path)
 
 
 def test_quickstart_runs_the_workflow_and_a_second_run_reuses_it(home: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from liqi.client import Client
 from liqi.datasets.mnist_reader import builtin_dir, read_data_sets
-from tests.support.servers import LiveServer, live_server
+from tests.support.servers import LiveServer, kill_instances, live_server
 
 PROJECT = "svc_tests"
 BUCKET = "svc-models"
@@ -59,18 +59,22 @@ def plane(
     tmp_path_factory: pytest.TempPathFactory, mnist_saved_model: Path
 ) -> Iterator[LiveServer]:
     """A control plane with project svc_tests and oss://svc-models/models/1/ = the MNIST model."""
-    with live_server(tmp_path_factory.mktemp("svc") / "home", None) as live:
-        with live.admin() as admin:
-            admin.create_project(PROJECT)
-            admin.create_bucket(BUCKET, project=PROJECT)
-            upload_model(admin, mnist_saved_model, BUCKET, "models/1/")
-        yield live
-        with live.admin() as admin:  # stop what the tests left running
-            for info in api(admin, "GET", "/services"):
-                api(admin, "DELETE", f"/services/{info['name']}")
-            deadline = time.monotonic() + 60
-            while api(admin, "GET", "/services") and time.monotonic() < deadline:
-                time.sleep(0.1)
+    home = tmp_path_factory.mktemp("svc") / "home"
+    try:
+        with live_server(home, None) as live:
+            with live.admin() as admin:
+                admin.create_project(PROJECT)
+                admin.create_bucket(BUCKET, project=PROJECT)
+                upload_model(admin, mnist_saved_model, BUCKET, "models/1/")
+            yield live
+            with live.admin() as admin:  # stop what the tests left running
+                for info in api(admin, "GET", "/services"):
+                    api(admin, "DELETE", f"/services/{info['name']}")
+                deadline = time.monotonic() + 60
+                while api(admin, "GET", "/services") and time.monotonic() < deadline:
+                    time.sleep(0.1)
+    finally:
+        kill_instances(home)
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from tests.services.conftest import (
     upload_model,
     wait_for,
 )
-from tests.support.servers import LiveServer, live_server
+from tests.support.servers import LiveServer, kill_instances, live_server
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -47,6 +47,15 @@ def test_instances_outlive_a_control_plane_restart_and_are_adopted(
     tmp_path: Path, mnist_saved_model: Path, mnist_digits: tuple[np.ndarray, np.ndarray]
 ) -> None:
     home = tmp_path / "home"
+    try:
+        _adopt(home, mnist_saved_model, mnist_digits)
+    finally:
+        kill_instances(home)
+
+
+def _adopt(
+    home: Path, mnist_saved_model: Path, mnist_digits: tuple[np.ndarray, np.ndarray]
+) -> None:
     with live_server(home, None) as first, first.admin() as admin:
         admin.create_project(PROJECT)
         admin.create_bucket(BUCKET, project=PROJECT)

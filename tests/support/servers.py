@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -68,3 +69,18 @@ def live_server(home: Path, database_url: str | None) -> Iterator[LiveServer]:
         finally:
             server.should_exit = True
             thread.join(timeout=30)
+
+
+def kill_instances(home: Path) -> int:
+    """SIGKILL the service instances (``liqi serve`` processes working under
+    ``home/services``) that a failed test left running; returns how many."""
+    import psutil
+
+    prefix = str(home / "services") + "/"
+    killed = 0
+    for process in psutil.process_iter(["cwd"]):
+        if (process.info.get("cwd") or "").startswith(prefix):
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+                killed += 1
+    return killed
