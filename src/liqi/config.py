@@ -54,6 +54,9 @@ class ServerSettings:
     port: int = DEFAULT_PORT
     database_url: str | None = None
     max_body_bytes: int = 16 * 1024 * 1024
+    # A standby model server (TensorFlow imported) for the next TensorFlow instance, so
+    # `create`, `scale` and waking from zero skip the import [LIQI_STANDBY=0 turns it off].
+    standby: bool = True
 
     @property
     def effective_database_url(self) -> str:
@@ -104,6 +107,7 @@ def load_server_settings(
         host=host or environ.get("LIQI_HOST") or DEFAULT_HOST,
         port=chosen_port,
         database_url=environ.get("LIQI_DATABASE_URL") or None,
+        standby=environ.get("LIQI_STANDBY", "1").strip().lower() not in ("0", "false", "no"),
     )
 
 

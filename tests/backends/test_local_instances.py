@@ -22,7 +22,11 @@ import psutil
 import pytest
 
 from liqi.backends.instances import InstanceHandle, InstancePhase, InstanceSpec, InstanceStatus
-from liqi.backends.local_instances import LocalInstanceBackend, serve_command
+from liqi.backends.local_instances import (
+    LocalInstanceBackend,
+    is_instance,
+    serve_command,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -40,7 +44,7 @@ def started() -> Iterator[Started]:
     yield instances
     for handle, spec in instances:
         with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
-            if spec.instance_id in psutil.Process(int(handle.ref)).cmdline():
+            if is_instance(int(handle.ref), spec.instance_id):
                 os.killpg(int(handle.ref), signal.SIGKILL)
 
 
@@ -282,3 +286,51 @@ def test_stop_kills_after_the_grace_period(tmp_path: Path, started: Started) -> 
     backend.stop(handle, spec, grace_s=1.0)
     gone = wait_phase(backend, handle, spec, InstancePhase.EXITED, timeout_s=30)
     assert (gone.exit_code, gone.reason) == (-9, "killed by signal 9 (SIGKILL)")
+
+
+def test_a_standby_server_becomes_the_next_tensorflow_instance(
+    mnist_saved_model: Path, tmp_path: Path, started: Started
+) -> None:
+    backend = LocalInstanceBackend(standby_dir=tmp_path / "standby")
+    try:
+        first = make_spec(tmp_path, mnist_saved_model, processor="tensorflow_cpu")
+        cold = backend.start(first)  # no standby yet: a cold start, and one is spawned
+        started.append((cold, first))
+        wait_phase(backend, cold, first, InstancePhase.READY)
+        ready_files = list((tmp_path / "standby").glob("standby-*/ready"))
+        deadline = time.monotonic() + 120
+        while not ready_files and time.monotonic() < deadline:
+            time.sleep(0.05)
+            ready_files = list((tmp_path / "standby").glob("standby-*/ready"))
+        assert ready_files, "the standby server never became ready"
+        standby_pid = int(ready_files[0].read_text())
+
+        second = make_spec(tmp_path, mnist_saved_model, processor="tensorflow_cpu", token="t")
+        warm = backend.start(second)
+        started.append((warm, second))
+        assert int(warm.ref) == standby_pid  # the standby took it
+        ready = wait_phase(backend, warm, second, InstancePhase.READY, timeout_s=60)
+        assert ready.url is not None
+        assert predict(ready.url).status_code == 401  # the token came with the claim
+        assert predict(ready.url, "t").status_code == 200
+        assert "Serving mnist version 1" in _log(second)  # its output went to its log
+        assert psutil.Process(standby_pid).cwd() == second.dir
+
+        # A restarted control plane knows it too, and stops it.
+        adopted = LocalInstanceBackend()
+        assert adopted.status(warm, second).phase is InstancePhase.READY
+        adopted.stop(warm, second, grace_s=30)
+        gone = wait_phase(adopted, warm, second, InstancePhase.EXITED, timeout_s=60)
+        assert gone.exit_code == 0
+        own = wait_phase(backend, warm, second, InstancePhase.EXITED)  # the starter reaps it
+        assert own.exit_code == 0
+        backend.stop(cold, first, grace_s=30)
+        wait_phase(backend, cold, first, InstancePhase.EXITED, timeout_s=60)
+    finally:
+        backend.close()
+    assert not [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if str(tmp_path / "standby") in " ".join(p.info["cmdline"] or [])
+        and p.status() != psutil.STATUS_ZOMBIE
+    ]

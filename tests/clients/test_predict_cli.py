@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,9 @@ pytestmark = [pytest.mark.tf, pytest.mark.timeout(300)]
 Mnist = tuple[np.ndarray, np.ndarray]
 
 
-def run(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> Result:
+def run(
+    *args: str, stdin: bytes | None = None, env: Mapping[str, str | None] | None = None
+) -> Result:
     return CliRunner().invoke(cli, ["predict", *args], input=stdin, env=env)
 
 
@@ -91,6 +94,10 @@ def test_bad_input(served: LiveModelServer, tmp_path: Path) -> None:
     )
     unknown = run("nope", "--endpoint", served.url, "--input", str(wrong))
     assert unknown.exit_code == 4
-    no_endpoint = run("mnist", "--input", str(wrong), env={"LIQI_PREDICT_ENDPOINT": ""})
+    # No endpoint: the service is looked up on the control plane, and there is no profile.
+    no_profile: dict[str, str | None] = {"LIQI_PREDICT_ENDPOINT": "", "LIQI_HOME": str(tmp_path)}
+    no_profile |= dict.fromkeys(("LIQI_PROFILE", "LIQI_ACCESS_ID", "LIQI_ACCESS_KEY"))
+    no_endpoint = run("mnist", "--input", str(wrong), env=no_profile)
     assert no_endpoint.exit_code == 2
-    assert "--endpoint" in no_endpoint.stderr
+    assert "No access key configured" in no_endpoint.stderr
+    assert "pass --endpoint URL" in no_endpoint.stderr

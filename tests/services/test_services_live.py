@@ -275,67 +275,11 @@ def test_scale_to_zero_holds_the_first_request(
 
 
 def _pid_of(plane: LiveServer, instance_id: str) -> int:
+    """The instance's process: it works in its own folder (a standby server that became the
+    instance has no instance id in its command line)."""
     import psutil
 
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        if instance_id in (process.info["cmdline"] or []):
+    for process in psutil.process_iter(["pid", "cwd"]):
+        if (process.info["cwd"] or "").endswith(f"/{instance_id}"):
             return int(process.info["pid"])
     raise AssertionError(f"no process for instance {instance_id}")
-
-
-def test_a_model_that_fails_every_request_keeps_serving_errors_and_others_serve(
-    plane: LiveServer, admin: Client, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    code = tmp_path_factory.mktemp("broken_proc")
-    (code / "app.py").write_text(
-        "import allspark\n\n"
-        "class Broken(allspark.BaseProcessor):\n"
-        "    def process(self, data):\n"
-        "        raise RuntimeError('this model always fails')\n"
-    )
-    spec = {
-        "name": "broken_proc",
-        "generate_token": "false",
-        "processor": "python",
-        "processor_path": str(code),
-        "processor_entry": "app.py",
-        "metadata": {"instance": 1, "memory": 1000},
-    }
-    create(admin, spec)
-    wait_for(admin, "broken_proc", running)
-    url = f"{plane.url}/api/predict/broken_proc"
-    for _ in range(3):
-        answer = httpx.post(url, content=b"hello", timeout=30)
-        assert answer.status_code == 500
-        assert "always fails" in answer.text or "error" in answer.text.lower()
-    info = describe(admin, "broken_proc")
-    assert info["state"] == "RUNNING"
-    assert info["instances"][0]["restarts"] == 0
-    api(admin, "DELETE", "/services/broken_proc")
-
-
-def test_the_autoscaler_adds_an_instance_under_load(
-    plane: LiveServer, admin: Client, mnist_digits: tuple[np.ndarray, np.ndarray]
-) -> None:
-    spec = seed_spec(
-        "mnist_auto",
-        autoscaler={
-            "min": 1,
-            "max": 2,
-            "scaleStrategies": [{"metricName": "qps", "threshold": 2}],
-            "behavior": {
-                "scaleUp": {"stabilizationWindowSeconds": 0},
-                "scaleDown": {"stabilizationWindowSeconds": 600},
-            },
-        },
-    )
-    create(admin, spec)
-    wait_for(admin, "mnist_auto", running)
-    body = {"instances": mnist_digits[0][:1].tolist()}
-    url = f"{plane.url}/api/predict/mnist_auto/v1/models/mnist_auto:predict"
-    with Hammer(url, body) as hammer:
-        info = wait_for(admin, "mnist_auto", lambda s: running(s) and s["instances_ready"] == 2)
-    assert hammer.failures == []
-    events = " ".join(e["message"] for e in info["events"])
-    assert "autoscaler: 1 -> 2" in events
-    api(admin, "DELETE", "/services/mnist_auto")

@@ -36,10 +36,13 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def _pids(instance_id: str) -> list[int]:
+    """Processes working in the instance's folder (a standby server that became the instance
+    has no instance id in its command line)."""
     return [
         p.info["pid"]
-        for p in psutil.process_iter(["pid", "cmdline"])
-        if instance_id in (p.info["cmdline"] or [])
+        for p in psutil.process_iter(["pid", "cwd", "status"])
+        if (p.info["cwd"] or "").endswith(f"/{instance_id}")
+        and p.info["status"] != psutil.STATUS_ZOMBIE
     ]
 
 

@@ -86,3 +86,7 @@ class InstanceBackend(ABC):
     def stop(self, handle: InstanceHandle, spec: InstanceSpec, *, grace_s: float = 30.0) -> None:
         """Ask it to finish its requests and exit (SIGTERM); SIGKILL after ``grace_s``.
         Returns at once; ``status`` shows EXITED when it is gone."""
+
+    def close(self) -> None:  # noqa: B027  (optional: most backends hold nothing)
+        """Release what the backend holds for itself (never the instances: they outlive
+        the control plane)."""

@@ -13,12 +13,16 @@ over the process and its children.
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -34,6 +38,7 @@ from liqi.backends.instances import (
     InstanceStatus,
 )
 from liqi.backends.local import BackendError
+from liqi.serving import standby as standby_main
 from liqi.serving.state_file import ServerState, read_state
 
 SPEC_FILE = "spec.json"
@@ -43,6 +48,7 @@ OOM_FILE = "oom"  # the out-of-memory reason, once the backend killed the instan
 STOP_FILE = "stop-deadline"  # when a stopped instance gets SIGKILL (epoch seconds)
 MB = 1024 * 1024
 _LOG_TAIL_BYTES = 16 * 1024
+log_warning = logging.getLogger(__name__).warning
 _ERROR_LINE = re.compile(r"^(Error: |[\w.]*(Error|Exception)\b)")
 
 
@@ -75,11 +81,17 @@ def serve_command(spec: InstanceSpec) -> list[str]:
 class LocalInstanceBackend(InstanceBackend):
     name = "local"
 
-    def __init__(self, *, environ: Mapping[str, str] | None = None) -> None:
-        """``environ``: the environment instances start from [default: this process's]."""
+    def __init__(
+        self, *, environ: Mapping[str, str] | None = None, standby_dir: Path | None = None
+    ) -> None:
+        """``environ``: the environment instances start from [default: this process's].
+        ``standby_dir``: keep one standby server there (TensorFlow imported) for the next
+        TensorFlow instance; None: every instance starts cold."""
         self._environ = environ
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # by instance id
         self._lock = threading.Lock()
+        self._standby_dir = standby_dir
+        self._standby: tuple[subprocess.Popen[bytes], Path] | None = None
 
     # -- start ----------------------------------------------------------------------------
 
@@ -87,15 +99,20 @@ class LocalInstanceBackend(InstanceBackend):
         folder = Path(spec.dir)
         base = os.environ if self._environ is None else self._environ
         env = {k: v for k, v in base.items() if k != "LIQI_SERVE_TOKEN"}
-        env.update(spec.env)
-        env["PYTHONUNBUFFERED"] = "1"
+        extra = {**spec.env, "PYTHONUNBUFFERED": "1"}
         if spec.token:
-            env["LIQI_SERVE_TOKEN"] = spec.token
+            extra["LIQI_SERVE_TOKEN"] = spec.token
+        env.update(extra)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             for stale in (STATE_FILE, OOM_FILE, STOP_FILE):
                 (folder / stale).unlink(missing_ok=True)
             (folder / SPEC_FILE).write_text(spec.to_json())
+            if _wants_tensorflow(spec) and self._standby_dir is not None:
+                claimed = self._claim_standby(spec, extra)
+                self._spawn_standby()
+                if claimed is not None:
+                    return claimed
             with open(folder / LOG_FILE, "ab") as log:
                 process = subprocess.Popen(
                     serve_command(spec),
@@ -115,6 +132,77 @@ class LocalInstanceBackend(InstanceBackend):
         with self._lock:
             self._children[spec.instance_id] = process
         return InstanceHandle(self.name, str(process.pid))
+
+    # -- standby --------------------------------------------------------------------------
+
+    def _claim_standby(self, spec: InstanceSpec, env: dict[str, str]) -> InstanceHandle | None:
+        """Hand ``spec`` to the standby server when one is ready; None otherwise."""
+        with self._lock:
+            standby, self._standby = self._standby, None
+        if standby is None:
+            return None
+        process, folder = standby
+        if process.poll() is not None or not (folder / standby_main.READY_FILE).exists():
+            with self._lock:  # still importing: keep it for the next instance
+                if self._standby is None and process.poll() is None:
+                    self._standby = standby
+            return None
+        claim = {
+            "instance_id": spec.instance_id,
+            "argv": serve_command(spec)[3:],  # after "python -m liqi"
+            "env": env,
+            "cwd": spec.dir,
+            "log": str(Path(spec.dir) / LOG_FILE),
+        }
+        tmp = folder / f".{standby_main.CLAIM_FILE}.tmp"
+        tmp.write_text(json.dumps(claim))
+        tmp.rename(folder / standby_main.CLAIM_FILE)
+        with self._lock:
+            self._children[spec.instance_id] = process
+        return InstanceHandle(self.name, str(process.pid))
+
+    def _spawn_standby(self) -> None:
+        """Start a standby server unless one runs (it imports TensorFlow: seconds of CPU)."""
+        if self._standby_dir is None:
+            return
+        with self._lock:
+            if self._standby is not None and self._standby[0].poll() is None:
+                return
+            folder = Path(tempfile.mkdtemp(prefix="standby-", dir=self._make_dir()))
+            base = os.environ if self._environ is None else self._environ
+            env = {k: v for k, v in base.items() if k != "LIQI_SERVE_TOKEN"}
+            try:
+                with open(folder / "standby.log", "ab") as log:
+                    process = subprocess.Popen(
+                        [sys.executable, "-m", "liqi.serving.standby", str(folder)],
+                        cwd=folder,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+            except OSError as exc:
+                log_warning("cannot start a standby model server: %s", exc)
+                return
+            self._standby = (process, folder)
+
+    def _make_dir(self) -> Path:
+        assert self._standby_dir is not None
+        self._standby_dir.mkdir(parents=True, exist_ok=True)
+        return self._standby_dir
+
+    def close(self) -> None:
+        """Stop the standby server (instances keep running)."""
+        with self._lock:
+            standby, self._standby = self._standby, None
+        if standby is not None:
+            process, folder = standby
+            if not (folder / standby_main.CLAIM_FILE).exists():
+                _kill_group(process.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=5)
+                shutil.rmtree(folder, ignore_errors=True)
 
     # -- status ---------------------------------------------------------------------------
 
@@ -155,7 +243,7 @@ class LocalInstanceBackend(InstanceBackend):
                     code = process.wait(timeout=1.0)
                 return False, code
             return code is None, code
-        return _is_instance(pid, instance_id), None
+        return is_instance(pid, instance_id), None
 
     def _wait_gone(self, pid: int, instance_id: str, timeout_s: float) -> tuple[bool, int | None]:
         deadline = time.monotonic() + timeout_s
@@ -192,13 +280,30 @@ class LocalInstanceBackend(InstanceBackend):
             _kill_group(pid, signal.SIGKILL)
 
 
-def _is_instance(pid: int, instance_id: str) -> bool:
-    """Whether ``pid`` is a live (not zombie) process carrying ``instance_id`` in its argv."""
+def is_instance(pid: int, instance_id: str) -> bool:
+    """Whether ``pid`` is a live (not zombie) process carrying ``instance_id`` in its argv,
+    or a standby server that was handed that instance."""
     try:
         process = psutil.Process(pid)
-        return process.status() != psutil.STATUS_ZOMBIE and instance_id in process.cmdline()
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        argv = process.cmdline()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
+    if instance_id in argv:
+        return True
+    if len(argv) >= 2 and argv[-2] == "liqi.serving.standby":
+        try:
+            claim = json.loads((Path(argv[-1]) / standby_main.CLAIM_FILE).read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(claim, dict) and claim.get("instance_id") == instance_id
+    return False
+
+
+def _wants_tensorflow(spec: InstanceSpec) -> bool:
+    name = (spec.processor or "").lower()
+    return name.startswith("tensorflow")
 
 
 def _is_zombie(pid: int) -> bool:

@@ -1,4 +1,5 @@
-"""`liqi predict NAME --endpoint URL --input FILE`: one prediction from the command line."""
+"""`liqi predict NAME --input FILE`: one prediction from the command line, to a service found
+on the control plane or, with ``--endpoint``, to a model server directly."""
 
 from __future__ import annotations
 
@@ -9,28 +10,40 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from liqi.cli.context import CliContext, pass_cli
 from liqi.cli.output import echo_json, table
-from liqi.errors import InvalidRequestError
+from liqi.errors import ConfigError, InvalidRequestError, NotFoundError, ServerUnavailableError
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from liqi.client.services import ServiceInfo
     from liqi.client.signatures import Signature
 
 # numpy, protobuf and the client are imported inside the command: other commands stay fast.
 
 _NPY_MAGIC = b"\x93NUMPY"
+_GATEWAY_PATH = "/api/predict/"
+
+EPILOG = """\b
+Examples:
+  liqi predict mnist --input digits.json          service mnist, found on the control plane
+  liqi predict mnist --input images.npy --protocol v2 -o table
+  echo '{"instances": [[0.0, ...]]}' | liqi predict mnist --input -
+  liqi predict mnist --endpoint 127.0.0.1:8501 --input digits.json
+                                                  model mnist of a `liqi serve`, directly
+"""
 
 
-@click.command()
+@click.command(epilog=EPILOG)
 @click.argument("name")
 @click.option(
     "--endpoint",
     envvar="LIQI_PREDICT_ENDPOINT",
-    required=True,
-    help="The model server, e.g. http://127.0.0.1:8501 [env LIQI_PREDICT_ENDPOINT].",
+    help="A model server to call directly, e.g. http://127.0.0.1:8501 [env "
+    "LIQI_PREDICT_ENDPOINT; default: service NAME's gateway endpoint, from the control plane].",
 )
 @click.option(
     "--input",
@@ -48,14 +61,18 @@ _NPY_MAGIC = b"\x93NUMPY"
     help="Wire protocol: EAS protobuf, TF Serving REST JSON, or V2 binary tensors.",
 )
 @click.option(
-    "--token", envvar="LIQI_PREDICT_TOKEN", help="Service token [env LIQI_PREDICT_TOKEN]."
+    "--token",
+    envvar="LIQI_PREDICT_TOKEN",
+    help="Service token [env LIQI_PREDICT_TOKEN; default without --endpoint: the service's "
+    "own, when it needs one].",
 )
 @click.option(
     "--auth",
     type=click.Choice(["signature", "raw"]),
     default="signature",
     show_default=True,
-    help="Send the token as the EAS SDKs' signature or as is.",
+    help="Send the token as the EAS SDKs' signature or as is (raw is the default for "
+    "--protocol tfserving/v2 through a service's gateway).",
 )
 @click.option("--timeout-s", type=float, default=30.0, show_default=True, help="Per attempt.")
 @click.option("--retries", type=int, default=3, show_default=True, help="On 503/connection errors.")
@@ -71,7 +88,7 @@ _NPY_MAGIC = b"\x93NUMPY"
 def predict(
     obj: CliContext,
     name: str,
-    endpoint: str,
+    endpoint: str | None,
     input_path: str,
     input_name: str | None,
     protocol: str,
@@ -81,18 +98,26 @@ def predict(
     retries: int,
     output: str,
 ) -> None:
-    """Send one prediction to model NAME and print its outputs.
+    """Send one prediction to service (or model) NAME and print its outputs.
 
-    \b
-    Examples:
-      liqi predict mnist --endpoint 127.0.0.1:8501 --input digits.json
-      liqi predict mnist --endpoint 127.0.0.1:8501 --input images.npy --protocol v2
-      echo '{"instances": [[0.0, ...]]}' | liqi predict mnist --input -
+    Without --endpoint, NAME is a service (`liqi eas list`): its gateway endpoint and, when it
+    needs a token and --token is not given, its token come from the control plane of the
+    current profile. A service with no ready instance is refused with its state and reason,
+    unless its autoscaler scales from zero (the gateway holds the request while an instance
+    starts). With --endpoint, NAME is a model of that model server (`liqi serve`).
     """
     from liqi.client.predict import PredictClient
     from liqi.protocols.tensors import describe
 
     data = _read(input_path)
+    if endpoint is None:
+        info, token = _find_service(obj, name, token)
+        endpoint = _gateway_endpoint(info, protocol)
+        # PredictClient signs only the path after its endpoint, while the gateway checks the
+        # signature over the whole path: a sub-path (v1/..., v2/...) needs the raw token.
+        source = click.get_current_context().get_parameter_source("auth")
+        if protocol != "eas" and source is ParameterSource.DEFAULT:
+            auth = "raw"
     with PredictClient(
         endpoint,
         name,
@@ -109,6 +134,77 @@ def predict(
         return
     rows = [(key, describe(value), _preview(value)) for key, value in outputs.items()]
     table(None, ["OUTPUT", "SHAPE/DTYPE", "VALUES"], rows)
+
+
+def _find_service(obj: CliContext, name: str, token: str | None) -> tuple[ServiceInfo, str | None]:
+    """Service ``name`` from the control plane of the current profile, and the token to send:
+    ``token`` if given, else the service's own when it needs one. Refuses a service with no
+    ready instance (unless the gateway wakes it)."""
+    direct = "to call a model server directly, pass --endpoint URL."
+    try:
+        with obj.client() as client:
+            info = client.get_service(name)
+            if info.token_required and not token:
+                token = client.service_token(name).token
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc.message} `liqi predict` without --endpoint needs a profile to look service "
+            f"{name!r} up on the control plane; {direct}"
+        ) from None
+    except ServerUnavailableError as exc:
+        raise ServerUnavailableError(
+            f"{exc.message} `liqi predict` without --endpoint looks service {name!r} up "
+            f"there; {direct}",
+            details=exc.details,
+        ) from None
+    except NotFoundError as exc:
+        listing = "" if "liqi eas list" in exc.message else " `liqi eas list` shows the services."
+        raise NotFoundError(
+            f"{exc.message}{listing} To call a model server that is not a service, pass "
+            "--endpoint URL.",
+            details=exc.details,
+        ) from None
+    if not any(i.state == "READY" for i in info.instances) and not _wakes_from_zero(info):
+        why = f" ({info.reason})" if info.reason else ""
+        raise ServerUnavailableError(
+            f"Service {name!r} has no ready instance: it is {info.state}{why}, "
+            f"{info.instances_ready} of {info.instances_wanted} wanted instances ready. "
+            f"{_next_step(info)}",
+            details={"service": name, "state": info.state, "reason": info.reason},
+        )
+    return info, token
+
+
+def _wakes_from_zero(info: ServiceInfo) -> bool:
+    """An autoscaler with min 0: the gateway holds a request while an instance starts."""
+    if info.state not in ("RUNNING", "SCALING") or not info.autoscaler:
+        return False
+    try:
+        return int(info.autoscaler.get("min", 1)) == 0
+    except (TypeError, ValueError):
+        return False
+
+
+def _next_step(info: ServiceInfo) -> str:
+    name = info.name
+    if info.state in ("STOPPED", "STOPPING"):
+        return f"Start it with `liqi eas start {name}`."
+    if info.state == "FAILED":
+        return f"`liqi eas logs {name}` shows why; `liqi eas start {name}` tries again."
+    if info.state == "DELETING":
+        return "It is being deleted."
+    if info.instances_wanted == 0:
+        return f"Give it an instance with `liqi eas scale {name} 1`."
+    return f"Its instances are starting; `liqi eas desc {name}` shows their progress."
+
+
+def _gateway_endpoint(info: ServiceInfo, protocol: str) -> str:
+    """PredictClient's endpoint for the service's gateway URL (``<server>/api/predict/<name>``):
+    the server for EAS, whose paths name the service themselves; the whole URL for TF Serving
+    and V2, whose paths the gateway takes as a sub-path."""
+    if protocol == "eas" and _GATEWAY_PATH in info.endpoint:
+        return info.endpoint.rsplit(_GATEWAY_PATH, 1)[0]
+    return info.endpoint
 
 
 def _read(path: str) -> bytes:

@@ -75,7 +75,10 @@ def open_plane(
         sessions,
         box,
         stores,
-        instance_backend or LocalInstanceBackend(),
+        instance_backend
+        or LocalInstanceBackend(
+            standby_dir=services_dir / ".standby" if settings.standby else None
+        ),
         routes,
         ReconcilerConfig(
             home=settings.home, services_dir=services_dir, cache_dir=settings.home / "cache"

@@ -101,6 +101,10 @@ class Reconciler(Ticker):
         self.config.services_dir.mkdir(parents=True, exist_ok=True)
         super().start()
 
+    def stop(self) -> None:
+        super().stop()
+        self.backend.close()
+
     def _on_gateway_wake(self, name: str) -> None:
         self.scalers.wake(name)
         self.wake()

@@ -1,0 +1,91 @@
+"""A standby model server: a process that has imported TensorFlow and the serving stack and
+waits to become an instance, so a new instance starts without paying for that import
+(seconds) after `create`, `scale` or a wake from zero.
+
+``python -m liqi.serving.standby DIR`` imports, writes ``DIR/ready`` (its pid), then watches
+for ``DIR/claim.json``, written by the instance backend: ``{"instance_id", "argv", "env",
+"cwd", "log"}``. It then takes the instance's folder as its working folder, its log as
+stdout and stderr, its environment, and runs ``liqi <argv>`` (a ``liqi serve`` command line)
+in this very process. Unclaimed, it exits when the control plane that started it is gone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+READY_FILE = "ready"
+CLAIM_FILE = "claim.json"
+POLL_S = 0.01
+MAX_IDLE_S = 24 * 3600.0
+
+
+def _preload() -> None:
+    if importlib.util.find_spec("tensorflow") is not None:
+        importlib.import_module("tensorflow")
+    for module in ("liqi.cli.main", "liqi.serving.server", "liqi.serving.loaders"):
+        importlib.import_module(module)
+
+
+def _wait_for_claim(folder: Path, parent: int) -> dict[str, object] | None:
+    deadline = time.monotonic() + MAX_IDLE_S
+    claim = folder / CLAIM_FILE
+    while time.monotonic() < deadline:
+        if claim.exists():
+            try:
+                found: dict[str, object] = json.loads(claim.read_text())
+                return found
+            except (OSError, ValueError):
+                pass  # written atomically, so only a broken file lands here: keep waiting
+        if os.getppid() != parent:
+            return None  # the control plane is gone
+        time.sleep(POLL_S)
+    return None
+
+
+def _become(claim: dict[str, object]) -> int:
+    env = claim.get("env")
+    if isinstance(env, dict):
+        os.environ.update({str(k): str(v) for k, v in env.items()})
+    os.chdir(str(claim["cwd"]))
+    log = os.open(str(claim["log"]), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    argv = claim.get("argv")
+    if not isinstance(argv, list):
+        sys.stderr.write("Error: the claim has no argv\n")
+        return 2
+    from liqi.cli.main import cli
+
+    try:
+        cli.main(args=[str(a) for a in argv], prog_name="liqi", standalone_mode=True)
+    except SystemExit as exc:  # click's main always ends this way in standalone mode
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+
+
+def main() -> int:
+    if len(sys.argv) != 2:
+        sys.stderr.write("usage: python -m liqi.serving.standby DIR\n")
+        return 2
+    folder = Path(sys.argv[1])
+    parent = os.getppid()
+    _preload()
+    tmp = folder / f".{READY_FILE}.tmp"
+    tmp.write_text(str(os.getpid()))
+    tmp.rename(folder / READY_FILE)
+    claim = _wait_for_claim(folder, parent)
+    if claim is None:
+        return 0
+    return _become(claim)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
