@@ -157,6 +157,7 @@ class LocalInstanceBackend(InstanceBackend):
         tmp = folder / f".{standby_main.CLAIM_FILE}.tmp"
         tmp.write_text(json.dumps(claim))
         tmp.rename(folder / standby_main.CLAIM_FILE)
+        (folder / standby_main.READY_FILE).unlink(missing_ok=True)  # no longer waiting
         with self._lock:
             self._children[spec.instance_id] = process
         return InstanceHandle(self.name, str(process.pid))
