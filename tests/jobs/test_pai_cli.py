@@ -108,6 +108,7 @@ def test_failed_job_exits_8_and_status_shows_why(sqlite_server: LiveServer, tmp_
 
 
 def test_distributed_ps_and_workers(sqlite_server: LiveServer, tmp_path: Path) -> None:
+    marker = tmp_path / "ps-started"
     body = """
         import json, os, sys, time
         flags = dict(a.lstrip("-").split("=", 1) for a in sys.argv[1:] if "=" in a)
@@ -116,8 +117,13 @@ def test_distributed_ps_and_workers(sqlite_server: LiveServer, tmp_path: Path) -
               len(flags["worker_hosts"].split(",")), "workers", flush=True)
         assert config["task"] == {"type": flags["job_name"], "index": int(flags["task_index"])}
         if flags["job_name"] == "ps":
+            open(MARKER, "w").close()
             time.sleep(600)  # parameter servers run until the workers are done
-    """
+        for _ in range(1200):  # workers end only once the ps has said its line
+            if os.path.exists(MARKER):
+                break
+            time.sleep(0.1)
+    """.replace("MARKER", repr(str(marker)))
     home = sqlite_server.home
     script = write(tmp_path, "dist.py", body)
     run(home, "resource", "add", str(script))
