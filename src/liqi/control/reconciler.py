@@ -16,7 +16,6 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -436,6 +435,6 @@ class Reconciler(Ticker):
         return InstanceHandle(row.backend, row.handle)
 
     @staticmethod
-    def _set(row: ServiceInstance, state: InstanceState, when: datetime | None = None) -> None:
+    def _set(row: ServiceInstance, state: InstanceState) -> None:
         row.state = state.value
-        row.changed_at = when or utcnow()
+        row.changed_at = utcnow()

@@ -8,13 +8,12 @@ starts and stops instances to match it.
 from __future__ import annotations
 
 import base64
-import hmac
 import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from liqi.control import accounts, buckets, model_registry
@@ -44,6 +43,7 @@ from liqi.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from liqi.stores.base import Store
 
 MAX_INSTANCES = 64
 EVENTS_KEPT = 200
@@ -58,10 +58,6 @@ class Change:
 def new_token() -> str:
     """A token like EAS's: base64 of random bytes."""
     return base64.b64encode(secrets.token_bytes(30)).decode()
-
-
-def tokens_match(given: str, token: str) -> bool:
-    return hmac.compare_digest(given.encode(), token.encode())
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -208,14 +204,11 @@ def check_model_path(
     session: Session, who: Principal, uri: str, stores: StoreRegistry, project: str
 ) -> None:
     if uri.startswith("oss://"):
-        ref = parse_oss_uri(uri)
-        bucket = buckets.get_bucket(session, ref.bucket)
-        buckets.check_access(session, who, bucket)
-        store = stores.store_for(bucket)
-        if not any(True for _ in store.walk(ref.key)):
+        store, key = _readable(session, who, uri, stores)
+        if not any(True for _ in store.walk(key)):
             raise NotFoundError(
                 f"Model not found: {uri} holds no objects. Check the path with "
-                f"`liqi oss ls -r oss://{ref.bucket}/{ref.key}` (a training job writes "
+                f"`liqi oss ls -r {uri}` (a training job writes "
                 "<prefix>/<version>/saved_model.pb)."
             )
     elif uri.startswith("model:"):
@@ -242,13 +235,21 @@ def check_file_path(
     session: Session, who: Principal, uri: str, stores: StoreRegistry, field: str
 ) -> None:
     if uri.startswith("oss://"):
-        ref = parse_oss_uri(uri)
-        bucket = buckets.get_bucket(session, ref.bucket)
-        buckets.check_access(session, who, bucket)
-        if not stores.store_for(bucket).exists(ref.key):
+        store, key = _readable(session, who, uri, stores)
+        if not store.exists(key):
             raise NotFoundError(f"'{field}' {uri} does not exist.")
     elif not Path(uri.removeprefix("file://")).expanduser().exists():
         raise NotFoundError(f"'{field}' {uri!r} does not exist on the server's machine.")
+
+
+def _readable(
+    session: Session, who: Principal, uri: str, stores: StoreRegistry
+) -> tuple[Store, str]:
+    """The store and key of ``uri`` once ``who`` may read its bucket."""
+    ref = parse_oss_uri(uri)
+    bucket = buckets.get_bucket(session, ref.bucket)
+    buckets.check_access(session, who, bucket)
+    return stores.store_for(bucket), ref.key
 
 
 # -- changing ---------------------------------------------------------------------------------
@@ -453,7 +454,3 @@ def _check_changeable(service: Service) -> None:
 def _touch(session: Session, service: Service, message: str) -> None:
     service.updated_at = utcnow()
     add_event(session, service.id, message)
-
-
-def count_services(session: Session) -> int:
-    return int(session.scalar(select(func.count()).select_from(Service)) or 0)
