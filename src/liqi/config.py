@@ -57,6 +57,8 @@ class ServerSettings:
     # A standby model server (TensorFlow imported) for the next TensorFlow instance, so
     # `create`, `scale` and waking from zero skip the import [LIQI_STANDBY=0 turns it off].
     standby: bool = True
+    # Origins whose web pages may call the API and the gateway from a browser (CORS).
+    cors_origins: tuple[str, ...] = ()
 
     @property
     def effective_database_url(self) -> str:
@@ -89,6 +91,7 @@ def load_server_settings(
     home: Path | None = None,
     host: str | None = None,
     port: int | None = None,
+    cors_origins: tuple[str, ...] = (),
 ) -> ServerSettings:
     """Server settings from flags (the keyword arguments) over ``LIQI_*`` variables."""
     port_text = environ.get("LIQI_PORT")
@@ -108,7 +111,17 @@ def load_server_settings(
         port=chosen_port,
         database_url=environ.get("LIQI_DATABASE_URL") or None,
         standby=environ.get("LIQI_STANDBY", "1").strip().lower() not in ("0", "false", "no"),
+        cors_origins=_origins(cors_origins or (environ.get("LIQI_CORS_ORIGINS", ""),)),
     )
+
+
+def _origins(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Flag values or one environment value, each possibly comma-separated; a value that is
+    not an origin raises ConfigError here, before a server starts."""
+    from liqi.serving.cors import CorsPolicy
+
+    policy = CorsPolicy.parse(values)
+    return tuple(sorted(policy.origins)) if policy else ()
 
 
 @dataclass(frozen=True)

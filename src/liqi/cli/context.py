@@ -35,8 +35,12 @@ class CliContext:
     def client(self) -> Client:
         return Client(profile=self.profile, environ=self.environ)
 
-    def server_settings(self, host: str | None = None, port: int | None = None) -> ServerSettings:
-        return load_server_settings(self.environ, home=self.home, host=host, port=port)
+    def server_settings(
+        self, host: str | None = None, port: int | None = None, cors_origins: tuple[str, ...] = ()
+    ) -> ServerSettings:
+        return load_server_settings(
+            self.environ, home=self.home, host=host, port=port, cors_origins=cors_origins
+        )
 
 
 pass_cli = click.make_pass_decorator(CliContext)

@@ -105,6 +105,14 @@ Then:
     "(or the EAS SDK signature) on prediction routes [env: LIQI_SERVE_TOKEN].",
 )
 @click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    envvar="LIQI_CORS_ORIGINS",
+    help="Let web pages from this origin (e.g. http://127.0.0.1:8000; * for any) call the "
+    "server from a browser. Repeat for several, or comma-separate [env: LIQI_CORS_ORIGINS].",
+)
+@click.option(
     "--max-body-mb",
     default=64,
     show_default=True,
@@ -158,6 +166,7 @@ def serve(
     labels: tuple[str, ...],
     poll_interval_s: float,
     token: str | None,
+    cors_origins: tuple[str, ...],
     max_body_mb: int,
     request_timeout_s: float,
     no_warmup: bool,
@@ -177,6 +186,7 @@ def serve(
     from liqi.core.batching import BatchPolicy
     from liqi.core.version_policy import VersionPolicy, parse_labels
     from liqi.serving.app import ServeLimits
+    from liqi.serving.cors import CorsPolicy
     from liqi.serving.manager import ModelOptions
     from liqi.serving.server import ProcessorOptions, ServeOptions, serve as run_server
     from liqi.serving.source import open_source
@@ -207,6 +217,7 @@ def serve(
         ),
         poll_interval_s=poll_interval_s,
         token=token,
+        cors=CorsPolicy.parse(cors_origins),
         limits=ServeLimits(max_body_bytes=max_body_mb * 2**20, request_timeout_s=request_timeout_s),
         warmup_file=warmup_file,
         exit_on_load_failure=exit_on_load_failure,

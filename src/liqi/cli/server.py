@@ -23,6 +23,15 @@ port_option = click.option(
     help=f"Port to bind; 0 picks a free one [env LIQI_PORT; default {DEFAULT_PORT}].",
 )
 
+cors_option = click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    help="Let web pages from this origin (e.g. http://127.0.0.1:8000; * for any) call the API "
+    "and the services' gateway from a browser; repeat for several [env LIQI_CORS_ORIGINS, "
+    "comma-separated].",
+)
+
 
 @click.group()
 def server() -> None:
@@ -32,10 +41,11 @@ def server() -> None:
 @server.command()
 @host_option
 @port_option
+@cors_option
 @pass_cli
-def run(obj: CliContext, host: str | None, port: int | None) -> None:
+def run(obj: CliContext, host: str | None, port: int | None, cors_origins: tuple[str, ...]) -> None:
     """Run the control plane in the foreground until Ctrl-C or SIGTERM."""
-    settings = obj.server_settings(host, port)
+    settings = obj.server_settings(host, port, cors_origins)
     configure_logging(logging.DEBUG if obj.debug else logging.INFO)
     from liqi.control.server import run_server  # FastAPI and the database: only here
 
@@ -45,6 +55,7 @@ def run(obj: CliContext, host: str | None, port: int | None) -> None:
 @server.command()
 @host_option
 @port_option
+@cors_option
 @click.option(
     "--timeout",
     "timeout_s",
@@ -54,15 +65,23 @@ def run(obj: CliContext, host: str | None, port: int | None) -> None:
     help="Seconds to wait for the server to answer its health check.",
 )
 @pass_cli
-def start(obj: CliContext, host: str | None, port: int | None, timeout_s: float) -> None:
+def start(
+    obj: CliContext,
+    host: str | None,
+    port: int | None,
+    cors_origins: tuple[str, ...],
+    timeout_s: float,
+) -> None:
     """Start the control plane in the background; return once it is healthy."""
-    settings = obj.server_settings(host, port)
+    settings = obj.server_settings(host, port, cors_origins)
     before = daemon.server_status(settings)
     status = daemon.start_server(settings, timeout_s=timeout_s)
     url = status.record.url if status.record else "?"
     pid = status.record.pid if status.record else "?"
     if before.running:
         click.echo(f"liqi server is already running (pid {pid}, {url}); nothing to start.")
+        if cors_origins:
+            click.echo("Its settings stay as they were: `liqi server stop` first to change them.")
     else:
         if before.stale_cleaned:
             click.echo("Removed a stale pid file left by a server that is gone.")

@@ -13,11 +13,14 @@ from liqi.control.errors import install_error_handlers
 from liqi.control.gateway import ASGIApp, Gateway, with_gateway
 from liqi.control.plane import ControlPlane
 from liqi.control.schemas import Health
+from liqi.serving.cors import CorsPolicy, with_cors
 
 
 def build_app(plane: ControlPlane) -> ASGIApp:
-    """The whole app: the API, and the gateway over ``plane.routes``."""
-    return with_gateway(build_api(plane), Gateway(plane.routes))
+    """The whole app: the API, and the gateway over ``plane.routes``; CORS around both when
+    the settings allow origins (checked when the server starts)."""
+    cors = CorsPolicy.parse(plane.settings.cors_origins)
+    return with_cors(with_gateway(build_api(plane), Gateway(plane.routes)), cors)
 
 
 def build_api(plane: ControlPlane) -> FastAPI:

@@ -34,6 +34,7 @@ from liqi.errors import (
 from liqi.protocols import eas, tfserving, v2
 from liqi.protocols.tensors import encode_error
 from liqi.serving import eas_routes, tfserving_routes, v2_routes
+from liqi.serving.cors import CorsPolicy, with_cors
 from liqi.serving.http import (
     JSON,
     TEXT,
@@ -81,6 +82,7 @@ class ServingApp:
         on_ready: Callable[[], None] | None = None,
         on_failed: Callable[[str], None] | None = None,
         warmup: WarmupRequests | None = None,
+        cors: CorsPolicy | None = None,
     ) -> None:
         self.manager = manager
         self.token = token or None
@@ -93,13 +95,15 @@ class ServingApp:
         self._on_ready = on_ready
         self._on_failed = on_failed
         self._debug = log.isEnabledFor(logging.DEBUG)
+        self._http = with_cors(self._serve_http, cors)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         path: str = scope["path"]
         protocol, handler = self._route(path)

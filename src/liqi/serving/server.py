@@ -31,6 +31,7 @@ import uvicorn
 from liqi._logging import configure_logging
 from liqi.errors import InvalidRequestError, LiqiError, ModelLoadError, PortInUseError
 from liqi.serving.app import ServeLimits, ServingApp
+from liqi.serving.cors import CorsPolicy
 from liqi.serving.custom import PythonProcessorServable
 from liqi.serving.loaders import Loader, RawServable, Servable
 from liqi.serving.manager import ModelManager, ModelOptions, ServedModel
@@ -64,6 +65,7 @@ class ServeOptions:
     model: ModelOptions = field(default_factory=ModelOptions)
     poll_interval_s: float = 5.0
     token: str | None = None
+    cors: CorsPolicy | None = None  # origins allowed to call from a browser
     limits: ServeLimits = field(default_factory=ServeLimits)
     drain_timeout_s: float = 30.0
     reuse_port: bool = True
@@ -131,6 +133,7 @@ def build_app(
         on_ready=on_ready,
         on_failed=on_failed,
         warmup=warmup,
+        cors=options.cors,
     )
 
 
