@@ -152,14 +152,15 @@ def test_a_token_service_by_name_fetches_its_token(
         assert admin.get_service(TOKEN).instances_ready == 1
     labels = expected(plane, TOKEN, images[:3], labels[:3])
     assert first == labels
-    # The gateway does check the token: a wrong one is refused, a raw one passes.
+    # The gateway does check the token: a wrong one is refused.
     refused = run(env, TOKEN, "--input", str(npy), "--token", "wrong")
     assert refused.exit_code == 3, refused.output
     assert "refused the token" in refused.stderr
+    # The EAS signature covers the whole path, sub-paths (v1/..., v2/...) included.
     for protocol in ("eas", "tfserving", "v2"):
-        answer = run(env, TOKEN, "--input", str(npy), "--protocol", protocol)
-        assert predicted(answer) == labels
-    assert predicted(run(env, TOKEN, "--input", str(npy), "--auth", "raw")) == labels
+        for auth in ("signature", "raw"):
+            answer = run(env, TOKEN, "--input", str(npy), "--protocol", protocol, "--auth", auth)
+            assert predicted(answer) == labels, (protocol, auth)
 
 
 def test_an_unknown_service_exits_4_naming_eas_list(plane: LiveServer, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from click.core import ParameterSource
 
 from liqi.cli.context import CliContext, pass_cli
 from liqi.cli.output import echo_json, table
@@ -71,8 +70,7 @@ Examples:
     type=click.Choice(["signature", "raw"]),
     default="signature",
     show_default=True,
-    help="Send the token as the EAS SDKs' signature or as is (raw is the default for "
-    "--protocol tfserving/v2 through a service's gateway).",
+    help="Send the token as the EAS SDKs' signature or as is.",
 )
 @click.option("--timeout-s", type=float, default=30.0, show_default=True, help="Per attempt.")
 @click.option("--retries", type=int, default=3, show_default=True, help="On 503/connection errors.")
@@ -113,11 +111,6 @@ def predict(
     if endpoint is None:
         info, token = _find_service(obj, name, token)
         endpoint = _gateway_endpoint(info, protocol)
-        # PredictClient signs only the path after its endpoint, while the gateway checks the
-        # signature over the whole path: a sub-path (v1/..., v2/...) needs the raw token.
-        source = click.get_current_context().get_parameter_source("auth")
-        if protocol != "eas" and source is ParameterSource.DEFAULT:
-            auth = "raw"
     with PredictClient(
         endpoint,
         name,

@@ -9,6 +9,7 @@ clients only move bytes and sleep. Bodies come from the codecs in :mod:`liqi.pro
 from __future__ import annotations
 
 import email.utils
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -150,6 +151,9 @@ class PredictCodec:
         if auth not in ("signature", "raw"):
             raise InvalidRequestError(f"Unknown auth {auth!r}. Use 'signature' or 'raw'.")
         self.endpoint = normalize_endpoint(endpoint)
+        # What the endpoint holds after the host (a gateway's /api/predict/<service>): part of
+        # every signed path, as the server sees the whole path.
+        self._path_prefix = urllib.parse.urlsplit(self.endpoint).path
         self.service_name = service_name
         self.token = token or None
         self.protocol: Protocol = protocol
@@ -184,7 +188,7 @@ class PredictCodec:
                         token=self.token,
                         body=body,
                         date=self._now(),
-                        path=path,
+                        path=self._path_prefix + path,
                         method=method,
                         content_type=content_type,
                     )
