@@ -93,11 +93,12 @@ export async function stop(proc) {
 }
 
 /** `liqi serve <model> --name mnist` on a free port; resolves once /readyz answers 200. */
-export async function startServe(modelDir, { token } = {}) {
+export async function startServe(modelDir, { token, corsOrigins = [] } = {}) {
   const port = await freePort();
   const args = ["-m", "liqi", "serve", modelDir, "--name", "mnist", "--port", String(port), "--poll-interval-s", "0"];
   if (token) args.push("--token", token);
-  const proc = start(args, pythonEnv({ LIQI_SERVE_TOKEN: "" }));
+  for (const origin of corsOrigins) args.push("--cors-origin", origin);
+  const proc = start(args, pythonEnv({ LIQI_SERVE_TOKEN: "", LIQI_CORS_ORIGINS: "" }));
   const endpoint = `http://127.0.0.1:${port}`;
   try {
     await waitReady(`${endpoint}/readyz`, proc);
