@@ -11,6 +11,7 @@ from liqi.datasets.mnist_reader import builtin_dir
 from tests.support.moto_s3 import moto_s3_server
 from tests.support.postgres import PostgresCluster
 from tests.support.servers import LiveServer, live_server
+from tests.support.tools import eas_sdk_python
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "mnist"
 
@@ -65,3 +66,9 @@ def mnist_saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     command += [f"--volumes={volumes}", f"--buckets={out}/"]
     subprocess.run(command, check=True, capture_output=True, timeout=240)
     return out / "1"
+
+
+@pytest.fixture(scope="session")
+def eas_python() -> str:
+    """The python of .venv-eas/: the real eas-prediction SDK (it pins an old protobuf)."""
+    return eas_sdk_python()

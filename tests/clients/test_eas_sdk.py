@@ -5,9 +5,7 @@ with its request signature and with a raw token, on real MNIST test images."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -45,18 +43,6 @@ README_EXAMPLE = textwrap.dedent(
             print(max(range(10), key=lambda i: scores[i]))
     """
 )
-
-
-@pytest.fixture(scope="module")
-def eas_python() -> str:
-    script = ROOT / "scripts" / "eas-sdk-venv"
-    env = {**os.environ, "PYTHON": sys.executable}
-    done = subprocess.run(
-        [str(script)], capture_output=True, text=True, env=env, timeout=480, check=False
-    )
-    if done.returncode != 0:
-        pytest.skip(f"pip could not install eas-prediction: {done.stderr[-2000:]}")
-    return done.stdout.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize("auth", ["signature", "raw"])

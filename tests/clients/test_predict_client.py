@@ -82,12 +82,13 @@ def test_token_raw_and_signature(
         assert accuracy(client.predict({"images": images})["scores"], labels) >= 0.85
 
 
-@pytest.mark.parametrize("protocol", ["tfserving", "v2"])
-def test_an_endpoint_with_a_path_is_signed_over_the_whole_path(
+@pytest.mark.parametrize("protocol", ["eas", "tfserving", "v2"])
+def test_a_service_endpoint_serves_every_protocol_signed_over_the_whole_path(
     served_with_token: LiveModelServer, mnist_test: Mnist, protocol: str
 ) -> None:
-    """A gateway-style endpoint (``.../api/predict/<name>``) takes the other protocols as
-    sub-paths; the signature must cover the path the server sees, prefix included."""
+    """A service's endpoint (``.../api/predict/<name>``, as `liqi eas desc` prints it) is the
+    EAS route itself and takes the other protocols as sub-paths; the signature covers the
+    path the server sees, prefix included."""
     images, labels = mnist_test
     endpoint = f"{served_with_token.url}/api/predict/mnist"
     with PredictClient(endpoint, "mnist", TOKEN, protocol=protocol) as client:  # type: ignore[arg-type]

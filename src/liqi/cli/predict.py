@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 # numpy, protobuf and the client are imported inside the command: other commands stay fast.
 
 _NPY_MAGIC = b"\x93NUMPY"
-_GATEWAY_PATH = "/api/predict/"
 
 EPILOG = """\b
 Examples:
@@ -110,7 +109,7 @@ def predict(
     data = _read(input_path)
     if endpoint is None:
         info, token = _find_service(obj, name, token)
-        endpoint = _gateway_endpoint(info, protocol)
+        endpoint = info.endpoint  # <server>/api/predict/<service>
     with PredictClient(
         endpoint,
         name,
@@ -190,14 +189,6 @@ def _next_step(info: ServiceInfo) -> str:
         return f"Give it an instance with `liqi eas scale {name} 1`."
     return f"Its instances are starting; `liqi eas desc {name}` shows their progress."
 
-
-def _gateway_endpoint(info: ServiceInfo, protocol: str) -> str:
-    """PredictClient's endpoint for the service's gateway URL (``<server>/api/predict/<name>``):
-    the server for EAS, whose paths name the service themselves; the whole URL for TF Serving
-    and V2, whose paths the gateway takes as a sub-path."""
-    if protocol == "eas" and _GATEWAY_PATH in info.endpoint:
-        return info.endpoint.rsplit(_GATEWAY_PATH, 1)[0]
-    return info.endpoint
 
 
 def _read(path: str) -> bytes:

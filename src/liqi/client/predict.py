@@ -184,7 +184,9 @@ class PredictClient(_PredictBase):
     """A pooled, thread-safe connection to one model service.
 
     Args:
-        endpoint: ``http://host:port`` (``http://`` may be left out).
+        endpoint: ``http://host:port`` (``http://`` may be left out), or a service's endpoint
+            as ``liqi eas desc`` prints it (``http://host:port/api/predict/<service>``): the
+            other protocols then go to its sub-paths (``.../v1/models/...``, ``.../v2/...``).
         service_name: the service (model) name in the URLs.
         token: the service token; sent as the EAS SDKs' signature (``auth="signature"``,
             the default) or as is (``auth="raw"``).

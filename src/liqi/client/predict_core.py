@@ -165,7 +165,9 @@ class PredictCodec:
     def path(self, protocol: Protocol, *, metadata: bool = False) -> str:
         name = self.service_name
         if protocol == "eas":
-            return f"/api/predict/{name}"
+            # A service's endpoint as `liqi eas desc` prints it is already the EAS route.
+            at_service = self._path_prefix.endswith(f"/api/predict/{name}")
+            return "" if at_service else f"/api/predict/{name}"
         if protocol == "tfserving":
             return f"/v1/models/{name}/metadata" if metadata else f"/v1/models/{name}:predict"
         return f"/v2/models/{name}" if metadata else f"/v2/models/{name}/infer"
@@ -359,12 +361,15 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
 
 
 def _server_message(answer: Answer) -> str:
+    """The server's reason, without its closing period (the client's sentence adds one)."""
     document = _json_object(answer.body)
     if document is not None and isinstance(document.get("error"), str):
-        return str(document["error"])
-    if document is not None and isinstance(document.get("message"), str):
-        return str(document["message"])
-    return answer.body[:500].decode("utf-8", "replace").strip() or "(empty body)"
+        text = str(document["error"])
+    elif document is not None and isinstance(document.get("message"), str):
+        text = str(document["message"])
+    else:
+        text = answer.body[:500].decode("utf-8", "replace").strip()
+    return text.strip().rstrip(".") or "(empty body)"
 
 
 def _preview(body: bytes, limit: int = 120) -> str:
