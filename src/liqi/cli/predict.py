@@ -190,7 +190,6 @@ def _next_step(info: ServiceInfo) -> str:
     return f"Its instances are starting; `liqi eas desc {name}` shows their progress."
 
 
-
 def _read(path: str) -> bytes:
     if path == "-":
         return sys.stdin.buffer.read()
