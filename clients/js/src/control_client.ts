@@ -1,6 +1,15 @@
 /** ControlClient: the control plane's API (`/api/v1`), signed with an access key. */
 import { LiqiError } from "./errors.js";
 import { liqiHeaders } from "./liqi_signing.js";
+import {
+  isSettled,
+  type Service,
+  type ServiceEvent,
+  type ServiceLogChunk,
+  type ServiceSpec,
+  type ServiceToken,
+  type ServiceVersion,
+} from "./services.js";
 import { type Answer, baseUrl, type Fetch, send } from "./transport.js";
 
 export interface ControlClientOptions {
@@ -92,29 +101,108 @@ export class ControlClient {
     return this.get(`/api/v1/jobs/${encodeURIComponent(jobId)}/logs?${query}`) as Promise<LogChunk>;
   }
 
-  private async get(pathAndQuery: string): Promise<unknown> {
+  /** Services visible to the key, in `project` when given (else the client's; null: all);
+   * without their instances and events (getService has those). */
+  listServices(project: string | null | undefined = this.project): Promise<Service[]> {
+    return this.get(`/api/v1/services${project ? `?project=${encodeURIComponent(project)}` : ""}`) as Promise<Service[]>;
+  }
+
+  /** The service with its instances and latest events; 404 `not_found` if unknown. */
+  getService(name: string): Promise<Service> {
+    return this.get(servicePath(name)) as Promise<Service>;
+  }
+
+  /** Deploy an EAS service JSON in `project` (default the client's, else "default"). The
+   * answer carries the `token` and `warnings`; the service starts CREATING (see waitService). */
+  createService(spec: ServiceSpec, project: string = this.project ?? "default"): Promise<Service> {
+    return this.request("POST", `/api/v1/services?project=${encodeURIComponent(project)}`, spec) as Promise<Service>;
+  }
+
+  /** Stop the instances and remove the service: DELETING, then 404 once it is gone. */
+  deleteService(name: string): Promise<Service> {
+    return this.request("DELETE", servicePath(name)) as Promise<Service>;
+  }
+
+  /** The token requests to the service need (the member role); `token` null without one. */
+  serviceToken(name: string): Promise<ServiceToken> {
+    return this.get(servicePath(name, "token")) as Promise<ServiceToken>;
+  }
+
+  /** The newest `limit` events (1 to 1000, default 100), oldest first. */
+  serviceEvents(name: string, options: { limit?: number } = {}): Promise<ServiceEvent[]> {
+    return this.get(`${servicePath(name, "events")}?limit=${options.limit ?? 100}`) as Promise<ServiceEvent[]>;
+  }
+
+  /** Log of one instance (default the newest) from byte `offset`. */
+  serviceLogs(name: string, options: { instance?: string; offset?: number } = {}): Promise<ServiceLogChunk> {
+    const query = new URLSearchParams({ offset: String(options.offset ?? 0) });
+    if (options.instance) query.set("instance", options.instance);
+    return this.get(`${servicePath(name, "logs")}?${query}`) as Promise<ServiceLogChunk>;
+  }
+
+  /** Every version (each create and modify makes one), oldest first. */
+  serviceVersions(name: string): Promise<ServiceVersion[]> {
+    return this.get(servicePath(name, "versions")) as Promise<ServiceVersion[]>;
+  }
+
+  /** Poll getService until the service has settled (isSettled) in one of `until` (default
+   * RUNNING, STOPPED, FAILED); rejects with code `timeout` after `timeoutMs` (default 300 s). */
+  async waitService(name: string, options: { timeoutMs?: number; pollMs?: number; until?: string[] } = {}): Promise<Service> {
+    const timeoutMs = options.timeoutMs ?? 300_000;
+    const until = options.until ?? ["RUNNING", "STOPPED", "FAILED"];
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const service = await this.getService(name);
+      if (until.includes(service.state) && isSettled(service)) return service;
+      if (Date.now() > deadline) {
+        const reason = service.reason ? ` (${service.reason})` : "";
+        throw new LiqiError(
+          `Service '${name}' is still ${service.state} after ${timeoutMs / 1000} s${reason}, waiting for ${until.join(" or ")}. ` +
+            `See \`liqi eas desc ${name}\` and \`liqi eas logs ${name}\`.`,
+          { code: "timeout" },
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.max(options.pollMs ?? 200, 10)));
+    }
+  }
+
+  private get(pathAndQuery: string): Promise<unknown> {
+    return this.request("GET", pathAndQuery);
+  }
+
+  /** One signed request; a JSON `body` for changes. Reads are retried (503, network errors,
+   * timeouts); changes are sent once, so a retry never deploys or deletes twice. */
+  private async request(method: string, pathAndQuery: string, json?: unknown): Promise<unknown> {
     const url = this.endpoint + pathAndQuery;
     const parsed = new URL(url);
+    const body = json === undefined ? new Uint8Array() : new TextEncoder().encode(JSON.stringify(json));
     const answer = await send(
       {
-        method: "GET",
+        method,
         url,
+        body: method === "GET" ? undefined : body,
         peer: "The control plane",
-        headers: () =>
-          liqiHeaders({
+        headers: async () => ({
+          ...(json === undefined ? {} : { "content-type": "application/json" }),
+          ...(await liqiHeaders({
             accessId: this.accessId,
             secret: this.accessKey,
-            method: "GET",
+            method,
             path: parsed.pathname,
             rawQuery: parsed.search.slice(1),
-            body: new Uint8Array(),
+            body,
             now: new Date(),
-          }),
+          })),
+        }),
       },
-      this.transport,
+      method === "GET" ? this.transport : { ...this.transport, retries: 0 },
     );
     return parseJson(answer);
   }
+}
+
+function servicePath(name: string, ...rest: string[]): string {
+  return ["/api/v1/services", encodeURIComponent(name), ...rest].join("/");
 }
 
 function parseJson(answer: Answer): unknown {

@@ -6,12 +6,13 @@
 import protobuf from "protobufjs";
 
 import { EAS_DESCRIPTOR } from "./eas_descriptor.js";
+import { concat, delimited, packedFixed, type Parts, stringField } from "./eas_wire.js";
 import { LiqiError } from "./errors.js";
-import { type DType, type Inputs, normalizeInput, type Outputs, type Tensor, typedArrayOf } from "./tensors.js";
+import { type DType, type Inputs, normalizeInput, type Outputs, type Tensor, typedArrayClass, typedArrayOf } from "./tensors.js";
 
 const root = protobuf.Root.fromJSON(EAS_DESCRIPTOR as protobuf.INamespace);
-const PredictRequest = root.lookupType("tensorflow.eas.PredictRequest");
 const PredictResponse = root.lookupType("tensorflow.eas.PredictResponse");
+const ArrayProtoType = root.lookupType("tensorflow.eas.ArrayProto");
 
 /** ArrayDataType numbers (TensorFlow's DataType numbers) of the dtypes an ArrayProto carries. */
 export const ArrayDataType = {
@@ -90,13 +91,33 @@ function fromArrayProto(name: string, proto: ArrayProto): Tensor {
     const decoder = new TextDecoder();
     return { dtype, shape, data: (values as Uint8Array[]).map((b) => decoder.decode(b)) };
   }
+  if (field === "float_val" || field === "double_val" || field === "int_val") {
+    // numbers already: one copy into the typed array (int_val wraps as the typed array does)
+    const ctor = typedArrayClass(dtype as Exclude<DType, "string">) as Float64ArrayConstructor;
+    return { dtype, shape, data: new ctor(values as number[]) };
+  }
   return { dtype, shape, data: typedArrayOf(dtype, values as ArrayLike<unknown>) };
 }
 
-/** Serialize a PredictRequest. */
+/** Serialize a PredictRequest (fields 1 signature_name, 2 inputs: map entries of key 1 and
+ * ArrayProto 2, 3 output_filter). Float and double values are copied into the body at once;
+ * protobufjs writes the rest of each ArrayProto. */
 export function encodePredictRequest(signatureName: string, tensors: Outputs, outputFilter: string[] = []): Uint8Array {
-  const inputs = Object.fromEntries(Object.entries(tensors).map(([name, t]) => [name, toArrayProto(name, t)]));
-  return PredictRequest.encode({ signature_name: signatureName, inputs, output_filter: outputFilter }).finish();
+  const parts: Parts = signatureName ? stringField(1, signatureName) : [];
+  for (const [name, tensor] of Object.entries(tensors)) {
+    parts.push(...delimited(2, [...stringField(1, name), ...delimited(2, arrayProtoParts(name, tensor))]));
+  }
+  for (const output of outputFilter) parts.push(...stringField(3, output));
+  return concat(parts);
+}
+
+function arrayProtoParts(name: string, tensor: Tensor): Parts {
+  const proto = toArrayProto(name, tensor);
+  const field = proto.float_val !== undefined ? "float_val" : proto.double_val !== undefined ? "double_val" : undefined;
+  const packed = field === undefined ? undefined : packedFixed(field === "float_val" ? 3 : 4, tensor.data);
+  if (field === undefined || packed === undefined) return [ArrayProtoType.encode(proto).finish()];
+  delete proto[field];
+  return [ArrayProtoType.encode(proto).finish(), ...packed];
 }
 
 /** Parse a PredictResponse into tensors. */

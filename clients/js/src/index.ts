@@ -7,3 +7,14 @@ export { retryDelayMs } from "./retry.js";
 export type { DType, Inputs, Outputs, Tensor, TensorInput, TypedArray } from "./tensors.js";
 export { ControlClient, type ControlClientOptions, type Job, type LogChunk, type Model, type ModelVersion } from "./control_client.js";
 export { canonicalQuery, liqiHeaders, liqiStringToSign } from "./liqi_signing.js";
+export {
+  isSettled,
+  type Service,
+  type ServiceEvent,
+  type ServiceInstance,
+  type ServiceLogChunk,
+  type ServiceSpec,
+  type ServiceToken,
+  type ServiceVersion,
+} from "./services.js";
+export { checkInputs, readSignature, type Signature, type TensorSpec } from "./signature.js";

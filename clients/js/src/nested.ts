@@ -1,9 +1,11 @@
 /** Flat row-major data to nested JSON text and nested JSON values back to flat data. */
 import { LiqiError } from "./errors.js";
-import { jsonElement, type Tensor } from "./tensors.js";
+import { isTypedArray, jsonElement, type Tensor } from "./tensors.js";
 
 /** Nested JSON text of a tensor (a scalar for shape []). */
 export function nestedJson(name: string, tensor: Tensor): string {
+  const numeric = numericJson(name, tensor);
+  if (numeric !== undefined) return numeric;
   const data = tensor.data as ArrayLike<unknown>;
   let index = 0;
   const write = (depth: number): string => {
@@ -13,6 +15,31 @@ export function nestedJson(name: string, tensor: Tensor): string {
     return `[${parts.join(",")}]`;
   };
   return write(0);
+}
+
+/** The same text for numbers in a typed array, each innermost row written by the array's
+ * `join` (which spells elements as String does) instead of element by element; undefined
+ * for other tensors. NaN and infinities are refused, as jsonElement does. */
+function numericJson(name: string, tensor: Tensor): string | undefined {
+  const { data, shape } = tensor;
+  if (tensor.dtype === "bool" || !isTypedArray(data) || shape.length === 0) return undefined;
+  const inner = shape[shape.length - 1]!;
+  let index = 0;
+  const write = (depth: number): string => {
+    if (depth === shape.length - 1) {
+      index += inner;
+      return `[${data.subarray(index - inner, index).join(",")}]`;
+    }
+    const parts: string[] = [];
+    for (let i = 0; i < shape[depth]!; i++) parts.push(write(depth + 1));
+    return `[${parts.join(",")}]`;
+  };
+  const text = write(0);
+  if (/[NI]/.test(text)) {
+    // "NaN" or "Infinity" somewhere (numbers are otherwise digits, ".", "-", "e", "+")
+    for (let i = 0; i < data.length; i++) jsonElement(tensor, data[i], name);
+  }
+  return text;
 }
 
 /** Flatten a rectangular nested list; returns its values and shape. */

@@ -2,15 +2,19 @@
 import { decodePredictResponse, encodePredictRequest, TFRequest, TFResponse } from "./eas.js";
 import { authHeaders, type Signing } from "./eas_signing.js";
 import { LiqiError } from "./errors.js";
+import { checkInputs, type Protocol, readSignature, type Signature } from "./signature.js";
 import { type Inputs, normalizeInputs, type Outputs } from "./tensors.js";
 import { decodePredict, encodePredict, type OutputSpecs, outputSpecs } from "./tfserving.js";
 import { type Answer, baseUrl, type Fetch, send } from "./transport.js";
 import { decodeInfer, encodeInfer } from "./v2.js";
 
-export type Protocol = "eas" | "tfserving" | "v2";
+export type { Protocol } from "./signature.js";
 
 export interface PredictClientOptions {
-  /** Base URL of the server, e.g. "http://127.0.0.1:8080". */
+  /** Base URL of the server, e.g. "http://127.0.0.1:8080" (a path prefix is kept: the
+   * protocols' paths go after it), or a service's gateway endpoint as the control plane
+   * reports it, "<control plane>/api/predict/<service>": EAS posts to that URL itself, TF
+   * Serving and V2 add their paths to it (`.../api/predict/<service>/v1/models/...`). */
   endpoint: string;
   /** Service (model) name in the URLs. */
   service: string;
@@ -25,6 +29,9 @@ export interface PredictClientOptions {
   signing?: Signing;
   /** Signature to run; default the model's default signature. */
   signatureName?: string;
+  /** Read the service's signature once and refuse wrong shapes, unknown or missing inputs
+   * before sending; default true. */
+  checkInputs?: boolean;
   /** A fetch to use instead of globalThis.fetch. */
   fetch?: Fetch;
 }
@@ -46,7 +53,12 @@ export class PredictClient {
   private readonly signing: Signing;
   private readonly signatureName: string | undefined;
   private readonly transport: { timeoutMs: number; retries: number; fetch: Fetch };
+  private readonly checkInputs: boolean;
   private readonly specs = new Map<string, OutputSpecs>();
+  private readonly signatures = new Map<string, Signature | null>();
+  private metadata: Promise<unknown> | undefined;
+  /** The EAS path after the endpoint: "" when the endpoint is the service's gateway URL. */
+  private readonly easPath: string;
 
   constructor(options: PredictClientOptions) {
     if (!options.service) throw new LiqiError("service is required: the model's name in the URLs.", { code: "invalid_input" });
@@ -60,10 +72,13 @@ export class PredictClient {
     }
     this.endpoint = baseUrl(options.endpoint);
     this.service = options.service;
+    const easPath = `/api/predict/${encodeURIComponent(options.service)}`;
+    this.easPath = new URL(this.endpoint).pathname.endsWith(easPath) ? "" : easPath;
     this.protocol = protocol;
     this.token = options.token;
     this.signing = signing;
     this.signatureName = options.signatureName;
+    this.checkInputs = options.checkInputs ?? true;
     const fetchImpl = options.fetch ?? globalThis.fetch.bind(globalThis);
     this.transport = { timeoutMs: options.timeoutMs ?? 5000, retries: Math.max(0, options.retries ?? 3), fetch: fetchImpl };
   }
@@ -82,17 +97,24 @@ export class PredictClient {
 
   /** The signature JSON of `GET /api/predict/<service>`: `{signature_name, inputs, outputs}`. */
   async signature(): Promise<unknown> {
-    const answer = await this.call("GET", `/api/predict/${encodeURIComponent(this.service)}`, undefined, JSON_TYPE);
+    const answer = await this.call("GET", this.easPath, undefined, JSON_TYPE);
     return parseJson(answer);
   }
 
   private async run(inputs: Inputs, options: PredictOptions): Promise<Outputs> {
     const tensors = normalizeInputs(inputs);
     const signatureName = options.signatureName ?? this.signatureName;
+    if (this.checkInputs) {
+      const signature = await this.readSignature(signatureName);
+      // EAS and V2 describe one signature: check only when it is the one asked for.
+      if (signature !== null && (!signatureName || !signature.name || signature.name === signatureName)) {
+        checkInputs(signature, tensors, this.service);
+      }
+    }
     const name = encodeURIComponent(this.service);
     if (this.protocol === "eas") {
       const body = encodePredictRequest(signatureName ?? "", tensors, options.outputs ?? []);
-      return decodePredictResponse((await this.call("POST", `/api/predict/${name}`, body, OCTET)).body);
+      return decodePredictResponse((await this.call("POST", this.easPath, body, OCTET)).body);
     }
     if (this.protocol === "tfserving") {
       const specs = await this.outputSpecs(signatureName);
@@ -111,11 +133,40 @@ export class PredictClient {
     const key = signatureName ?? "";
     let specs = this.specs.get(key);
     if (specs === undefined) {
-      const answer = await this.call("GET", `/v1/models/${encodeURIComponent(this.service)}/metadata`, undefined, JSON_TYPE);
-      specs = outputSpecs(parseJson(answer), signatureName);
+      specs = outputSpecs(await this.fetchMetadata(), signatureName);
       this.specs.set(key, specs);
     }
     return specs;
+  }
+
+  /** The protocol's metadata document, fetched once (again after a failure). */
+  private fetchMetadata(): Promise<unknown> {
+    if (this.metadata === undefined) {
+      const name = encodeURIComponent(this.service);
+      const path = { eas: this.easPath, tfserving: `/v1/models/${name}/metadata`, v2: `/v2/models/${name}` }[this.protocol];
+      const fetched = this.call("GET", path, undefined, JSON_TYPE).then(parseJson);
+      fetched.catch(() => {
+        this.metadata = undefined;
+      });
+      this.metadata = fetched;
+    }
+    return this.metadata;
+  }
+
+  /** The signature to check inputs against, read once; null when the service does not
+   * describe one (a custom processor) or its metadata cannot be read for another reason than
+   * a wrong token or an unknown service, which are thrown. */
+  private async readSignature(signatureName: string | undefined): Promise<Signature | null> {
+    const key = signatureName ?? "";
+    if (this.signatures.has(key)) return this.signatures.get(key) ?? null;
+    let signature: Signature | null = null;
+    try {
+      signature = readSignature(this.protocol, await this.fetchMetadata(), signatureName);
+    } catch (error) {
+      if (error instanceof LiqiError && [401, 403, 404].includes(error.status)) throw error;
+    }
+    this.signatures.set(key, signature);
+    return signature;
   }
 
   private call(method: string, path: string, body: Uint8Array | undefined, contentType: string, extra: Record<string, string> = {}): Promise<Answer> {

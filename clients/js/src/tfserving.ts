@@ -1,24 +1,10 @@
 /** TF Serving REST v1 `:predict`, columnar format: `{"signature_name", "inputs": {...}}` in,
  * `{"outputs": ...}` out (one output unwrapped). Output dtypes and names come from the
  * model's `/metadata`, which the client reads once per signature. */
+import { TF_DTYPES } from "./dtypes.js";
 import { LiqiError } from "./errors.js";
 import { flatten, nestedJson } from "./nested.js";
 import { type DType, type Outputs, typedArrayOf } from "./tensors.js";
-
-const TF_DTYPES: Record<string, DType> = {
-  DT_FLOAT: "float32",
-  DT_DOUBLE: "float64",
-  DT_INT8: "int8",
-  DT_INT16: "int16",
-  DT_INT32: "int32",
-  DT_INT64: "int64",
-  DT_UINT8: "uint8",
-  DT_UINT16: "uint16",
-  DT_UINT32: "uint32",
-  DT_UINT64: "uint64",
-  DT_BOOL: "bool",
-  DT_STRING: "string",
-};
 
 /** Output name -> dtype, in the signature's order. */
 export type OutputSpecs = Map<string, DType>;

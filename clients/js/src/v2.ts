@@ -4,24 +4,12 @@
  * tensor's raw little-endian bytes; a BYTES element is a 4-byte little-endian length and its
  * bytes. Requests send every input in binary and ask for every output in binary.
  */
+import { V2_DTYPES } from "./dtypes.js";
 import { LiqiError } from "./errors.js";
 import { flatten } from "./nested.js";
 import { type DType, elementCount, type Outputs, type Tensor, type TypedArray, typedArrayClass, typedArrayOf } from "./tensors.js";
 
-const DATATYPES: Record<string, Exclude<DType, "string"> | "string"> = {
-  BOOL: "bool",
-  UINT8: "uint8",
-  UINT16: "uint16",
-  UINT32: "uint32",
-  UINT64: "uint64",
-  INT8: "int8",
-  INT16: "int16",
-  INT32: "int32",
-  INT64: "int64",
-  FP32: "float32",
-  FP64: "float64",
-  BYTES: "string",
-};
+const DATATYPES = V2_DTYPES;
 const NAMES = new Map(Object.entries(DATATYPES).map(([name, dtype]) => [dtype, name]));
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 

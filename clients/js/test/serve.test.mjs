@@ -102,9 +102,47 @@ describe("token auth", () => {
   });
 });
 
+describe("inputs checked against the signature before sending", () => {
+  /** A fetch that records the methods it sent. */
+  function recording() {
+    const sent = [];
+    const fetch = (url, init) => {
+      sent.push(init?.method ?? "GET");
+      return globalThis.fetch(url, init);
+    };
+    return { sent, fetch };
+  }
+
+  for (const protocol of ["eas", "tfserving", "v2"]) {
+    test(`${protocol}: a wrong shape or name is refused, only the metadata was read`, async () => {
+      const { sent, fetch } = recording();
+      const checked = client({ protocol, fetch });
+      const error = await checked.predict({ images: { data: new Float32Array(2 * 28), shape: [2, 28] } }).catch((e) => e);
+      assert.ok(error instanceof LiqiError);
+      assert.equal(error.code, "invalid_input");
+      assert.equal(error.status, 0);
+      assert.match(error.message, /^Input 'images' expects shape\/dtype \[-1, 784\] float32, received \[2, 28\] float32\. \(checked against the signature/);
+      assert.match(error.message, /of service 'mnist' before sending; nothing was sent\)$/);
+      const unknown = await checked.predict({ pixels: { data: new Float32Array(784), shape: [1, 784] } }).catch((e) => e);
+      assert.match(unknown.message, /^Unknown input 'pixels'\. The model's inputs are: images\./);
+      assert.deepEqual(sent, ["GET"]); // the signature, once; no POST
+      const { scores } = await checked.predict({ images: { data: testImages(2).data, shape: [2, 784] } });
+      assert.deepEqual(scores.shape, [2, 10]);
+      assert.deepEqual(sent, ["GET", "POST"]);
+    });
+  }
+
+  test("checkInputs: false sends it and the server refuses it", async () => {
+    const { sent, fetch } = recording();
+    const error = await client({ checkInputs: false, fetch }).predict({ images: { data: [1, 2], shape: [1, 2] } }).catch((e) => e);
+    assert.equal(error.status, 400);
+    assert.deepEqual(sent, ["POST"]);
+  });
+});
+
 describe("errors from the server", () => {
   test("wrong shape: 400 with the server's reason", async () => {
-    const error = await client().predict({ images: { data: [1, 2], shape: [1, 2] } }).catch((e) => e);
+    const error = await client({ checkInputs: false }).predict({ images: { data: [1, 2], shape: [1, 2] } }).catch((e) => e);
     assert.ok(error instanceof LiqiError);
     assert.equal(error.status, 400);
     assert.equal(error.code, "invalid_request");

@@ -31,7 +31,9 @@ beforeEach(() => {
 });
 
 const input = { x: { data: [1, 2], shape: [2] } };
-const client = (options = {}) => new PredictClient({ endpoint, service: "m", protocol: "v2", retries: 3, timeoutMs: 2000, ...options });
+// The transport's own behaviour: no signature read first, unless a test asks for it.
+const client = (options = {}) =>
+  new PredictClient({ endpoint, service: "m", protocol: "v2", retries: 3, timeoutMs: 2000, checkInputs: false, ...options });
 
 function answer(response, status, body, headers = {}) {
   response.writeHead(status, { "content-type": "application/json", ...headers });
@@ -112,6 +114,23 @@ test("the caller's data and shape disagree: refused before any request", async (
   assert.equal(error.code, "invalid_input");
   assert.match(error.message, /shape \[2, 2\] \(4 elements\) but its data holds 3/);
   assert.equal(requests, 0);
+});
+
+test("metadata that cannot be read (500) leaves the inputs unchecked; a 404 on it is thrown", async () => {
+  const methods = [];
+  plan = (n, request, response) => {
+    methods.push(request.method);
+    if (request.method === "GET") return response.writeHead(500).end("metadata broke");
+    response.writeHead(200, { "Content-Type": "application/json" }).end(V2_ANSWER);
+  };
+  const outputs = await client({ checkInputs: true, retries: 0 }).predict(input);
+  assert.deepEqual(Array.from(outputs.y.data), [1.5, 2.5]);
+  assert.deepEqual(methods, ["GET", "POST"]);
+
+  plan = (n, request, response) => response.writeHead(404, { "Content-Type": "application/json" }).end('{"error": "no model m"}');
+  const error = await client({ checkInputs: true }).predict(input).catch((e) => e);
+  assert.equal(error.status, 404);
+  assert.match(error.message, /no model m/);
 });
 
 test("V2 request body: JSON header of Inference-Header-Content-Length bytes, then little-endian tensors", async () => {
