@@ -5,7 +5,8 @@ Off unless origins are given (``liqi serve --cors-origin``, ``liqi server start
 --cors-origin``, ``LIQI_CORS_ORIGINS``). For an allowed ``Origin`` a preflight ``OPTIONS`` is
 answered here (204, the methods and the asked-for headers allowed, cached for
 ``max_age_s``), and every other answer gets ``Access-Control-Allow-Origin`` plus the response
-headers the clients read (``Retry-After``, V2's ``Inference-Header-Content-Length``). A
+headers the clients read (``Retry-After``, V2's ``Inference-Header-Content-Length``), unless
+the answer already has them (the gateway passing on an instance's). A
 preflight from an origin that is not allowed gets 403 with a text saying which flag allows
 it; other requests from it are served without CORS headers, so the browser withholds the
 answer from the page (the server's behaviour for non-browser clients does not change).
@@ -124,8 +125,11 @@ def _adding_headers(send: Send, origin: str) -> Send:
 
     async def send_with_cors(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message = dict(message)
-            message["headers"] = [*message.get("headers", ()), *added]
+            headers = list(message.get("headers", ()))
+            # An answer passed through (the gateway's, from an instance that allows origins
+            # too) may carry them already: browsers refuse a doubled Allow-Origin.
+            if not any(k.lower() == b"access-control-allow-origin" for k, _ in headers):
+                message = {**message, "headers": [*headers, *added]}
         await send(message)
 
     return send_with_cors
