@@ -140,6 +140,25 @@ export class ControlClient {
     return this.get(`${servicePath(name, "logs")}?${query}`) as Promise<ServiceLogChunk>;
   }
 
+  /** An instance's log as it is written (default the newest instance), in non-empty chunks;
+   * ends when that instance has ended, or once everything written so far is read with
+   * `follow: false`. `signal` stops it early. */
+  async *followServiceLogs(
+    name: string,
+    options: { instance?: string; follow?: boolean; pollMs?: number; signal?: AbortSignal } = {},
+  ): AsyncGenerator<ServiceLogChunk> {
+    let { instance } = options;
+    let offset = 0;
+    while (!options.signal?.aborted) {
+      const chunk = await this.serviceLogs(name, { instance, offset });
+      instance ||= chunk.instance || undefined;
+      if (chunk.data) yield chunk;
+      offset = chunk.offset;
+      if (chunk.final || (options.follow === false && !chunk.data)) return;
+      if (!chunk.data) await new Promise((resolve) => setTimeout(resolve, Math.max(options.pollMs ?? 500, 10)));
+    }
+  }
+
   /** Every version (each create and modify makes one), oldest first. */
   serviceVersions(name: string): Promise<ServiceVersion[]> {
     return this.get(servicePath(name, "versions")) as Promise<ServiceVersion[]>;

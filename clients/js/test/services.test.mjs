@@ -141,6 +141,19 @@ describe("describe a service", () => {
     assert.equal(log.final, false);
     const rest = await control.serviceLogs(NAME, { instance: instance.id, offset: 5 });
     assert.equal(rest.data, log.data.slice(5, 5 + rest.data.length));
+
+    // followServiceLogs: everything so far with follow: false; following stops when told.
+    const chunks = [];
+    for await (const chunk of control.followServiceLogs(NAME, { follow: false })) chunks.push(chunk);
+    assert.ok(chunks.length > 0 && chunks.every((c) => c.instance === instance.id && c.data.length > 0));
+    assert.ok(chunks.map((c) => c.data).join("").startsWith(log.data));
+    const stop = new AbortController();
+    const followed = [];
+    for await (const chunk of control.followServiceLogs(NAME, { pollMs: 20, signal: stop.signal })) {
+      followed.push(chunk);
+      stop.abort();
+    }
+    assert.equal(followed.length, 1);
   });
 
   test("an unknown service: 404 not_found from every call", async () => {
