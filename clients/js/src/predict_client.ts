@@ -70,6 +70,12 @@ export class PredictClient {
     if (!["eas", "raw", "bearer"].includes(signing)) {
       throw new LiqiError(`signing must be "eas", "raw" or "bearer", received '${signing}'.`, { code: "invalid_input" });
     }
+    if (signing === "eas" && options.token && inBrowser()) {
+      throw new LiqiError(
+        'signing "eas" signs the Date header, which browsers do not let a page set: use signing "raw" or "bearer" in a browser.',
+        { code: "invalid_input" },
+      );
+    }
     this.endpoint = baseUrl(options.endpoint);
     this.service = options.service;
     const easPath = `/api/predict/${encodeURIComponent(options.service)}`;
@@ -192,6 +198,11 @@ export class PredictClient {
       this.transport,
     );
   }
+}
+
+/** A page's script (fetch there drops a Date header silently). */
+function inBrowser(): boolean {
+  return typeof (globalThis as { document?: unknown }).document !== "undefined";
 }
 
 function parseJson(answer: Answer): unknown {

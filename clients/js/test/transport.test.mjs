@@ -133,6 +133,18 @@ test("metadata that cannot be read (500) leaves the inputs unchecked; a 404 on i
   assert.match(error.message, /no model m/);
 });
 
+test('signing "eas" in a browser is refused at once: browsers drop the Date header it signs', () => {
+  globalThis.document = {};
+  try {
+    assert.throws(() => client({ token: "t", signing: "eas" }), { code: "invalid_input", message: /use signing "raw" or "bearer" in a browser/ });
+    client({ token: "t", signing: "raw" });
+    client({ signing: "eas" }); // no token: nothing is signed
+  } finally {
+    delete globalThis.document;
+  }
+  client({ token: "t", signing: "eas" });
+});
+
 test("V2 request body: JSON header of Inference-Header-Content-Length bytes, then little-endian tensors", async () => {
   let seen;
   server.removeAllListeners("request");
