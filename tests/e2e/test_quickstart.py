@@ -54,6 +54,33 @@ def home(tmp_path: Path) -> Iterator[Path]:
     kill_instances(path)
 
 
+def run_suggested(home: Path, text: str) -> None:
+    """The read-only commands quickstart suggests work as printed (in a shell where liqi's
+    python and command come first on PATH and LIQI_HOME is the quickstart's)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIQI_")}
+    env["LIQI_HOME"] = str(home)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    ran = []
+    for line in text.splitlines():
+        command = line.strip()
+        if command.startswith(("curl ", "python -c", "liqi eas -c")):
+            done = subprocess.run(
+                ["bash", "-c", command],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+            assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+            ran.append(done.stdout)
+    assert len(ran) == 3, text
+    assert '"signature_name"' in ran[0]  # curl: the signature
+    assert "Running" in ran[1] or "RUNNING" in ran[1]  # eas desc
+    assert ran[2].startswith("[[")  # the scores of one image
+
+
 def test_quickstart_runs_the_workflow_and_a_second_run_reuses_it(home: Path) -> None:
     first = liqi(home, "quickstart", "--port", "0")
     out = first.stdout
@@ -67,6 +94,7 @@ def test_quickstart_runs_the_workflow_and_a_second_run_reuses_it(home: Path) -> 
     assert right is not None
     assert int(right[1]) / int(right[2]) >= 0.8
     assert "liqi eas -c" in out  # the commands to try next
+    run_suggested(home, out.split("Try next:", 1)[1])
 
     server = json.loads(liqi(home, "server", "status", "--output", "json").stdout)
     second = liqi(home, "quickstart", "--port", "0")

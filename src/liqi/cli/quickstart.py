@@ -251,7 +251,7 @@ def _next_steps(endpoint: str, home: Path) -> None:
         f"liqi eas -c {config} desc {SERVICE}",
         f"liqi eas logs {SERVICE}",
         'python -c "import liqi, numpy as np; '
-        f"print(liqi.PredictClient('{endpoint.rsplit('/api/predict/', 1)[0]}', '{SERVICE}')"
+        f"print(liqi.PredictClient('{endpoint}', '{SERVICE}')"
         ".predict({'images': np.zeros((1, 784), np.float32)})['scores'])\"",
         "liqi console    # the odpscmd-style console",
         f"liqi eas stop {SERVICE} && liqi server stop    # when you are done",
