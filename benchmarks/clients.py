@@ -16,6 +16,8 @@ import argparse
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -32,6 +34,20 @@ from liqi.datasets.mnist_reader import builtin_dir, read_data_sets  # noqa: E402
 from liqi.protocols import eas, tfserving  # noqa: E402
 
 CASES = (("eas", "EAS protobuf"), ("tfserving", "TF Serving JSON"))
+
+
+@contextmanager
+def serve_mnist(model: Path | None) -> Iterator[processes.Server]:
+    """`liqi serve` (a subprocess) of `model`, else of the MNIST model exported here."""
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        model = model or export_model(tmp / "export")
+        port = processes.free_port()
+        command = [sys.executable, "-m", "liqi", "serve", str(model), "--name", "mnist"]
+        command += ["--port", str(port), "--poll-interval-s", "0"]
+        log_path = tmp / "serve.log"
+        with processes.running("liqi serve", command, port=port, log_path=log_path) as server:
+            yield server
 
 
 def measure(url: str, protocol: str, rows: np.ndarray, seconds: float, rounds: int) -> tuple:
@@ -74,27 +90,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="append the Markdown section to this file")
     args = parser.parse_args()
     test = read_data_sets(str(builtin_dir())).test
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        model = args.model or export_model(tmp / "export")
-        port = processes.free_port()
-        command = [sys.executable, "-m", "liqi", "serve", str(model), "--name", "mnist"]
-        command += ["--port", str(port), "--poll-interval-s", "0"]
-        log_path = tmp / "serve.log"
-        lines = []
-        with processes.running("liqi serve", command, port=port, log_path=log_path) as server:
-            for rows_count in (1, 32):
-                rows = test.images[:rows_count].astype(np.float32)
-                for protocol, label in CASES:
-                    raw_rate, client_rate = measure(
-                        server.url, protocol, rows, args.seconds, args.rounds
-                    )
-                    ratio = client_rate / raw_rate
-                    lines.append(
-                        f"| {label}, {rows_count} row(s) | {raw_rate:.0f} | {client_rate:.0f} "
-                        f"| {ratio:.2f} |"
-                    )
-                    print(lines[-1], flush=True)
+    lines = []
+    with serve_mnist(args.model) as server:
+        for rows_count in (1, 32):
+            rows = test.images[:rows_count].astype(np.float32)
+            for protocol, label in CASES:
+                raw_rate, client_rate = measure(
+                    server.url, protocol, rows, args.seconds, args.rounds
+                )
+                ratio = client_rate / raw_rate
+                lines.append(
+                    f"| {label}, {rows_count} row(s) | {raw_rate:.0f} | {client_rate:.0f} "
+                    f"| {ratio:.2f} |"
+                )
+                print(lines[-1], flush=True)
     section = "\n".join(
         [
             f"\n## Python client overhead (`benchmarks/clients.py`), {date.today().isoformat()}",

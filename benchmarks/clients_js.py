@@ -15,14 +15,12 @@ import argparse
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.serving import processes  # noqa: E402
-from benchmarks.serving.inprocess import export_model  # noqa: E402
+from benchmarks.clients import serve_mnist  # noqa: E402
 
 SCRIPT = ROOT / "benchmarks" / "clients_js.mjs"
 BUILT = ROOT / "clients" / "js" / "dist" / "index.js"
@@ -38,20 +36,12 @@ def main() -> None:
     args = parser.parse_args()
     if not BUILT.is_file():
         sys.exit(f"{BUILT} is missing: build the client first (cd clients/js && npm run build).")
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        model = args.model or export_model(tmp / "export")
-        port = processes.free_port()
-        command = [sys.executable, "-m", "liqi", "serve", str(model), "--name", "mnist"]
-        command += ["--port", str(port), "--poll-interval-s", "0"]
-        with processes.running(
-            "liqi serve", command, port=port, log_path=tmp / "serve.log"
-        ) as server:
-            node = [args.node, str(SCRIPT), "--endpoint", server.url]
-            node += ["--seconds", f"{args.seconds:g}", "--rounds", str(args.rounds)]
-            if args.out is not None:
-                node += ["--out", str(args.out.resolve())]
-            done = subprocess.run(node, cwd=ROOT, check=False)
+    with serve_mnist(args.model) as server:
+        node = [args.node, str(SCRIPT), "--endpoint", server.url]
+        node += ["--seconds", f"{args.seconds:g}", "--rounds", str(args.rounds)]
+        if args.out is not None:
+            node += ["--out", str(args.out.resolve())]
+        done = subprocess.run(node, cwd=ROOT, check=False)
     sys.exit(done.returncode)
 
 
