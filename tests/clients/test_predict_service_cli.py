@@ -25,7 +25,7 @@ from liqi.cli.main import cli
 from liqi.client import Client
 from liqi.datasets.mnist_reader import builtin_dir, read_data_sets
 from liqi.errors import NotFoundError
-from tests.services.conftest import BUCKET, PROJECT, running, seed_spec, upload_model, wait_for
+from tests.services.conftest import PROJECT, running, seed_model, seed_spec, wait_for
 from tests.support.servers import LiveServer, kill_instances, live_server
 
 pytestmark = [pytest.mark.tf, pytest.mark.timeout(300)]
@@ -50,9 +50,7 @@ def plane(
     home = tmp_path_factory.mktemp("predict_service") / "home"
     try:
         with live_server(home, None) as live, live.admin() as admin:
-            admin.create_project(PROJECT)
-            admin.create_bucket(BUCKET, project=PROJECT)
-            upload_model(admin, mnist_saved_model, BUCKET, "models/1/")
+            seed_model(admin, mnist_saved_model)
             admin.create_service(seed_spec(OPEN), project=PROJECT)
             token_spec = seed_spec(
                 TOKEN,

@@ -28,7 +28,7 @@ import pytest
 from liqi import PredictClient, TFRequest, TFResponse
 from liqi.datasets.mnist_reader import builtin_dir, read_data_sets
 from liqi.errors import NotFoundError
-from tests.services.conftest import BUCKET, PROJECT, running, seed_spec, upload_model, wait_for
+from tests.services.conftest import PROJECT, running, seed_model, seed_spec, wait_for
 from tests.support.servers import kill_instances, live_server
 from tests.support.tools import built_js_client
 
@@ -70,9 +70,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, mnist_saved_model: Path) -
     home = tmp_path_factory.mktemp("client_examples") / "home"
     try:
         with live_server(home, None) as live, live.admin() as admin:
-            admin.create_project(PROJECT)
-            admin.create_bucket(BUCKET, project=PROJECT)
-            upload_model(admin, mnist_saved_model, BUCKET, "models/1/")
+            seed_model(admin, mnist_saved_model)
             admin.create_service(seed_spec(SERVICE, generate_token="true"), project=PROJECT)
             try:
                 wait_for(admin, SERVICE, running, timeout_s=240)

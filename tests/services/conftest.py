@@ -48,6 +48,14 @@ def running(info: dict[str, Any]) -> bool:
     return bool(info["state"] == "RUNNING" and info["instances_ready"] == info["instances_wanted"])
 
 
+def seed_model(client: Client, model_dir: Path) -> None:
+    """PROJECT, its BUCKET, and the SavedModel ``model_dir`` at ``models/1/`` in it: what
+    ``seed_spec`` deploys."""
+    client.create_project(PROJECT)
+    client.create_bucket(BUCKET, project=PROJECT)
+    upload_model(client, model_dir, BUCKET, "models/1/")
+
+
 def upload_model(client: Client, model_dir: Path, bucket: str, prefix: str) -> None:
     for path in sorted(model_dir.rglob("*")):
         if path.is_file():
@@ -63,9 +71,7 @@ def plane(
     try:
         with live_server(home, None) as live:
             with live.admin() as admin:
-                admin.create_project(PROJECT)
-                admin.create_bucket(BUCKET, project=PROJECT)
-                upload_model(admin, mnist_saved_model, BUCKET, "models/1/")
+                seed_model(admin, mnist_saved_model)
             yield live
             with live.admin() as admin:  # stop what the tests left running
                 for info in api(admin, "GET", "/services"):

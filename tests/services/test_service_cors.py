@@ -13,7 +13,7 @@ import pytest
 
 from liqi.errors import NotFoundError
 from liqi.protocols import tfserving
-from tests.services.conftest import BUCKET, PROJECT, running, seed_spec, upload_model, wait_for
+from tests.services.conftest import PROJECT, running, seed_model, seed_spec, wait_for
 from tests.support.servers import kill_instances, live_server
 
 pytestmark = [pytest.mark.tf, pytest.mark.timeout(300)]
@@ -29,9 +29,7 @@ def test_gateway_answers_carry_one_allow_origin(
     home = tmp_path / "home"
     try:
         with live_server(home, None, cors_origins=(PAGE,)) as live, live.admin() as admin:
-            admin.create_project(PROJECT)
-            admin.create_bucket(BUCKET, project=PROJECT)
-            upload_model(admin, mnist_saved_model, BUCKET, "models/1/")
+            seed_model(admin, mnist_saved_model)
             admin.create_service(seed_spec(NAME), project=PROJECT)
             try:
                 service = wait_for(admin, NAME, running)

@@ -26,8 +26,8 @@ from tests.services.conftest import (
     api,
     describe,
     running,
+    seed_model,
     seed_spec,
-    upload_model,
     wait_for,
 )
 from tests.support.servers import LiveServer, kill_instances, live_server
@@ -60,9 +60,7 @@ def _adopt(
     home: Path, mnist_saved_model: Path, mnist_digits: tuple[np.ndarray, np.ndarray]
 ) -> None:
     with live_server(home, None) as first, first.admin() as admin:
-        admin.create_project(PROJECT)
-        admin.create_bucket(BUCKET, project=PROJECT)
-        upload_model(admin, mnist_saved_model, BUCKET, "models/1/")
+        seed_model(admin, mnist_saved_model)
         api(admin, "POST", "/services", params={"project": PROJECT}, json=seed_spec("adopted"))
         before = wait_for(admin, "adopted", running)
     instance = before["instances"][0]["id"]
