@@ -1,5 +1,5 @@
 """The gateway in a process of its own, for the benchmark: the control plane's uvicorn
-settings (`liqi.control.server.uvicorn_server`: uvloop, httptools) serving `with_gateway`
+settings (`liqi.control.server.runtime.uvicorn_server`: uvloop, httptools) serving `with_gateway`
 around a trivial app, with a fixed routing table.
 
 Run: python benchmarks/gateway/gateway_server.py --port 8000 --service mnist \
@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from liqi.control.gateway import Gateway, with_gateway
-from liqi.control.routes import RouteTable, ServiceRoute, Upstream
-from liqi.control.server import bind_socket, settle_heap, uvicorn_server
+from liqi.control.server.runtime import bind_socket, settle_heap, uvicorn_server
+from liqi.gateway.app import Gateway, with_gateway
+from liqi.gateway.route_table import RouteTable, ServiceRoute, Upstream
 
 
 async def trivial(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -118,7 +118,7 @@ def load_server_settings(
 def _origins(values: tuple[str, ...]) -> tuple[str, ...]:
     """Flag values or one environment value, each possibly comma-separated; a value that is
     not an origin raises ConfigError here, before a server starts."""
-    from liqi.serving.cors import CorsPolicy
+    from liqi.asgi.cors import CorsPolicy
 
     policy = CorsPolicy.parse(values)
     return tuple(sorted(policy.origins)) if policy else ()

@@ -18,10 +18,10 @@ import httpx
 import numpy as np
 import pytest
 
-from liqi.control.gateway import Gateway, with_gateway
-from liqi.control.routes import RouteTable, ServiceRoute, Upstream
 from liqi.core.batching import BatchPolicy
 from liqi.datasets.mnist_reader import builtin_dir, read_data_sets
+from liqi.gateway.app import Gateway, with_gateway
+from liqi.gateway.route_table import RouteTable, ServiceRoute, Upstream
 from liqi.protocols import eas, tfserving, v2
 from liqi.serving.app import ServeLimits
 from liqi.serving.manager import ModelOptions

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import uvloop
 
-from liqi.control.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from liqi.errors import DeadlineExceededError
+from liqi.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from tests.gateway import ProbeApp, closed_port_url, serve
 
 pytestmark = pytest.mark.timeout(60)

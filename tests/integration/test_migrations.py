@@ -8,8 +8,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from liqi.control.db import create_db_engine, migrate
-from liqi.control.models import Base
+from liqi.control.db.engine import create_db_engine, migrate
+from liqi.control.db.tables import Base
 
 
 def test_migrated_schema_matches_models(tmp_path: Path, database_url: str | None) -> None:

@@ -21,7 +21,7 @@ def test_wrong_secret_key_answers_500_with_reason_and_logs_traceback(
         pass
     (home / "secret.key").write_bytes(Fernet.generate_key())
     (home / "config.toml").unlink()  # the profile cannot be rewritten either: the key is lost
-    caplog.set_level(logging.ERROR, logger="liqi.control.auth")
+    caplog.set_level(logging.ERROR, logger="liqi.control.identity.auth")
     with pytest.raises(SecretKeyMismatchError), live_server(home, None):
         pass
     assert not (home / "run" / "server.json").exists()
@@ -32,7 +32,7 @@ def test_wrong_secret_key_on_a_request(tmp_path: Path, caplog: pytest.LogCapture
     with live_server(home, None):
         pass
     (home / "secret.key").write_bytes(Fernet.generate_key())
-    caplog.set_level(logging.ERROR, logger="liqi.control.auth")
+    caplog.set_level(logging.ERROR, logger="liqi.control.identity.auth")
     with live_server(home, None) as server:
         with pytest.raises(SecretKeyMismatchError) as caught, server.admin() as admin:
             admin.list_projects()

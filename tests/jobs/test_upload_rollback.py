@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy import select
 
 from liqi.config import ServerSettings
-from liqi.control import buckets, job_staging
-from liqi.control.models import Project
-from liqi.control.plane import ControlPlane, open_plane
+from liqi.control.db.tables import Project
+from liqi.control.jobs import staging
+from liqi.control.server.plane import ControlPlane, open_plane
+from liqi.control.storage import buckets
 from liqi.errors import ConflictError
 
 
@@ -44,7 +45,7 @@ def job_outputs(plane: ControlPlane, tmp_path: Path, files: dict[str, bytes]) ->
         (local / name).parent.mkdir(parents=True, exist_ok=True)
         (local / name).write_bytes(data)
     manifest = {"buckets": [{"uri": "oss://models/out/", "local_dir": f"{local}/"}], "staged": {}}
-    (job_dir / job_staging.MANIFEST).write_text(json.dumps(manifest))
+    (job_dir / staging.MANIFEST).write_text(json.dumps(manifest))
     return job_dir
 
 
@@ -68,7 +69,7 @@ FILES = {f"1/part-{i:02d}.bin": f"new {i}".encode() for i in range(10)}
 
 def test_all_outputs_uploaded(plane: ControlPlane, tmp_path: Path) -> None:
     job_dir = job_outputs(plane, tmp_path, FILES)
-    written = job_staging.upload_outputs(plane.sessions, plane.stores, job_dir)
+    written = staging.upload_outputs(plane.sessions, plane.stores, job_dir)
     assert len(written) == 10
     assert contents(plane) == {f"out/{k}": v for k, v in FILES.items()}
 
@@ -85,8 +86,8 @@ def test_kill_during_upload_restores_the_bucket(plane: ControlPlane, tmp_path: P
         asked.append(1)
         return len(asked) > 5
 
-    with pytest.raises(job_staging.UploadCancelledError) as caught:
-        job_staging.upload_outputs(plane.sessions, plane.stores, job_dir, stop_after_five)
+    with pytest.raises(staging.UploadCancelledError) as caught:
+        staging.upload_outputs(plane.sessions, plane.stores, job_dir, stop_after_five)
     assert "5 of 10 written" in caught.value.message
     assert contents(plane) == before
     assert not (job_dir / "replaced").exists()
@@ -100,5 +101,5 @@ def test_failed_upload_restores_the_bucket(plane: ControlPlane, tmp_path: Path) 
     before = contents(plane)
     job_dir = job_outputs(plane, tmp_path, {**FILES, "1/zz-clash": b"a file"})
     with pytest.raises(ConflictError):
-        job_staging.upload_outputs(plane.sessions, plane.stores, job_dir)
+        staging.upload_outputs(plane.sessions, plane.stores, job_dir)
     assert contents(plane) == before

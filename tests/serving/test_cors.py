@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from liqi.asgi.cors import CorsPolicy
 from liqi.errors import ConfigError
-from liqi.serving.cors import CorsPolicy
 from liqi.serving.server import ProcessorOptions, ServeOptions, build_app
 from tests.support.model_server import LiveModelServer, live_model_server
 from tests.support.servers import LiveServer, live_server

@@ -14,7 +14,7 @@ import httpx
 
 from liqi.client import Client
 from liqi.config import ProfileFile, ServerSettings
-from liqi.control.server import control_plane_runtime, uvicorn_server
+from liqi.control.server.runtime import control_plane_runtime, uvicorn_server
 
 
 @dataclass

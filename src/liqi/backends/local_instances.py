@@ -37,7 +37,7 @@ from liqi.backends.instances import (
     InstanceSpec,
     InstanceStatus,
 )
-from liqi.backends.local import BackendError
+from liqi.backends.local_jobs import BackendError
 from liqi.serving import standby as standby_main
 from liqi.serving.state_file import ServerState, read_state
 

@@ -31,7 +31,7 @@ from liqi.cli import (
 from liqi.cli.context import CliContext, pass_cli
 from liqi.cli.output import echo_json, output_option
 from liqi.config import resolve_client_config
-from liqi.control.daemon import health
+from liqi.control.server.daemon import health
 from liqi.errors import LiqiError
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import click
 
 from liqi.cli.context import CliContext, pass_cli
 from liqi.client import Client
-from liqi.control import daemon
+from liqi.control.server import daemon
 from liqi.errors import LiqiError, NotFoundError, ServerStartError
 
 QUICKSTART_PROJECT = "quickstart"

@@ -183,10 +183,10 @@ def serve(
     """
     # Imported here: the serving stack (uvicorn, prometheus) stays out of other commands.
     from liqi._logging import configure_logging
+    from liqi.asgi.cors import CorsPolicy
     from liqi.core.batching import BatchPolicy
     from liqi.core.version_policy import VersionPolicy, parse_labels
     from liqi.serving.app import ServeLimits
-    from liqi.serving.cors import CorsPolicy
     from liqi.serving.manager import ModelOptions
     from liqi.serving.server import ProcessorOptions, ServeOptions, serve as run_server
     from liqi.serving.source import open_source

@@ -11,7 +11,7 @@ from liqi._logging import configure_logging
 from liqi.cli.context import CliContext, pass_cli
 from liqi.cli.output import echo_json, fields, output_option
 from liqi.config import DEFAULT_HOST, DEFAULT_PORT
-from liqi.control import daemon
+from liqi.control.server import daemon
 
 host_option = click.option(
     "--host", default=None, help=f"Address to bind [env LIQI_HOST; default {DEFAULT_HOST}]."
@@ -47,7 +47,7 @@ def run(obj: CliContext, host: str | None, port: int | None, cors_origins: tuple
     """Run the control plane in the foreground until Ctrl-C or SIGTERM."""
     settings = obj.server_settings(host, port, cors_origins)
     configure_logging(logging.DEBUG if obj.debug else logging.INFO)
-    from liqi.control.server import run_server  # FastAPI and the database: only here
+    from liqi.control.server.runtime import run_server  # FastAPI and the database: only here
 
     run_server(settings)
 

@@ -23,19 +23,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from liqi.errors import (
-    AuthenticationError,
-    LiqiError,
-    ModelError,
-    ModelLoadError,
-    NotFoundError,
-    OverloadedError,
-)
-from liqi.protocols import eas, tfserving, v2
-from liqi.protocols.tensors import encode_error
-from liqi.serving import eas_routes, tfserving_routes, v2_routes
-from liqi.serving.cors import CorsPolicy, with_cors
-from liqi.serving.http import (
+from liqi.asgi.cors import CorsPolicy, with_cors
+from liqi.asgi.http import (
     JSON,
     TEXT,
     Receive,
@@ -47,6 +36,17 @@ from liqi.serving.http import (
     read_body,
     send_response,
 )
+from liqi.errors import (
+    AuthenticationError,
+    LiqiError,
+    ModelError,
+    ModelLoadError,
+    NotFoundError,
+    OverloadedError,
+)
+from liqi.protocols import eas, tfserving, v2
+from liqi.protocols.tensors import encode_error
+from liqi.serving import eas_routes, tfserving_routes, v2_routes
 from liqi.serving.manager import ModelManager
 from liqi.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, ServingMetrics
 from liqi.serving.warmup import WarmupRequests, replay

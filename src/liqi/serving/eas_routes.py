@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from liqi.asgi.http import JSON, OCTET, Request, Response
 from liqi.errors import MethodNotAllowedError
 from liqi.protocols import eas
 from liqi.protocols.tensors import select_outputs
-from liqi.serving.http import JSON, OCTET, Request, Response
 from liqi.serving.loaders import RawServable
 from liqi.serving.tfserving_routes import predict_json
 

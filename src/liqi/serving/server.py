@@ -29,9 +29,9 @@ from pathlib import Path
 import uvicorn
 
 from liqi._logging import configure_logging
+from liqi.asgi.cors import CorsPolicy
 from liqi.errors import InvalidRequestError, LiqiError, ModelLoadError, PortInUseError
 from liqi.serving.app import ServeLimits, ServingApp
-from liqi.serving.cors import CorsPolicy
 from liqi.serving.custom import PythonProcessorServable
 from liqi.serving.loaders import Loader, RawServable, Servable
 from liqi.serving.manager import ModelManager, ModelOptions, ServedModel

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from liqi.asgi.http import Request, Response
 from liqi.errors import InvalidRequestError, MethodNotAllowedError, NotFoundError
 from liqi.protocols import tfserving
 from liqi.protocols.tensors import InferenceResponse
-from liqi.serving.http import Request, Response
 from liqi.serving.loaders import RawServable, Servable
 from liqi.serving.manager import ModelVersion, ServedModel, VersionState
 

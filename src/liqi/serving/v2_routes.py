@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import liqi
+from liqi.asgi.http import OCTET, Request, Response
 from liqi.errors import InvalidRequestError
 from liqi.protocols import v2
 from liqi.protocols.tensors import InferenceResponse, select_outputs
-from liqi.serving.http import OCTET, Request, Response
 from liqi.serving.manager import ServedModel
 from liqi.serving.tfserving_routes import require
 

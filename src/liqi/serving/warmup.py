@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from liqi.asgi.http import OCTET, Request
 from liqi.errors import InvalidRequestError, LiqiError, ModelLoadError, NotFoundError
 from liqi.serving import eas_routes
-from liqi.serving.http import OCTET, Request
 
 if TYPE_CHECKING:
     from liqi.serving.app import ServingApp

@@ -24,7 +24,7 @@ from types import FrameType
 
 import psutil
 
-from liqi.backends.base import LaunchPlan, TaskResult, TaskSpec
+from liqi.backends.jobs import LaunchPlan, TaskResult, TaskSpec
 
 TICK_S = 0.1
 MB = 1024 * 1024

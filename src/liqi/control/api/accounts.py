@@ -6,10 +6,8 @@ from fastapi import APIRouter, Response
 from sqlalchemy import select
 
 from liqi._version import __version__
-from liqi.control import accounts
 from liqi.control.api.deps import DB, PlaneDep, Who
-from liqi.control.models import AccessKey, Bucket, Project, utcnow
-from liqi.control.schemas import (
+from liqi.control.api.schemas import (
     KeyCreate,
     KeyCreated,
     KeyOut,
@@ -19,6 +17,8 @@ from liqi.control.schemas import (
     ServerInfo,
     WhoAmI,
 )
+from liqi.control.db.tables import AccessKey, Bucket, Project, utcnow
+from liqi.control.identity import accounts
 from liqi.core.names import Role
 from liqi.errors import ConflictError
 

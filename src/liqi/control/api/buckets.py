@@ -11,10 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from liqi.control import accounts, buckets
-from liqi.control.accounts import Principal
 from liqi.control.api.deps import DB, PlaneDep, Who
-from liqi.control.models import Bucket, Project
+from liqi.control.db.tables import Bucket, Project
+from liqi.control.identity import accounts
+from liqi.control.identity.accounts import Principal
+from liqi.control.storage import buckets
 from liqi.core.names import Role
 from liqi.errors import ConflictError, InvalidRequestError, ProjectNotFoundError
 

@@ -16,12 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
-from liqi.control import datasets
 from liqi.control.api.deps import DB, PlaneDep, Who
 from liqi.control.api.objects import body_chunks, parse_range
-from liqi.control.auth import BODY_CHECK_SCOPE_KEY, BodyCheck
-from liqi.control.datasets import Partition
-from liqi.control.plane import ControlPlane
+from liqi.control.identity.auth import BODY_CHECK_SCOPE_KEY, BodyCheck
+from liqi.control.server.plane import ControlPlane
+from liqi.control.storage import datasets
+from liqi.control.storage.datasets import Partition
 from liqi.core.names import check_project_name
 from liqi.core.odps import VolumeUri, check_partition_name, check_volume_name
 from liqi.core.refs import check_key

@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from liqi.control import accounts
-from liqi.control.auth import PRINCIPAL_SCOPE_KEY
-from liqi.control.plane import ControlPlane
+from liqi.control.identity import accounts
+from liqi.control.identity.auth import PRINCIPAL_SCOPE_KEY
+from liqi.control.server.plane import ControlPlane
 
 
 def plane(request: Request) -> ControlPlane:

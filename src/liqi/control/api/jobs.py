@@ -8,9 +8,9 @@ from pathlib import Path
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-from liqi.control import jobs
 from liqi.control.api.deps import DB, PlaneDep, Who
-from liqi.control.models import Job, Project
+from liqi.control.db.tables import Job, Project
+from liqi.control.jobs import catalog
 from liqi.core.jobs import ClusterShape, JobSpec, JobState, Resources
 from liqi.errors import InvalidRequestError
 
@@ -75,7 +75,7 @@ class LogChunk(BaseModel):
 
 
 def job_out(job: Job, project: str) -> JobOut:
-    spec = jobs.spec_from_json(job.spec_json)
+    spec = catalog.spec_from_json(job.spec_json)
     return JobOut(
         id=job.id,
         project=project,
@@ -117,8 +117,8 @@ def submit_job(body: JobIn, p: PlaneDep, who: Who, session: DB) -> JobOut:
         tf1_compat=body.tf1_compat,
         model_name=body.model_name,
     )
-    project = jobs.validate(session, who, spec, p.stores.system_store("volumes"))
-    job = jobs.submit(session, who, spec, project)
+    project = catalog.validate(session, who, spec, p.stores.system_store("volumes"))
+    job = catalog.submit(session, who, spec, project)
     session.flush()
     out = job_out(job, project.name)
     p.runner.wake()
@@ -129,18 +129,18 @@ def submit_job(body: JobIn, p: PlaneDep, who: Who, session: DB) -> JobOut:
 def list_jobs(who: Who, session: DB, project: str | None = None, limit: int = 50) -> list[JobOut]:
     if not 1 <= limit <= 1000:
         raise InvalidRequestError(f"limit={limit} is out of range: use 1 to 1000.")
-    return [job_out(j, _name(session, j)) for j in jobs.list_jobs(session, who, project, limit)]
+    return [job_out(j, _name(session, j)) for j in catalog.list_jobs(session, who, project, limit)]
 
 
 @router.get("/jobs/{job_id}")
 def get_job(job_id: str, who: Who, session: DB) -> JobOut:
-    job = jobs.get_job(session, who, job_id)
+    job = catalog.get_job(session, who, job_id)
     return job_out(job, _name(session, job))
 
 
 @router.post("/jobs/{job_id}/kill")
 def kill_job(job_id: str, p: PlaneDep, who: Who, session: DB) -> JobOut:
-    job = jobs.request_kill(session, who, job_id)
+    job = catalog.request_kill(session, who, job_id)
     p.runner.wake()
     return job_out(job, _name(session, job))
 
@@ -149,7 +149,7 @@ def kill_job(job_id: str, p: PlaneDep, who: Who, session: DB) -> JobOut:
 def job_logs(
     job_id: str, p: PlaneDep, who: Who, session: DB, task: str = "chief", offset: int = 0
 ) -> LogChunk:
-    job = jobs.get_job(session, who, job_id)
+    job = catalog.get_job(session, who, job_id)
     final = JobState(job.state).is_final
     name = "chief" if task == "chief" else task.replace(":", "-")
     if "/" in name or name.startswith("."):

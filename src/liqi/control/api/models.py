@@ -7,9 +7,9 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from liqi.control import model_registry
 from liqi.control.api.deps import DB, Who
-from liqi.control.models import Model, Project
+from liqi.control.db.tables import Model, Project
+from liqi.control.storage import model_registry
 
 router = APIRouter(prefix="/api/v1")
 

@@ -24,11 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
-from liqi.control import buckets
-from liqi.control.accounts import Principal
 from liqi.control.api.deps import DB, PlaneDep, Who
-from liqi.control.auth import BODY_CHECK_SCOPE_KEY, BodyCheck
-from liqi.control.plane import ControlPlane
+from liqi.control.identity.accounts import Principal
+from liqi.control.identity.auth import BODY_CHECK_SCOPE_KEY, BodyCheck
+from liqi.control.server.plane import ControlPlane
+from liqi.control.storage import buckets
 from liqi.core.refs import check_key, check_prefix, parse_oss_uri
 from liqi.errors import (
     AuthenticationError,

@@ -14,11 +14,12 @@ from pydantic import BaseModel
 from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
-from liqi.control import accounts, resources
 from liqi.control.api.deps import DB, PlaneDep, Who
 from liqi.control.api.objects import body_chunks
-from liqi.control.auth import BODY_CHECK_SCOPE_KEY, BodyCheck
-from liqi.control.models import Resource
+from liqi.control.db.tables import Resource
+from liqi.control.identity import accounts
+from liqi.control.identity.auth import BODY_CHECK_SCOPE_KEY, BodyCheck
+from liqi.control.storage import resources
 from liqi.core.odps import ResourceUri, check_resource_name
 
 router = APIRouter(prefix="/api/v1")

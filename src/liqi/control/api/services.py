@@ -12,11 +12,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from liqi.control import services
 from liqi.control.api.deps import DB, PlaneDep, Who
 from liqi.control.api.jobs import LOG_CHUNK_MAX, whole_characters
-from liqi.control.models import Service, ServiceEvent, ServiceInstance
-from liqi.control.plane import ControlPlane
+from liqi.control.db.tables import Service, ServiceEvent, ServiceInstance
+from liqi.control.server.plane import ControlPlane
+from liqi.control.services import catalog
 from liqi.core.names import Role
 from liqi.errors import InvalidRequestError, NotFoundError
 
@@ -105,14 +105,14 @@ def endpoint_of(plane: ControlPlane, name: str) -> str:
 def service_out(
     plane: ControlPlane, session: DB, service: Service, *, detail: bool = False
 ) -> ServiceOut:
-    spec = services.spec_of(session, service)
-    rows: list[ServiceInstance] = services.instances_of(session, service)
+    spec = catalog.spec_of(session, service)
+    rows: list[ServiceInstance] = catalog.instances_of(session, service)
     ready = [r for r in rows if r.state == "READY" and r.url]
-    events: list[ServiceEvent] = services.events_of(session, service) if detail else []
+    events: list[ServiceEvent] = catalog.events_of(session, service) if detail else []
     autoscaler = spec.document.get("autoscaler")
     return ServiceOut(
         name=service.name,
-        project=services.project_name(session, service),
+        project=catalog.project_name(session, service),
         state=service.state,
         reason=service.reason,
         current_version=service.current_version,
@@ -165,13 +165,11 @@ Document = Annotated[dict[str, Any], Body(description="The EAS service JSON.")]
 @router.post("/services", status_code=201)
 def create_service(document: Document, p: PlaneDep, who: Who, project: str) -> ServiceOut:
     with p.sessions.begin() as session:
-        change = services.create(
-            session, who, document, project=project, box=p.box, stores=p.stores
-        )
+        change = catalog.create(session, who, document, project=project, box=p.box, stores=p.stores)
         session.flush()
         out = service_out(p, session, change.service, detail=True)
         out.warnings = list(change.warnings)
-        out.token = services.token_of(change.service, p.box)
+        out.token = catalog.token_of(change.service, p.box)
     p.reconciler.wake()
     return out
 
@@ -180,12 +178,12 @@ def create_service(document: Document, p: PlaneDep, who: Who, project: str) -> S
 def list_services(
     p: PlaneDep, who: Who, session: DB, project: str | None = None
 ) -> list[ServiceOut]:
-    return [service_out(p, session, s) for s in services.list_services(session, who, project)]
+    return [service_out(p, session, s) for s in catalog.list_services(session, who, project)]
 
 
 @router.get("/services/{name}")
 def describe_service(name: str, p: PlaneDep, who: Who, session: DB) -> ServiceOut:
-    return service_out(p, session, services.get_service(session, who, name), detail=True)
+    return service_out(p, session, catalog.get_service(session, who, name), detail=True)
 
 
 @router.put("/services/{name}")
@@ -197,7 +195,7 @@ def modify_service(
             f"update_type={update_type!r}: use 'merge' (the default) or 'replace'."
         )
     with p.sessions.begin() as session:
-        change = services.modify(
+        change = catalog.modify(
             session,
             who,
             name,
@@ -215,13 +213,13 @@ def modify_service(
 
 @router.put("/services/{name}/version")
 def switch_version(name: str, body: VersionIn, p: PlaneDep, who: Who, session: DB) -> ServiceOut:
-    service = services.rollback(session, who, name, body.version)
+    service = catalog.rollback(session, who, name, body.version)
     return _changed(p, session, service)
 
 
 @router.get("/services/{name}/versions")
 def list_versions(name: str, who: Who, session: DB) -> list[VersionOut]:
-    service = services.get_service(session, who, name)
+    service = catalog.get_service(session, who, name)
     return [
         VersionOut(
             version=v.version,
@@ -230,38 +228,38 @@ def list_versions(name: str, who: Who, session: DB) -> list[VersionOut]:
             created_at=v.created_at,
             config=json.loads(v.document_json),
         )
-        for v in services.list_versions(session, service)
+        for v in catalog.list_versions(session, service)
     ]
 
 
 @router.put("/services/{name}/scale")
 def scale_service(name: str, body: ScaleIn, p: PlaneDep, who: Who, session: DB) -> ServiceOut:
-    service = services.scale(session, who, name, body.instances)
+    service = catalog.scale(session, who, name, body.instances)
     return _changed(p, session, service)
 
 
 @router.put("/services/{name}/stop")
 def stop_service(name: str, p: PlaneDep, who: Who, session: DB) -> ServiceOut:
-    service = services.stop(session, who, name)
+    service = catalog.stop(session, who, name)
     return _changed(p, session, service)
 
 
 @router.put("/services/{name}/start")
 def start_service(name: str, p: PlaneDep, who: Who, session: DB) -> ServiceOut:
-    service = services.start(session, who, name)
+    service = catalog.start(session, who, name)
     return _changed(p, session, service)
 
 
 @router.delete("/services/{name}")
 def delete_service(name: str, p: PlaneDep, who: Who, session: DB) -> ServiceOut:
-    service = services.delete_service(session, who, name)
+    service = catalog.delete_service(session, who, name)
     return _changed(p, session, service)
 
 
 @router.get("/services/{name}/token")
 def service_token(name: str, p: PlaneDep, who: Who, session: DB) -> TokenOut:
-    service = services.get_service(session, who, name, needs=Role.MEMBER)
-    token = services.token_of(service, p.box)
+    service = catalog.get_service(session, who, name, needs=Role.MEMBER)
+    token = catalog.token_of(service, p.box)
     return TokenOut(service=service.name, token_required=token is not None, token=token)
 
 
@@ -269,10 +267,10 @@ def service_token(name: str, p: PlaneDep, who: Who, session: DB) -> TokenOut:
 def service_events(name: str, who: Who, session: DB, limit: int = 100) -> list[EventOut]:
     if not 1 <= limit <= 1000:
         raise InvalidRequestError(f"limit={limit} is out of range: use 1 to 1000.")
-    service = services.get_service(session, who, name)
+    service = catalog.get_service(session, who, name)
     return [
         EventOut(at=e.at, level=e.level, message=e.message)
-        for e in services.events_of(session, service, limit)
+        for e in catalog.events_of(session, service, limit)
     ]
 
 
@@ -286,8 +284,8 @@ def service_logs(
     offset: int = 0,
 ) -> LogChunk:
     """A piece of one instance's log (default: the newest instance's)."""
-    service = services.get_service(session, who, name)
-    rows = services.instances_of(session, service)
+    service = catalog.get_service(session, who, name)
+    rows = catalog.instances_of(session, service)
     if instance is None:
         chosen = rows[-1].id if rows else _newest_dir(p, service.name)
     elif instance in {r.id for r in rows} or (p.services_dir / service.name / instance).is_dir():

@@ -1,0 +1,1 @@
+"""Who calls: projects, access keys, roles, request signatures and the first admin."""

@@ -1,0 +1,1 @@
+"""Training jobs: their records, their staging and the runner that drives them."""

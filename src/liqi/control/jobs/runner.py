@@ -1,0 +1,195 @@
+"""The JobRunner: one loop that moves jobs PENDING -> RUNNING -> a final state.
+
+Each tick it looks at RUNNING jobs (asks the Backend, forwards kill requests, finishes the ones
+that ended: outputs uploaded on success), then starts PENDING jobs while fewer than
+``max_running`` run. Everything it needs is in the database and the job folders, so after a
+control-plane restart it simply carries on: jobs whose supervisor still runs are re-attached,
+jobs whose supervisor is gone without a result become LOST. The loop never dies on an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from liqi.backends.jobs import Backend, Handle, RunStatus
+from liqi.control.db.tables import Job, utcnow
+from liqi.control.jobs import staging
+from liqi.control.jobs.catalog import spec_from_json
+from liqi.control.storage import model_registry
+from liqi.control.storage.buckets import StoreRegistry
+from liqi.control.ticker import Ticker
+from liqi.core.jobs import JobState, check_transition
+from liqi.errors import LiqiError
+
+logger = logging.getLogger(__name__)
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+class JobRunner(Ticker):
+    thread_name = "liqi-job-runner"
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        stores: StoreRegistry,
+        backend: Backend,
+        jobs_dir: Path,
+        *,
+        max_running: int | None = None,
+        tick_s: float = 0.2,
+    ) -> None:
+        self.sessions = sessions
+        self.stores = stores
+        self.backend = backend
+        self.jobs_dir = jobs_dir
+        super().__init__(tick_s)
+        self.max_running = max_running or os.cpu_count() or 1
+        self._cancel_sent: set[str] = set()
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.jobs_dir / job_id
+
+    def start(self) -> None:
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        super().start()
+
+    def tick(self) -> None:
+        running = self._poll_running()
+        self._start_pending(self.max_running - running)
+
+    def _poll_running(self) -> int:
+        with self.sessions() as session:
+            rows = list(session.scalars(select(Job).where(Job.state == JobState.RUNNING.value)))
+        still = 0
+        for job in rows:
+            handle = Handle(job.backend, job.handle)
+            if job.cancel_requested and job.id not in self._cancel_sent:
+                self.backend.cancel(handle)
+                self._cancel_sent.add(job.id)
+            status = self.backend.status(handle, self.job_dir(job.id))
+            if status.running:
+                still += 1
+            else:
+                self._finish(job.id, status)
+        return still
+
+    def _start_pending(self, capacity: int) -> None:
+        if capacity <= 0:
+            return
+        with self.sessions() as session:
+            stmt = (
+                select(Job)
+                .where(Job.state == JobState.PENDING.value)
+                .order_by(Job.created_at)
+                .limit(capacity)
+            )
+            pending = [(job.id, job.spec_json) for job in session.scalars(stmt)]
+        for job_id, spec_json in pending:
+            self._launch(job_id, spec_json)
+
+    def _launch(self, job_id: str, spec_json: str) -> None:
+        spec = spec_from_json(spec_json)
+        job_dir = self.job_dir(job_id)
+        try:
+            plan = staging.stage(self.sessions, self.stores, job_id, spec, job_dir)
+            handle = self.backend.launch(plan)
+        except (LiqiError, OSError) as exc:
+            logger.warning("job_id=%s could not start: %s", job_id, exc)
+            self._set(job_id, JobState.FAILED, reason=f"could not start: {exc}")
+            return
+        with self.sessions.begin() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            if JobState(job.state) is not JobState.PENDING:
+                # Killed while it was being staged.
+                self.backend.cancel(handle)
+            else:
+                job.state = JobState.RUNNING.value
+                job.backend = handle.backend
+                job.handle = handle.ref
+                job.started_at = utcnow()
+        logger.info("job_id=%s running (%s pid %s)", job_id, handle.backend, handle.ref)
+
+    def _finish(self, job_id: str, status: RunStatus) -> None:
+        result = status.result
+        if result is None:
+            self._set(job_id, JobState.LOST, reason=status.detail)
+            return
+        state = JobState(result.state)
+        reason = result.reason
+        if state is JobState.SUCCEEDED:
+            try:
+                written = staging.upload_outputs(self.sessions, self.stores, self.job_dir(job_id))
+                reason = self._register_models(job_id, written)
+            except (LiqiError, OSError) as exc:
+                state, reason = (
+                    JobState.FAILED,
+                    f"the script succeeded but uploading its outputs failed: {exc}",
+                )
+        self._set(
+            job_id,
+            state,
+            reason=reason,
+            exit_code=result.exit_code,
+            peak_rss_mb=result.peak_rss_mb,
+            ended_at=_parse_time(result.ended_at),
+        )
+        self._cancel_sent.discard(job_id)
+
+    def _killed(self, job_id: str) -> bool:
+        with self.sessions() as session:
+            job = session.get(Job, job_id)
+            return bool(job and job.cancel_requested)
+
+    def _register_models(self, job_id: str, written: list[tuple[str, str]]) -> str:
+        """Register the SavedModels a job wrote; returns the job's closing remark."""
+        remark = f"uploaded {len(written)} file(s) to the buckets" if written else ""
+        dirs = model_registry.saved_model_dirs(written)
+        with self.sessions.begin() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            spec = spec_from_json(job.spec_json)
+            if not dirs:
+                if spec.model_name:
+                    remark += f"; warning: no SavedModel was written (model {spec.model_name!r})"
+                return remark.lstrip("; ")
+            name = model_registry.model_name_for(job.name, spec.model_name)
+            made = model_registry.register_versions(session, job.project_id, name, dirs, job_id)
+        versions = ", ".join(str(v.version) for v in made)
+        return f"{remark}; registered model {name} version {versions}".lstrip("; ")
+
+    def _set(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        reason: str = "",
+        exit_code: int | None = None,
+        peak_rss_mb: int | None = None,
+        ended_at: datetime | None = None,
+    ) -> None:
+        with self.sessions.begin() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            current = JobState(job.state)
+            if current.is_final:
+                return
+            check_transition(job_id, current, state)
+            job.state = state.value
+            job.reason = reason
+            job.exit_code = exit_code
+            job.peak_rss_mb = peak_rss_mb
+            job.ended_at = ended_at or utcnow()
+        logger.info("job_id=%s %s %s", job_id, state.value, reason)

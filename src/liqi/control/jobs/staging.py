@@ -1,0 +1,332 @@
+"""Staging a job on this machine: its script, datasets and buckets as local paths, and the
+upload of its outputs to the buckets once it has succeeded.
+
+Layout of ``LIQI_HOME/jobs/<job_id>/``::
+
+    work/                 the tasks' working directory (an archive script is unpacked here)
+    inputs/               the script as fetched
+    volumes/<project>/<volume>/<partition>/   datasets, read-only
+    buckets/<bucket>/<prefix>                 what the job reads from and writes to a bucket
+    logs/<task>.log       each task's output
+    manifest.json         the bucket files as staged, to find what the job wrote
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+import tarfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from liqi.backends.jobs import LaunchPlan, TaskSpec
+from liqi.control.db.tables import Project
+from liqi.control.identity.accounts import Principal
+from liqi.control.storage import buckets, datasets, resources
+from liqi.core.jobs import JobSpec
+from liqi.core.odps import parse_resource_uri, parse_volume_uri
+from liqi.core.refs import parse_oss_uri
+from liqi.errors import InvalidRequestError, LiqiError
+from liqi.stores.base import ObjectReader, Store, file_chunks
+
+# The runner acts for the control plane: access was checked when the job was submitted.
+SYSTEM = Principal(key_id=0, access_id="liqi-job-runner", is_superuser=True, roles={})
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class StagedBucket:
+    uri: str
+    local_dir: str
+
+
+def _write(reader: ObjectReader, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(dest, "wb") as fh:
+            for chunk in reader.chunks:
+                fh.write(chunk)
+    finally:
+        reader.close()
+
+
+def _safe_extract(archive: Path, dest: Path) -> None:
+    root = dest.resolve()
+
+    def inside(name: str) -> Path:
+        target = (root / name).resolve()
+        if target != root and root not in target.parents:
+            raise InvalidRequestError(
+                f"Archive {archive.name} has an entry outside its folder: {name!r}."
+            )
+        return target
+
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                inside(info.filename)
+            zf.extractall(root)
+        return
+    with tarfile.open(archive) as tf:
+        members = tf.getmembers()
+        for member in members:
+            inside(member.name)
+            if member.issym() or member.islnk():
+                raise InvalidRequestError(
+                    f"Archive {archive.name} holds a link ({member.name!r}); links are not allowed."
+                )
+        tf.extractall(root, members=members)
+
+
+def stage_script(
+    sessions: sessionmaker[Session], stores: buckets.StoreRegistry, spec: JobSpec, job_dir: Path
+) -> Path:
+    inputs = job_dir / "inputs"
+    with sessions() as session:
+        if spec.script.startswith("odps://"):
+            ref = parse_resource_uri(spec.script)
+            project = session.query(Project).filter_by(name=ref.project).one()
+            reader = resources.open_content(stores.system_store("resources"), project, ref.name)
+            local = inputs / ref.name
+        else:
+            target = parse_oss_uri(spec.script)
+            store = stores.store_for(buckets.get_bucket(session, target.bucket))
+            reader = store.open(target.key)
+            local = inputs / PurePosixPath(target.key).name
+    _write(reader, local)
+    if local.name.endswith((".tar.gz", ".tgz", ".zip")):
+        _safe_extract(local, job_dir / "work")
+        entry = (job_dir / "work" / (spec.entry_file or "")).resolve()
+        if not entry.is_file() or (job_dir / "work").resolve() not in entry.parents:
+            raise InvalidRequestError(f"Entry file {spec.entry_file!r} is not in {local.name}.")
+        return entry
+    return local
+
+
+def stage_datasets(
+    sessions: sessionmaker[Session],
+    stores: buckets.StoreRegistry,
+    uris: tuple[str, ...],
+    job_dir: Path,
+) -> list[Path]:
+    dirs = []
+    for text in uris:
+        uri = parse_volume_uri(text)
+        with sessions() as session:
+            _, tree = datasets.open_partition(session, SYSTEM, uri, stores.system_store("volumes"))
+        local = job_dir / "volumes" / uri.project / uri.volume / uri.partition
+        for info in tree.files():
+            _write(tree.open(info.key), local / info.key)
+            os.chmod(local / info.key, 0o444)
+        local.mkdir(parents=True, exist_ok=True)
+        dirs.append(local)
+    return dirs
+
+
+def stage_bucket(
+    sessions: sessionmaker[Session], stores: buckets.StoreRegistry, text: str, job_dir: Path
+) -> tuple[StagedBucket, dict[str, list[int]]]:
+    """Download what the bucket holds under the prefix; returns the files as staged."""
+    target = parse_oss_uri(text)
+    local = job_dir / "buckets" / target.bucket / target.key
+    local.mkdir(parents=True, exist_ok=True)
+    with sessions() as session:
+        store = stores.store_for(buckets.get_bucket(session, target.bucket))
+    staged: dict[str, list[int]] = {}
+    for info in store.walk(target.key):
+        dest = local / info.key[len(target.key) :]
+        _write(store.open(info.key), dest)
+        st = dest.stat()
+        staged[str(dest)] = [st.st_size, st.st_mtime_ns]
+    return StagedBucket(uri=str(target), local_dir=str(local) + "/"), staged
+
+
+class UploadCancelledError(LiqiError):
+    """The job was killed while its outputs were uploading; the buckets were restored."""
+
+    code = "upload_cancelled"
+
+
+def _outputs(
+    sessions: sessionmaker[Session], stores: buckets.StoreRegistry, job_dir: Path
+) -> list[tuple[str, Store, str, Path]]:
+    """(bucket, store, key, local file) for every file the job wrote or changed."""
+    manifest = json.loads((job_dir / MANIFEST).read_text())
+    found = []
+    for entry in manifest["buckets"]:
+        target = parse_oss_uri(entry["uri"])
+        local = Path(entry["local_dir"])
+        with sessions() as session:
+            store = stores.store_for(buckets.get_bucket(session, target.bucket))
+        for path in sorted(p for p in local.rglob("*") if p.is_file() and not p.is_symlink()):
+            st = path.stat()
+            if manifest["staged"].get(str(path)) == [st.st_size, st.st_mtime_ns]:
+                continue
+            found.append(
+                (target.bucket, store, target.key + path.relative_to(local).as_posix(), path)
+            )
+    return found
+
+
+def upload_outputs(
+    sessions: sessionmaker[Session],
+    stores: buckets.StoreRegistry,
+    job_dir: Path,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> list[tuple[str, str]]:
+    """Upload every file the job wrote or changed under its staged buckets; returns the
+    (bucket, key) pairs written. Files staged in and left unchanged are not uploaded.
+
+    Each object is written atomically. The set is all or nothing as far as a kill goes:
+    ``should_stop`` is asked between objects, and when it says stop (or an upload fails) the
+    objects written so far are deleted and the ones they replaced are put back from a copy
+    taken just before, so the buckets are as they were.
+
+    Raises:
+        UploadCancelledError: ``should_stop`` said stop; the buckets were restored.
+        StoreError: an upload failed; the buckets were restored.
+    """
+    outputs = _outputs(sessions, stores, job_dir)
+    backups = job_dir / "replaced"
+    done: list[tuple[Store, str, Path | None]] = []
+    try:
+        for index, (_bucket, store, key, path) in enumerate(outputs):
+            if should_stop():
+                raise UploadCancelledError(
+                    f"killed while uploading outputs ({index} of {len(outputs)} written); the "
+                    "buckets were restored"
+                )
+            backup: Path | None = None
+            if store.exists(key):
+                backup = backups / f"{index}"
+                _write(store.open(key), backup)
+            store.put(key, file_chunks(path))
+            done.append((store, key, backup))
+    except BaseException:
+        for store, key, backup in reversed(done):
+            if backup is None:
+                store.delete(key)
+            else:
+                store.put(key, file_chunks(backup))
+        raise
+    finally:
+        shutil.rmtree(backups, ignore_errors=True)
+    return [(bucket, key) for bucket, _, key, _ in outputs]
+
+
+def _free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def build_plan(
+    job_id: str,
+    spec: JobSpec,
+    job_dir: Path,
+    script: Path,
+    volumes: dict[str, list[Path]],
+    staged: list[StagedBucket],
+    checkpoint: StagedBucket | None,
+) -> LaunchPlan:
+    flags: list[str] = []
+    env = {"LIQI_JOB_ID": job_id, **spec.env}
+    if staged:
+        value = ",".join(b.local_dir for b in staged)
+        flags.append(f"--buckets={value}")
+        env["LIQI_BUCKETS"] = value
+    for flag, dirs in volumes.items():
+        if dirs:
+            value = ",".join(str(d) for d in dirs)
+            flags.append(f"--{flag}={value}")
+            env[f"LIQI_{flag.upper()}"] = value
+    if checkpoint:
+        flags.append(f"--checkpointDir={checkpoint.local_dir}")
+        env["LIQI_CHECKPOINT_DIR"] = checkpoint.local_dir
+    flags += [f"--{k}={v}" for k, v in spec.hyper_parameters.items()]
+    flags += list(spec.args)
+    base = [sys.executable, "-m", "liqi.training.launcher"]
+    if spec.tf1_compat:
+        base.append("--tf1")
+    base.append(str(script))
+    logs = job_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    work = str(job_dir / "work")
+    if spec.cluster is None:
+        task = TaskSpec(
+            "chief", (*base, *flags), {**env, "LIQI_TASK": "chief"}, work, str(logs / "chief.log")
+        )
+        return _plan(job_id, job_dir, spec, (task,))
+    ports = _free_ports(spec.cluster.ps + spec.cluster.workers)
+    ps_hosts = [f"127.0.0.1:{p}" for p in ports[: spec.cluster.ps]]
+    worker_hosts = [f"127.0.0.1:{p}" for p in ports[spec.cluster.ps :]]
+    cluster = {"worker": worker_hosts, **({"ps": ps_hosts} if ps_hosts else {})}
+    tasks = []
+    for role, hosts in (("worker", worker_hosts), ("ps", ps_hosts)):
+        for index in range(len(hosts)):
+            tf_config = json.dumps({"cluster": cluster, "task": {"type": role, "index": index}})
+            argv = (*base, *flags, f"--ps_hosts={','.join(ps_hosts)}",
+                    f"--worker_hosts={','.join(worker_hosts)}", f"--job_name={role}",
+                    f"--task_index={index}")  # fmt: skip
+            task_env = {**env, "TF_CONFIG": tf_config, "LIQI_TASK": f"{role}:{index}"}
+            log = str(logs / f"{role}-{index}.log")
+            tasks.append(TaskSpec(f"{role}:{index}", argv, task_env, work, log, role == "ps"))
+    return _plan(job_id, job_dir, spec, tuple(tasks))
+
+
+def _plan(job_id: str, job_dir: Path, spec: JobSpec, tasks: tuple[TaskSpec, ...]) -> LaunchPlan:
+    return LaunchPlan(
+        job_id=job_id,
+        job_dir=str(job_dir),
+        tasks=tasks,
+        timeout_s=spec.resources.timeout_s,
+        memory_mb=spec.resources.memory_mb,
+    )
+
+
+def stage(
+    sessions: sessionmaker[Session],
+    stores: buckets.StoreRegistry,
+    job_id: str,
+    spec: JobSpec,
+    job_dir: Path,
+) -> LaunchPlan:
+    """Fetch everything the job needs into ``job_dir`` and return its launch plan."""
+    if job_dir.exists():
+        shutil.rmtree(job_dir)
+    (job_dir / "work").mkdir(parents=True)
+    script = stage_script(sessions, stores, spec, job_dir)
+    volumes = {
+        flag: stage_datasets(sessions, stores, uris, job_dir)
+        for flag, uris in (
+            ("volumes", spec.datasets),
+            ("tables", spec.tables),
+            ("outputs", spec.outputs),
+        )
+    }
+    staged_files: dict[str, list[int]] = {}
+    staged: list[StagedBucket] = []
+    for text in spec.buckets:
+        entry, files = stage_bucket(sessions, stores, text, job_dir)
+        staged.append(entry)
+        staged_files.update(files)
+    checkpoint = None
+    if spec.checkpoint_dir:
+        checkpoint, files = stage_bucket(sessions, stores, spec.checkpoint_dir, job_dir)
+        staged_files.update(files)
+    all_buckets = [*staged, *([checkpoint] if checkpoint else [])]
+    manifest = {"buckets": [b.__dict__ for b in all_buckets], "staged": staged_files}
+    (job_dir / MANIFEST).write_text(json.dumps(manifest))
+    return build_plan(job_id, spec, job_dir, script, volumes, staged, checkpoint)

@@ -1,0 +1,1 @@
+"""The control plane's process: its app, runtime, daemon, home folder and long-lived parts."""

@@ -1,0 +1,54 @@
+"""The control-plane ASGI app: FastAPI routes behind the signature middleware, and the
+gateway (``/api/predict/...``, its own token check) beside them."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from liqi._version import __version__
+from liqi.asgi.cors import CorsPolicy, with_cors
+from liqi.control.api import router
+from liqi.control.api.errors import install_error_handlers
+from liqi.control.api.objects import STREAMED_PATHS
+from liqi.control.api.schemas import Health
+from liqi.control.identity.auth import AuthMiddleware
+from liqi.control.server.plane import ControlPlane
+from liqi.gateway.app import ASGIApp, Gateway, with_gateway
+
+
+def build_app(plane: ControlPlane) -> ASGIApp:
+    """The whole app: the API, and the gateway over ``plane.routes``; CORS around both when
+    the settings allow origins (checked when the server starts)."""
+    cors = CorsPolicy.parse(plane.settings.cors_origins)
+    return with_cors(with_gateway(build_api(plane), Gateway(plane.routes)), cors)
+
+
+def build_api(plane: ControlPlane) -> FastAPI:
+    app = FastAPI(
+        title="liqi control plane",
+        version=__version__,
+        description="Projects, access keys and everything they own. Every /api request is "
+        "signed with an access key (docs/auth.md).",
+    )
+    app.state.plane = plane
+    install_error_handlers(app)
+    app.include_router(router)
+
+    @app.get("/healthz")
+    def healthz() -> Health:
+        return Health(
+            status="ok",
+            version=__version__,
+            pid=plane.pid,
+            started_at=plane.started_at,
+            uptime_s=plane.uptime_s(),
+        )
+
+    app.add_middleware(
+        AuthMiddleware,
+        authenticator=plane.authenticator,
+        prefix="/api/",
+        max_body_bytes=plane.settings.max_body_bytes,
+        streamed=STREAMED_PATHS,
+    )
+    return app

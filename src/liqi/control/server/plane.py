@@ -1,0 +1,101 @@
+"""The control plane's long-lived parts: database, secret box, authenticator, clock."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from liqi.backends.instances import InstanceBackend
+from liqi.backends.local_instances import LocalInstanceBackend
+from liqi.backends.local_jobs import LocalBackend
+from liqi.config import ServerSettings
+from liqi.control.db.engine import create_db_engine, migrate, session_factory
+from liqi.control.db.secretbox import SecretBox
+from liqi.control.db.tables import utcnow
+from liqi.control.identity.auth import Authenticator
+from liqi.control.jobs.runner import JobRunner
+from liqi.control.services.reconciler import Reconciler, ReconcilerConfig
+from liqi.control.storage.buckets import StoreRegistry
+from liqi.gateway.route_table import RouteTable
+
+
+@dataclass
+class ControlPlane:
+    settings: ServerSettings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    box: SecretBox
+    authenticator: Authenticator
+    stores: StoreRegistry
+    runner: JobRunner
+    reconciler: Reconciler
+    services_dir: Path
+    clock: Callable[[], datetime] = utcnow
+    routes: RouteTable = field(default_factory=RouteTable)
+    url: str = ""  # where it listens, once it does (endpoints are printed with it)
+    started_at: datetime = field(default_factory=utcnow)
+    started_monotonic: float = field(default_factory=time.monotonic)
+    pid: int = field(default_factory=os.getpid)
+
+    def uptime_s(self) -> float:
+        return round(time.monotonic() - self.started_monotonic, 3)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_plane(
+    settings: ServerSettings,
+    clock: Callable[[], datetime] = utcnow,
+    instance_backend: InstanceBackend | None = None,
+) -> ControlPlane:
+    """Connect to the database, migrate it, and load the server key. Creates LIQI_HOME's
+    folders. Raises ConfigError or DatabaseUnavailableError with the reason."""
+    engine = create_db_engine(settings.effective_database_url)
+    try:
+        migrate(engine)
+        box = SecretBox.open(settings.secret_key_path)
+    except BaseException:
+        engine.dispose()
+        raise
+    sessions = session_factory(engine)
+    stores = StoreRegistry(settings.store_dir, box)
+    runner = JobRunner(sessions, stores, LocalBackend(), settings.home / "jobs")
+    routes = RouteTable()
+    services_dir = settings.home / "services"
+    plane: ControlPlane
+    reconciler = Reconciler(
+        sessions,
+        box,
+        stores,
+        instance_backend
+        or LocalInstanceBackend(
+            standby_dir=services_dir / ".standby" if settings.standby else None
+        ),
+        routes,
+        ReconcilerConfig(
+            home=settings.home, services_dir=services_dir, cache_dir=settings.home / "cache"
+        ),
+        endpoint=lambda: plane.url,
+    )
+    plane = ControlPlane(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        box=box,
+        authenticator=Authenticator(sessions, box, clock),
+        stores=stores,
+        runner=runner,
+        reconciler=reconciler,
+        services_dir=services_dir,
+        routes=routes,
+        clock=clock,
+    )
+    return plane

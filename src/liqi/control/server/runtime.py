@@ -1,0 +1,170 @@
+"""`liqi server run`: the control plane in the foreground, on uvicorn.
+
+Owns LIQI_HOME while it runs: holds an exclusive lock on ``run/server.lock`` (so two servers
+never share a home, and a pid file left by a crash is recognisably stale) and writes
+``run/server.json`` (pid, URL, version) once it listens.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import json
+import logging
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from types import FrameType
+
+import uvicorn
+
+from liqi._version import __version__
+from liqi.config import ServerSettings, write_private_file
+from liqi.control.identity.bootstrap import ensure_bootstrapped, write_admin_profile
+from liqi.control.server.app import build_app
+from liqi.control.server.home import ServerRecord, home_lock, prepare_home, record_path
+from liqi.control.server.plane import open_plane
+from liqi.errors import ConfigError, PortInUseError
+from liqi.gateway.app import ASGIApp
+
+logger = logging.getLogger(__name__)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port; port 0 picks a free one."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(
+            f"Cannot resolve host {host!r}: {exc.strerror}. Use --host 127.0.0.1."
+        ) from None
+    family, socktype, proto, _, addr = infos[0]
+    sock = socket.socket(family, socktype, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(
+                f"Port {port} on {host} is already in use. Stop the program using it or choose "
+                "another port with --port (0 picks a free one)."
+            ) from None
+        raise ConfigError(f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def url_for(host: str, port: int) -> str:
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A control plane ready to serve: its app, its listening socket and its URL."""
+
+    app: ASGIApp
+    sock: socket.socket
+    url: str
+    record: ServerRecord
+
+
+@contextmanager
+def control_plane_runtime(settings: ServerSettings) -> Iterator[Runtime]:
+    """Own LIQI_HOME, listen, migrate and bootstrap; undo it all on exit.
+
+    Raises:
+        ConfigError: LIQI_HOME or the bind address is unusable.
+        ServerAlreadyRunningError: another server owns this home.
+        PortInUseError: the port is taken.
+        DatabaseUnavailableError: the database cannot be reached.
+    """
+    prepare_home(settings)
+    with home_lock(settings):
+        sock = bind_socket(settings.host, settings.port)
+        plane = None
+        record_file = record_path(settings)
+        try:
+            plane = open_plane(settings)
+            port = sock.getsockname()[1]
+            url = url_for(settings.host, port)
+            plane.url = url
+            boot = ensure_bootstrapped(plane.sessions, plane.box)
+            write_admin_profile(settings, plane.sessions, plane.box, boot.access_id, url)
+            if boot.created:
+                logger.info("first start: wrote the admin profile to %s", settings.profile_path)
+            record = ServerRecord(
+                pid=os.getpid(),
+                url=url,
+                host=settings.host,
+                port=port,
+                version=__version__,
+                started_at=plane.started_at.isoformat(),
+            )
+            write_private_file(record_file, json.dumps(asdict(record)).encode())
+            logger.info(
+                "liqi %s control plane listening on %s (home %s)", __version__, url, settings.home
+            )
+            plane.runner.start()
+            plane.reconciler.start()
+            yield Runtime(app=build_app(plane), sock=sock, url=url, record=record)
+        finally:
+            if plane is not None:
+                plane.reconciler.stop()
+                plane.runner.stop()
+            record_file.unlink(missing_ok=True)
+            sock.close()
+            if plane is not None:
+                plane.close()
+            logger.info("control plane stopped")
+
+
+def uvicorn_server(app: ASGIApp) -> uvicorn.Server:
+    """uvicorn with uvloop and httptools (the gateway's hot path). The lifespan runs so the
+    gateway closes its connections to instances once the requests in flight are done. No
+    proxy-headers rewrite: the gateway appends the peer's address to X-Forwarded-For."""
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        proxy_headers=False,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        lifespan="on",
+    )
+    return uvicorn.Server(config)
+
+
+def settle_heap() -> None:
+    """Move everything built at start (imports, the app) out of the collector's sight: the
+    gateway allocates per request, and each full collection would walk it all again."""
+    gc.collect()
+    gc.freeze()
+
+
+def run_server(settings: ServerSettings) -> None:
+    """Serve until SIGTERM or SIGINT; in-flight requests finish first. Blocks; main thread only."""
+    # The database, logs and lock are the server's own: owner-only, like the key and profile.
+    os.umask(0o077)
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        with control_plane_runtime(settings) as runtime:
+            settle_heap()
+            uvicorn_server(runtime.app).run(sockets=[runtime.sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)

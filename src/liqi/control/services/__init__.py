@@ -1,0 +1,1 @@
+"""Online prediction services: their records, the reconciler, autoscaling, staging."""

@@ -1,0 +1,441 @@
+"""The Reconciler: one loop that drives every service's instances towards its desired state.
+
+Each tick, for each service: ask the InstanceBackend how its instances stand (ready, crashed,
+out of memory), restart crashed ones after a backoff, follow :func:`plan_rollout` (start new
+instances, drain old ones: out of the gateway's routes first, stopped once they have no
+request in flight), publish the ready instances to the gateway's RouteTable, and write the
+service's state and reason. Desired state lives in the database and instances are found again
+from their handles, so after a control-plane restart the loop re-adopts what still runs.
+The loop never dies on an exception: it logs it, records it on the service, and goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from liqi.backends.instances import InstanceBackend, InstanceHandle, InstancePhase, InstanceSpec
+from liqi.control.db.secretbox import SecretBox
+from liqi.control.db.tables import AccessKey, Service, ServiceInstance, utcnow
+from liqi.control.services import catalog
+from liqi.control.services.scaling import ServiceScalers
+from liqi.control.services.staging import (
+    Credentials,
+    copy_object,
+    instance_spec,
+    resolve_model,
+)
+from liqi.control.storage import buckets
+from liqi.control.storage.buckets import StoreRegistry
+from liqi.control.ticker import Ticker
+from liqi.core.refs import parse_oss_uri
+from liqi.core.service_spec import ServiceSpec
+from liqi.core.services import (
+    InstanceState,
+    InstanceView,
+    ServiceState,
+    plan_rollout,
+    restart_backoff_s,
+    service_state,
+)
+from liqi.errors import LiqiError
+from liqi.gateway.route_table import RouteTable, ServiceRoute, Upstream
+
+log = logging.getLogger(__name__)
+
+START_ATTEMPTS = 3  # a new version whose instances fail this often in a row: FAILED
+DRAIN_TIMEOUT_S = 30.0
+STOP_GRACE_S = 30.0
+
+
+@dataclass(frozen=True)
+class ReconcilerConfig:
+    home: Path
+    services_dir: Path
+    cache_dir: Path
+    tick_s: float = 0.2
+    drain_timeout_s: float = DRAIN_TIMEOUT_S
+    stop_grace_s: float = STOP_GRACE_S
+
+
+class Reconciler(Ticker):
+    thread_name = "liqi-reconciler"
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        box: SecretBox,
+        stores: StoreRegistry,
+        backend: InstanceBackend,
+        routes: RouteTable,
+        config: ReconcilerConfig,
+        *,
+        endpoint: Callable[[], str],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(config.tick_s)
+        self.sessions = sessions
+        self.box = box
+        self.stores = stores
+        self.backend = backend
+        self.routes = routes
+        self.config = config
+        self.endpoint = endpoint
+        self.clock = clock
+        self.scalers = ServiceScalers(routes, clock)
+        self._specs: dict[tuple[int, int], ServiceSpec] = {}
+        routes.on_wake = self._on_gateway_wake
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the loop; instances keep running when it stops (the next start re-adopts
+        them)."""
+        self.config.services_dir.mkdir(parents=True, exist_ok=True)
+        super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        self.backend.close()
+
+    def _on_gateway_wake(self, name: str) -> None:
+        self.scalers.wake(name)
+        self.wake()
+
+    def tick(self) -> None:
+        with self.sessions() as session:
+            ids = list(session.scalars(select(Service.id).order_by(Service.id)))
+        wanted = self.scalers.decide(self.sessions, self._spec)
+        for service_id in ids:
+            try:
+                self.reconcile(service_id, wanted.get(service_id))
+            except Exception as exc:
+                log.exception("service_id=%s reconcile failed", service_id)
+                self._note_error(service_id, exc)
+
+    def _note_error(self, service_id: int, exc: Exception) -> None:
+        try:
+            with self.sessions.begin() as session:
+                service = session.get(Service, service_id)
+                if service is not None:
+                    message = f"internal error while reconciling: {type(exc).__name__}: {exc}"
+                    if service.reason != message:
+                        service.reason = message
+                        catalog.add_event(session, service_id, message, "error")
+        except Exception:
+            log.exception("service_id=%s could not record the error", service_id)
+
+    def _spec(self, session: Session, service: Service, version: int) -> ServiceSpec:
+        key = (service.id, version)
+        if key not in self._specs:
+            self._specs[key] = catalog.spec_of(session, service, version)
+        return self._specs[key]
+
+    # -- one service ------------------------------------------------------------------------
+
+    def reconcile(self, service_id: int, autoscaled: int | None = None) -> None:
+        with self.sessions.begin() as session:
+            service = session.get(Service, service_id)
+            if service is None:
+                return
+            if autoscaled is not None and autoscaled != service.want and not service.stopped:
+                catalog.add_event(
+                    session,
+                    service.id,
+                    f"autoscaler: {service.want} -> {autoscaled} instance(s) "
+                    f"({self.scalers.qps(service.name):.1f} requests/s)",
+                )
+                service.want = autoscaled
+            rows = catalog.instances_of(session, service)
+            for row in rows:
+                self._observe(session, service, row)
+            session.flush()
+            rows = catalog.instances_of(session, service)
+            if service.deleting:
+                self._drain_all(session, rows)
+                if not catalog.instances_of(session, service):
+                    self._forget(session, service)
+                    return
+            elif service.stopped:
+                self._drain_all(session, rows)
+            else:
+                self._roll(session, service, rows)
+            self._settle(session, service)
+
+    def _observe(self, session: Session, service: Service, row: ServiceInstance) -> None:
+        """Bring one instance row up to date with what the backend sees."""
+        state = InstanceState(row.state)
+        spec = InstanceSpec.from_json(row.spec_json)
+        now = utcnow()
+        if state is InstanceState.CRASHED:
+            self._maybe_restart(session, service, row, spec)
+            return
+        if state is InstanceState.DRAINING:
+            waited = (now - row.changed_at).total_seconds()
+            if self.routes.outstanding(row.id) == 0 or waited >= self.config.drain_timeout_s:
+                self.backend.stop(self._handle(row), spec, grace_s=self.config.stop_grace_s)
+                self._set(row, InstanceState.STOPPING)
+            return
+        status = self.backend.status(self._handle(row), spec)
+        if status.phase is InstancePhase.EXITED:
+            if state is InstanceState.STOPPING:
+                session.delete(row)
+                catalog.add_event(session, service.id, f"instance {row.id} stopped")
+                return
+            row.crashes += 1
+            row.reason = status.reason or "exited"
+            self._set(row, InstanceState.CRASHED)
+            log.warning("service=%s instance %s crashed: %s", service.name, row.id, row.reason)
+            catalog.add_event(
+                session, service.id, f"instance {row.id} crashed: {row.reason}", "error"
+            )
+            if row.ready_at is None and row.crashes >= START_ATTEMPTS:
+                self._fail(session, service, row)
+            return
+        if status.url and status.url != row.url:
+            row.url = status.url
+        if state is InstanceState.STARTING and status.phase is InstancePhase.READY:
+            row.ready_at = now
+            row.crashes = 0
+            row.reason = ""
+            self._set(row, InstanceState.READY)
+            took = (now - (row.started_at or row.created_at)).total_seconds()
+            catalog.add_event(
+                session, service.id, f"instance {row.id} ready at {row.url} in {took:.1f}s"
+            )
+
+    def _fail(self, session: Session, service: Service, row: ServiceInstance) -> None:
+        if row.version != service.current_version or service.failed:
+            return
+        service.failed = True
+        service.reason = f"version {row.version} failed to start {row.crashes} times: {row.reason}"
+        old = [
+            r
+            for r in catalog.instances_of(session, service)
+            if r.version != row.version and r.state == InstanceState.READY.value
+        ]
+        if old:
+            service.reason += f" (version {old[0].version} keeps serving)"
+        catalog.add_event(session, service.id, f"FAILED: {service.reason}", "error")
+
+    def _maybe_restart(
+        self, session: Session, service: Service, row: ServiceInstance, spec: InstanceSpec
+    ) -> None:
+        if service.failed or service.stopped or service.deleting:
+            return
+        if row.version != service.current_version:
+            return  # the rollout drops it
+        waited = (utcnow() - row.changed_at).total_seconds()
+        if waited < restart_backoff_s(row.crashes):
+            return
+        try:
+            handle = self.backend.start(spec)
+        except LiqiError as exc:
+            row.crashes += 1
+            row.reason = f"could not start: {exc.message}"
+            self._set(row, InstanceState.CRASHED)
+            return
+        row.handle = handle.ref
+        row.backend = handle.backend
+        row.restarts += 1
+        row.started_at = utcnow()
+        row.url = ""
+        self._set(row, InstanceState.STARTING)
+        catalog.add_event(
+            session, service.id, f"instance {row.id} restarted (restart {row.restarts})"
+        )
+
+    def _roll(self, session: Session, service: Service, rows: list[ServiceInstance]) -> None:
+        spec = self._spec(session, service, service.current_version)
+        views = [InstanceView(r.id, r.version, InstanceState(r.state)) for r in rows]
+        if service.failed:
+            # Keep what serves; drop what can never serve.
+            doomed = [r for r in rows if r.state == InstanceState.CRASHED.value]
+            for row in doomed:
+                if row.version != service.current_version:
+                    session.delete(row)
+            return
+        plan = plan_rollout(
+            service.current_version,
+            service.want,
+            views,
+            max_surge=spec.rolling.max_surge,
+            max_unavailable=spec.rolling.max_unavailable,
+        )
+        by_id = {r.id: r for r in rows}
+        for instance_id in plan.drain:
+            self._drain(session, by_id[instance_id])
+        for _ in range(plan.start):
+            self._start_new(session, service, spec)
+
+    def _drain_all(self, session: Session, rows: list[ServiceInstance]) -> None:
+        for row in rows:
+            self._drain(session, row)
+
+    def _drain(self, session: Session, row: ServiceInstance) -> None:
+        state = InstanceState(row.state)
+        if state is InstanceState.READY:
+            self._set(row, InstanceState.DRAINING)  # out of the routes at this tick's end
+        elif state is InstanceState.STARTING:
+            spec = InstanceSpec.from_json(row.spec_json)
+            self.backend.stop(self._handle(row), spec, grace_s=self.config.stop_grace_s)
+            self._set(row, InstanceState.STOPPING)
+        elif state is InstanceState.CRASHED:
+            session.delete(row)
+
+    def _start_new(self, session: Session, service: Service, spec: ServiceSpec) -> None:
+        instance_id = f"{service.name}-v{service.current_version}-{secrets.token_hex(3)}"
+        instance_dir = self.config.services_dir / service.name / instance_id
+        now = utcnow()
+        row = ServiceInstance(
+            id=instance_id,
+            service_id=service.id,
+            version=service.current_version,
+            state=InstanceState.STARTING.value,
+            created_at=now,
+            started_at=now,
+            changed_at=now,
+        )
+        try:
+            ispec = self._instance_spec(session, service, spec, instance_id, instance_dir)
+            row.spec_json = ispec.to_json()
+            handle = self.backend.start(ispec)
+        except (LiqiError, OSError) as exc:
+            message = exc.message if isinstance(exc, LiqiError) else str(exc)
+            row.state = InstanceState.CRASHED.value
+            row.crashes = 1
+            row.reason = f"could not start: {message}"
+            session.add(row)
+            catalog.add_event(session, service.id, f"instance {instance_id} {row.reason}", "error")
+            if START_ATTEMPTS <= 1:
+                self._fail(session, service, row)
+            return
+        row.handle = handle.ref
+        row.backend = handle.backend
+        session.add(row)
+        catalog.add_event(
+            session,
+            service.id,
+            f"instance {instance_id} starting (version {service.current_version})",
+        )
+
+    def _instance_spec(
+        self,
+        session: Session,
+        service: Service,
+        spec: ServiceSpec,
+        instance_id: str,
+        instance_dir: Path,
+    ) -> InstanceSpec:
+        model = spec.model_path or spec.processor_path or "."
+        model_uri = resolve_model(model, self.config.cache_dir)
+        warmup = spec.warm_up_data_path
+        if warmup and warmup.startswith("oss://"):
+            ref = parse_oss_uri(warmup)
+            bucket = buckets.get_bucket(session, ref.bucket)
+            name = ref.key.rsplit("/", 1)[-1] or "warmup.bin"
+            warmup = str(copy_object(warmup, instance_dir / name, self.stores, bucket))
+        elif warmup:
+            warmup = str(Path(warmup.removeprefix("file://")).expanduser().absolute())
+        return instance_spec(
+            spec,
+            instance_id=instance_id,
+            instance_dir=instance_dir,
+            model_uri=model_uri,
+            token=catalog.token_of(service, self.box),
+            home=self.config.home,
+            credentials=self._credentials(session, service),
+            warmup_file=warmup,
+        )
+
+    def _credentials(self, session: Session, service: Service) -> Credentials | None:
+        key = session.scalars(
+            select(AccessKey).where(
+                AccessKey.access_id == service.created_by, AccessKey.revoked_at.is_(None)
+            )
+        ).first()
+        if key is None:
+            return None
+        return Credentials(
+            endpoint=self.endpoint(),
+            access_id=key.access_id,
+            access_key=self.box.decrypt(key.secret_ciphertext),
+            project=catalog.project_name(session, service),
+        )
+
+    # -- what the service shows -----------------------------------------------------------
+
+    def _settle(self, session: Session, service: Service) -> None:
+        session.flush()
+        rows = catalog.instances_of(session, service)
+        views = [InstanceView(r.id, r.version, InstanceState(r.state)) for r in rows]
+        state = service_state(
+            deleting=service.deleting,
+            stopped=service.stopped,
+            failed=service.failed,
+            ever_running=service.ever_running,
+            version=service.current_version,
+            want=service.want,
+            instances=views,
+        )
+        reason = service.reason if state is ServiceState.FAILED else self._progress(rows, service)
+        if state is ServiceState.RUNNING:
+            service.ever_running = True
+        catalog.set_state(session, service, state.value)
+        if not service.failed:
+            service.reason = reason
+        spec = self._spec(session, service, service.current_version)
+        self.routes.set(
+            ServiceRoute(
+                name=service.name,
+                token=catalog.token_of(service, self.box),
+                upstreams=tuple(
+                    Upstream(r.id, r.url)
+                    for r in rows
+                    if r.state == InstanceState.READY.value and r.url
+                ),
+                state=state.value,
+                reason=service.reason,
+                scale_from_zero=spec.autoscaler is not None and spec.autoscaler.min == 0,
+            )
+        )
+
+    @staticmethod
+    def _progress(rows: list[ServiceInstance], service: Service) -> str:
+        if service.deleting or service.stopped:
+            left = sum(r.state != InstanceState.CRASHED.value for r in rows)
+            return f"{left} instance(s) stopping" if left else ""
+        current = [r for r in rows if r.version == service.current_version]
+        running = sum(r.state == InstanceState.READY.value for r in current)
+        pending = len(current) - running
+        crashed = [r for r in current if r.state == InstanceState.CRASHED.value]
+        text = f"Total: {service.want}, Pending: {pending}, Running: {running}"
+        if crashed:
+            text += f"; last crash: {crashed[-1].reason}"
+        return text
+
+    def _forget(self, session: Session, service: Service) -> None:
+        name = service.name
+        self.routes.remove(name)
+        self.scalers.forget(name)
+        self._specs = {k: v for k, v in self._specs.items() if k[0] != service.id}
+        session.delete(service)
+        log.info("service=%s deleted", name)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _handle(row: ServiceInstance) -> InstanceHandle:
+        return InstanceHandle(row.backend, row.handle)
+
+    @staticmethod
+    def _set(row: ServiceInstance, state: InstanceState) -> None:
+        row.state = state.value
+        row.changed_at = utcnow()

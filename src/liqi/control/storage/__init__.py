@@ -1,0 +1,1 @@
+"""The storage catalogue: buckets and their stores, resources, datasets, models."""

@@ -1,0 +1,1 @@
+"""The gateway: ``/api/predict/<service>`` forwarded to a service's ready instances."""
