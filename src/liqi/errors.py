@@ -297,6 +297,18 @@ class DatabaseUnavailableError(ServerUnavailableError):
     code = "database_unavailable"
 
 
+class BackendError(LiqiError):
+    """A backend could not start or reach a job's tasks or a service's instance."""
+
+    code = "backend_error"
+
+
+class UploadCancelledError(LiqiError):
+    """The job was killed while its outputs were uploading; the buckets were restored."""
+
+    code = "upload_cancelled"
+
+
 class SecretKeyMismatchError(LiqiError):
     """The server's secret.key cannot decrypt what the database holds."""
 

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import uvicorn
 
+from liqi.asgi.listen import url_of
 from liqi.datasets.mnist_reader import builtin_dir, read_data_sets
-from liqi.serving.server import ProcessorOptions, ServeOptions, bind, build_app, url_of
+from liqi.serving.server import ProcessorOptions, ServeOptions, bind, build_app
 from tests.support.model_server import LiveModelServer, live_model_server, wait_ready
 
 TOKEN = "client-test-token"

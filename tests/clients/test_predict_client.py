@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from liqi import AsyncPredictClient, PredictClient, StringRequest, TFRequest
+from liqi.asgi.listen import url_of
 from liqi.client.predict_core import RetryPolicy
 from liqi.errors import (
     AuthenticationError,
@@ -21,7 +22,7 @@ from liqi.errors import (
     ServerUnavailableError,
     UnexpectedResponseError,
 )
-from liqi.serving.server import bind, url_of
+from liqi.serving.server import bind
 from tests.clients.conftest import TOKEN, ScriptedServer
 from tests.support.model_server import LiveModelServer
 

@@ -15,7 +15,7 @@ from liqi.control.db.tables import Project
 from liqi.control.jobs import staging
 from liqi.control.server.plane import ControlPlane, open_plane
 from liqi.control.storage import buckets
-from liqi.errors import ConflictError
+from liqi.errors import ConflictError, UploadCancelledError
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_kill_during_upload_restores_the_bucket(plane: ControlPlane, tmp_path: P
         asked.append(1)
         return len(asked) > 5
 
-    with pytest.raises(staging.UploadCancelledError) as caught:
+    with pytest.raises(UploadCancelledError) as caught:
         staging.upload_outputs(plane.sessions, plane.stores, job_dir, stop_after_five)
     assert "5 of 10 written" in caught.value.message
     assert contents(plane) == before

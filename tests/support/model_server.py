@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import httpx
 
+from liqi.asgi.listen import url_of
 from liqi.serving.app import ServingApp
-from liqi.serving.server import bind, url_of, uvicorn_server
+from liqi.serving.server import bind, uvicorn_server
 
 
 @dataclass

@@ -15,13 +15,11 @@ answer from the page (the server's behaviour for non-browser clients does not ch
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from liqi.asgi.http import Message, Receive, Scope, Send
+from liqi.asgi.types import ASGIApp, Message, Receive, Scope, Send
 from liqi.errors import ConfigError
-
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ANY = "*"
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+$")

@@ -1,22 +1,17 @@
-"""The ASGI plumbing of the model server: one request in, one response out.
-
-No framework: a request is read into :class:`Request` (the body bounded by
-``max_body_bytes``) and answered with a :class:`Response`. Everything protocol-specific lives
-in the ``*_routes`` modules.
+"""One request in, one response out, without a framework: a request read into
+:class:`Request` (the body bounded by ``max_body_bytes``), answered with a :class:`Response`,
+and the one way both servers answer an error (:func:`error_response`). Everything
+protocol-specific lives in the model server's ``*_routes`` modules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from liqi.errors import InvalidRequestError, PayloadTooLargeError
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from liqi.asgi.tokens import WWW_AUTHENTICATE
+from liqi.asgi.types import Receive, Scope, Send
+from liqi.errors import AuthenticationError, InvalidRequestError, LiqiError, PayloadTooLargeError
+from liqi.protocols.tensors import encode_error
 
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
@@ -89,3 +84,14 @@ async def send_response(send: Send, response: Response) -> None:
     ]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
+
+
+def error_response(exc: LiqiError, *, json: bool) -> Response:
+    """The answer to an error: ``{"error": message}`` (TF Serving, V2) or the message as text
+    (EAS), with ``Retry-After`` on a 503 and ``WWW-Authenticate`` on a 401."""
+    headers = [(b"retry-after", b"1")] if exc.http_status == 503 else []
+    if isinstance(exc, AuthenticationError):
+        headers.append(WWW_AUTHENTICATE)
+    if json:
+        return Response(exc.http_status, encode_error(exc.message), JSON, headers)
+    return Response(exc.http_status, exc.message.encode(), TEXT, headers)

@@ -37,9 +37,8 @@ from liqi.backends.instances import (
     InstanceSpec,
     InstanceStatus,
 )
-from liqi.backends.local_jobs import BackendError
-from liqi.serving import standby as standby_main
-from liqi.serving.state_file import ServerState, read_state
+from liqi.errors import BackendError
+from liqi.serving.state_file import CLAIM_FILE, READY_FILE, ServerState, read_state
 
 SPEC_FILE = "spec.json"
 LOG_FILE = "instance.log"
@@ -142,7 +141,7 @@ class LocalInstanceBackend(InstanceBackend):
         if standby is None:
             return None
         process, folder = standby
-        if process.poll() is not None or not (folder / standby_main.READY_FILE).exists():
+        if process.poll() is not None or not (folder / READY_FILE).exists():
             with self._lock:  # still importing: keep it for the next instance
                 if self._standby is None and process.poll() is None:
                     self._standby = standby
@@ -154,10 +153,10 @@ class LocalInstanceBackend(InstanceBackend):
             "cwd": spec.dir,
             "log": str(Path(spec.dir) / LOG_FILE),
         }
-        tmp = folder / f".{standby_main.CLAIM_FILE}.tmp"
+        tmp = folder / f".{CLAIM_FILE}.tmp"
         tmp.write_text(json.dumps(claim))
-        tmp.rename(folder / standby_main.CLAIM_FILE)
-        (folder / standby_main.READY_FILE).unlink(missing_ok=True)  # no longer waiting
+        tmp.rename(folder / CLAIM_FILE)
+        (folder / READY_FILE).unlink(missing_ok=True)  # no longer waiting
         with self._lock:
             self._children[spec.instance_id] = process
         return InstanceHandle(self.name, str(process.pid))
@@ -199,7 +198,7 @@ class LocalInstanceBackend(InstanceBackend):
             standby, self._standby = self._standby, None
         if standby is not None:
             process, folder = standby
-            if not (folder / standby_main.CLAIM_FILE).exists():
+            if not (folder / CLAIM_FILE).exists():
                 _kill_group(process.pid, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(timeout=5)
@@ -295,7 +294,7 @@ def is_instance(pid: int, instance_id: str) -> bool:
         return True
     if len(argv) >= 2 and argv[-2] == "liqi.serving.standby":
         try:
-            claim = json.loads((Path(argv[-1]) / standby_main.CLAIM_FILE).read_text())
+            claim = json.loads((Path(argv[-1]) / CLAIM_FILE).read_text())
         except (OSError, ValueError):
             return False
         return isinstance(claim, dict) and claim.get("instance_id") == instance_id

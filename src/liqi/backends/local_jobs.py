@@ -13,16 +13,12 @@ from pathlib import Path
 import psutil
 
 from liqi.backends.jobs import Backend, Handle, LaunchPlan, RunStatus, TaskResult
-from liqi.errors import LiqiError
+from liqi.errors import BackendError
 
 PLAN_FILE = "plan.json"
 RESULT_FILE = "result.json"
 SUPERVISOR_LOG = "supervisor.log"
 PID_FILE = "supervisor.pid"
-
-
-class BackendError(LiqiError):
-    code = "backend_error"
 
 
 class LocalBackend(Backend):

@@ -40,7 +40,7 @@ _RPC = {
 
 
 @dataclass(frozen=True)
-class Autoscaler:
+class AutoscalerSpec:
     """Scale between ``min`` and ``max`` instances on ``qps`` per instance."""
 
     min: int
@@ -77,7 +77,7 @@ class ServiceSpec:
     gpu: int = 0
     region: str | None = None
     rpc: dict[str, Any] = field(default_factory=dict)
-    autoscaler: Autoscaler | None = None
+    autoscaler: AutoscalerSpec | None = None
     rolling: RollingStrategy = field(default_factory=RollingStrategy)
     warm_up_data_path: str | None = None
     document: dict[str, Any] = field(default_factory=dict)  # as given, for desc and modify
@@ -256,7 +256,7 @@ def _optional_int(value: Any, where: str) -> int | None:
     return None if value is None else int(_number(value, where, minimum=0))
 
 
-def _autoscaler(value: Any) -> Autoscaler | None:
+def _autoscaler(value: Any) -> AutoscalerSpec | None:
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -279,7 +279,7 @@ def _autoscaler(value: Any) -> Autoscaler | None:
     behavior = value.get("behavior") or {}
     if not isinstance(behavior, dict):
         raise InvalidRequestError("'autoscaler.behavior' must be an object.")
-    return Autoscaler(
+    return AutoscalerSpec(
         min=low,
         max=high,
         qps=qps,

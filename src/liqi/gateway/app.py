@@ -14,13 +14,13 @@ Errors the gateway answers itself are text on the EAS path and ``{"error": ...}`
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
+from liqi.asgi.http import error_response, send_response
+from liqi.asgi.tokens import signed, token_accepted, token_error
+from liqi.asgi.types import ASGIApp, Message, Receive, Scope, Send
 from liqi.errors import (
-    AuthenticationError,
     DeadlineExceededError,
     LiqiError,
     NotFoundError,
@@ -29,21 +29,11 @@ from liqi.errors import (
 from liqi.gateway.body import ClientGoneError, RequestBody
 from liqi.gateway.route_table import RouteTable, ServiceRoute, Upstream
 from liqi.gateway.upstream import HOP_BY_HOP, UpstreamError, UpstreamPool, UpstreamResponse
-from liqi.protocols import eas
-from liqi.protocols.tensors import encode_error
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 PREFIX = "/api/predict/"
 MAX_ATTEMPTS = 4
-_TEXT = b"text/plain; charset=utf-8"
-_JSON = b"application/json"
 # Request headers not forwarded: hop-by-hop ones, those this hop sets itself (host, framing),
 # and expect (the gateway's own server answers 100-continue).
 _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
@@ -101,7 +91,7 @@ class Gateway:
         try:
             await self._handle(scope, receive, send, name)
         except LiqiError as exc:  # raised only before the answer started
-            await _send_error(send, exc, json=sub.startswith(("v1/", "v2")))
+            await send_response(send, error_response(exc, json=sub.startswith(("v1/", "v2"))))
         except ClientGoneError:
             return
         except Exception:  # a bug of ours: log it, answer 500, keep serving
@@ -109,7 +99,7 @@ class Gateway:
                 "gateway failed on %s %s service=%s", scope["method"], scope["path"], name
             )
             error = LiqiError("Internal error in the gateway; the server log has the details.")
-            await _send_error(send, error, json=sub.startswith(("v1/", "v2")))
+            await send_response(send, error_response(error, json=sub.startswith(("v1/", "v2"))))
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
         table = self.table
@@ -136,33 +126,22 @@ class Gateway:
     ) -> None:
         token = route.token
         assert token is not None
-        if given is not None:
-            value = given.decode("latin-1").strip()
-            scheme, _, rest = value.partition(" ")
-            if scheme.lower() == "bearer":
-                value = rest.strip()
-            elif scheme == "EAS":
-                headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-                if eas.check_authorization(
-                    value,
-                    token=token,
-                    method=scope["method"],
-                    body=await body.whole(),
-                    content_type=headers.get("content-type", ""),
-                    date=headers.get("date", ""),
-                    path=scope["path"],
-                ):
-                    return
-            if value and hmac.compare_digest(value.encode(), token.encode()):
-                return
-        raise AuthenticationError(
-            f"Missing or wrong token for service {route.name!r}. Send 'Authorization: "
-            "<token>' (or 'Bearer <token>', or the EAS SDK's signature) with the service's "
-            "token."
-            if given
-            else f"Service {route.name!r} needs a token: send 'Authorization: <token>' with "
-            "the service's token (or 'Bearer <token>', or the EAS SDK's signature)."
-        )
+        value = given.decode("latin-1") if given is not None else ""
+        if signed(value):
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            accepted = token_accepted(
+                value,
+                token,
+                method=scope["method"],
+                path=scope["path"],
+                content_type=headers.get("content-type", ""),
+                date=headers.get("date", ""),
+                body=await body.whole(),
+            )
+        else:
+            accepted = token_accepted(value, token, method=scope["method"], path=scope["path"])
+        if not accepted:
+            raise token_error(route.name, given=bool(value.strip()))
 
     def _pick(self, upstreams: tuple[Upstream, ...], failed: tuple[str, ...]) -> Upstream | None:
         """The ready instance with the fewest requests in flight; ties take turns."""
@@ -371,20 +350,6 @@ def _bad_gateway(route: ServiceRoute, tried: tuple[str, ...], exc: UpstreamError
     log.warning("no answer service=%s instances=%s: %s", route.name, names, exc.message)
     what = "instance" if len(tried) == 1 else "instances"
     return UpstreamError(f"Service {route.name!r}: no answer from {what} {names}. {exc.message}")
-
-
-async def _send_error(send: Send, exc: LiqiError, *, json: bool) -> None:
-    body = encode_error(exc.message) if json else exc.message.encode()
-    headers = [
-        (b"content-type", _JSON if json else _TEXT),
-        (b"content-length", b"%d" % len(body)),
-    ]
-    if exc.http_status == 503:
-        headers.append((b"retry-after", b"1"))
-    elif exc.http_status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="liqi"'))
-    await send({"type": "http.response.start", "status": exc.http_status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 async def _lifespan(

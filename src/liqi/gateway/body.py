@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from liqi.asgi.http import Message, Receive
+from liqi.asgi.types import Message, Receive
 from liqi.errors import InvalidRequestError, PayloadTooLargeError
 
 

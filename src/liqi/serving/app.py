@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -25,26 +24,17 @@ import orjson
 
 from liqi.asgi.cors import CorsPolicy, with_cors
 from liqi.asgi.http import (
-    JSON,
-    TEXT,
-    Receive,
     Request,
     Response,
-    Scope,
-    Send,
+    error_response,
     headers_of,
     read_body,
     send_response,
 )
-from liqi.errors import (
-    AuthenticationError,
-    LiqiError,
-    ModelError,
-    ModelLoadError,
-    NotFoundError,
-    OverloadedError,
-)
-from liqi.protocols import eas, tfserving, v2
+from liqi.asgi.tokens import token_accepted, token_error
+from liqi.asgi.types import Receive, Scope, Send
+from liqi.errors import LiqiError, ModelError, ModelLoadError, NotFoundError
+from liqi.protocols import tfserving, v2
 from liqi.protocols.tensors import encode_error
 from liqi.serving import eas_routes, tfserving_routes, v2_routes
 from liqi.serving.manager import ModelManager
@@ -112,12 +102,11 @@ class ServingApp:
         except ConnectionAbortedError:
             return
         except LiqiError as exc:
-            response = _error(protocol, exc)
+            response = error_response(exc, json=protocol != "eas")
         except Exception:  # a bug of ours: log it, answer 500, keep serving
             log.exception("unhandled error on %s %s", scope["method"], path)
-            response = _error(
-                protocol, ModelError("Internal error; the server log has the details.")
-            )
+            error = ModelError("Internal error; the server log has the details.")
+            response = error_response(error, json=protocol != "eas")
         await send_response(send, response)
         if protocol != "server":
             elapsed = time.perf_counter() - started
@@ -192,34 +181,23 @@ class ServingApp:
                 return await v2_routes.handle(self, request, v2_route)
             return await eas_routes.handle(self, request, name)
         except LiqiError as exc:
-            response = _error(protocol, exc)
+            response = error_response(exc, json=protocol != "eas")
             response.model = name if name in self.manager.models else ""
             return response
 
     def _authorize(self, request: Request) -> None:
         assert self.token is not None
         given = request.header("authorization")
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(
-            value.strip().encode(), self.token.encode()
-        ):
-            return
-        if eas.check_authorization(
+        if not token_accepted(
             given,
-            token=self.token,
+            self.token,
             method=request.method,
-            body=request.body,
+            path=request.path,
             content_type=request.header("content-type"),
             date=request.header("date"),
-            path=request.path,
+            body=request.body,
         ):
-            return
-        raise AuthenticationError(
-            "Missing or wrong token. Send 'Authorization: <token>' (or 'Bearer <token>', or "
-            "the EAS SDK's signature) with the service's token."
-            if given
-            else "This server needs a token: send 'Authorization: <token>'."
-        )
+            raise token_error("", given=bool(given))
 
     async def _healthz(self, scope: Scope, receive: Receive) -> Response:
         return Response(200, b'{"status":"live"}')
@@ -295,12 +273,3 @@ class ServingApp:
         self._started = True
         if self._on_ready is not None:
             self._on_ready()
-
-
-def _error(protocol: str, exc: LiqiError) -> Response:
-    headers = [(b"retry-after", b"1")] if isinstance(exc, OverloadedError) else []
-    if isinstance(exc, AuthenticationError):
-        headers.append((b"www-authenticate", b'Bearer realm="liqi"'))
-    if protocol == "eas":
-        return Response(exc.http_status, exc.message.encode(), TEXT, headers)
-    return Response(exc.http_status, encode_error(exc.message), JSON, headers)

@@ -44,7 +44,7 @@ class VersionState(enum.Enum):
 
 
 @dataclass(eq=False)
-class ModelVersion:
+class LoadedVersion:
     """One version of a served model and what it is doing."""
 
     version: int
@@ -57,7 +57,7 @@ class ModelVersion:
     retry_at: float = 0.0
     drained: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def __enter__(self) -> ModelVersion:
+    def __enter__(self) -> LoadedVersion:
         self.in_flight += 1
         return self
 
@@ -114,8 +114,8 @@ class ServedModel:
         self.source = source
         self.options = options
         self.labels = dict(options.labels)
-        self.versions: dict[int, ModelVersion] = {}
-        self._available: list[ModelVersion] = []
+        self.versions: dict[int, LoadedVersion] = {}
+        self._available: list[LoadedVersion] = []
         self.source_error = ""
         self.refreshed = False  # the first poll finished (every wanted version tried)
         self._loader_for = loader_for
@@ -125,18 +125,18 @@ class ServedModel:
 
     # -- request side (event loop, no awaits) ---------------------------------------------
 
-    def available(self) -> list[ModelVersion]:
+    def available(self) -> list[LoadedVersion]:
         """The versions taking requests, oldest first (kept current by :meth:`_set_state`)."""
         return self._available
 
-    def _set_state(self, entry: ModelVersion, state: VersionState) -> None:
+    def _set_state(self, entry: LoadedVersion, state: VersionState) -> None:
         entry.state = state
         self._available = sorted(
             (v for v in self.versions.values() if v.state is VersionState.AVAILABLE),
             key=lambda v: v.version,
         )
 
-    def resolve(self, version: str | None = None, label: str | None = None) -> ModelVersion:
+    def resolve(self, version: str | None = None, label: str | None = None) -> LoadedVersion:
         """The version a request goes to: the newest available one unless it names one."""
         available = self.available()
         if label is not None:
@@ -160,7 +160,7 @@ class ServedModel:
             raise ModelUnavailableError(self.not_ready_reason())
         return available[-1]
 
-    def acquire(self, version: str | None = None, label: str | None = None) -> ModelVersion:
+    def acquire(self, version: str | None = None, label: str | None = None) -> LoadedVersion:
         """The version for one request, to hold with ``with``: an unloading version waits
         for its holders before it unloads."""
         return self.resolve(version, label)
@@ -253,7 +253,7 @@ class ServedModel:
     async def _load(self, number: int) -> None:
         entry = self.versions.get(number)
         if entry is None or entry.state is not VersionState.FAILED:
-            entry = ModelVersion(number)
+            entry = LoadedVersion(number)
             self.versions[number] = entry
         self._set_state(entry, VersionState.LOADING)
         started = time.monotonic()
@@ -304,7 +304,7 @@ class ServedModel:
             servable.predict(servable.warmup_inputs())
         return servable
 
-    async def _unload(self, entry: ModelVersion) -> None:
+    async def _unload(self, entry: LoadedVersion) -> None:
         self._set_state(entry, VersionState.UNLOADING)
         if entry.in_flight:
             await entry.drained.wait()

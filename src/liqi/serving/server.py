@@ -30,7 +30,8 @@ import uvicorn
 
 from liqi._logging import configure_logging
 from liqi.asgi.cors import CorsPolicy
-from liqi.errors import InvalidRequestError, LiqiError, ModelLoadError, PortInUseError
+from liqi.asgi.listen import bind_socket, url_of
+from liqi.errors import LiqiError, ModelLoadError
 from liqi.serving.app import ServeLimits, ServingApp
 from liqi.serving.custom import PythonProcessorServable
 from liqi.serving.loaders import Loader, RawServable, Servable
@@ -138,32 +139,9 @@ def build_app(
 
 
 def bind(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    """A listening socket; SO_REUSEPORT lets several servers share the port."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise InvalidRequestError(f"Cannot resolve --host {host!r}: {exc}.") from None
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port and hasattr(socket, "SO_REUSEPORT"):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise PortInUseError(
-            f"Cannot listen on {host}:{port}: {exc.strerror}. Pick another --port "
-            "(0 picks a free one)."
-        ) from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-def url_of(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    """A listening socket, inherited by worker processes; SO_REUSEPORT lets several servers
+    share the port."""
+    return bind_socket(host, port, reuse_port=reuse_port, inheritable=True)
 
 
 class _Server(uvicorn.Server):

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-READY_FILE = "ready"
-CLAIM_FILE = "claim.json"
+from liqi.serving.state_file import CLAIM_FILE, READY_FILE
+
 POLL_S = 0.01
 MAX_IDLE_S = 24 * 3600.0
 

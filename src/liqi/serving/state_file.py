@@ -3,7 +3,8 @@
 A supervisor, the local instance backend, learns from it how the server it started is doing
 without an HTTP call: the server writes it (atomically: temp file + rename) when it listens,
 when it is ready, and on the way out. Both sides read and write it through this module, so
-the format lives in one place.
+the format lives in one place; so do the names of a standby server's files
+(:mod:`liqi.serving.standby`), which the backend writes and watches.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 log = logging.getLogger(__name__)
+
+READY_FILE = "ready"  # a standby server's pid: it waits to be claimed
+CLAIM_FILE = "claim.json"  # the backend's claim of a standby: the instance it becomes
 
 # listening: bound, loading or warming up; ready: every model serves and the warm-up file (if
 # any) replayed fine; failed: a fatal start error, ``reason`` says which; stopped: drained after

@@ -17,7 +17,7 @@ from liqi.errors import InvalidRequestError, MethodNotAllowedError, NotFoundErro
 from liqi.protocols import tfserving
 from liqi.protocols.tensors import InferenceResponse
 from liqi.serving.loaders import RawServable, Servable
-from liqi.serving.manager import ModelVersion, ServedModel, VersionState
+from liqi.serving.manager import LoadedVersion, ServedModel, VersionState
 
 if TYPE_CHECKING:
     from liqi.serving.app import ServingApp
@@ -55,12 +55,12 @@ async def handle(app: ServingApp, request: Request, route: tfserving.Route) -> R
         return _answer(entry, model, body)
 
 
-def _answer(entry: ModelVersion, model: ServedModel, body: bytes) -> Response:
+def _answer(entry: LoadedVersion, model: ServedModel, body: bytes) -> Response:
     return Response(200, body, model=model.name, version=str(entry.version))
 
 
 async def predict_json(
-    entry: ModelVersion, model: str, body: bytes, *, timeout_s: float | None
+    entry: LoadedVersion, model: str, body: bytes, *, timeout_s: float | None
 ) -> bytes:
     """A TF Serving ``:predict`` body run through ``entry``, answered in the same format (row
     or columnar); EAS's JSON bodies take this path too."""
@@ -132,7 +132,7 @@ def _status(model: ServedModel, version: str | None) -> bytes:
     return tfserving.encode_status(rows)
 
 
-def _metadata(name: str, entry: ModelVersion) -> bytes:
+def _metadata(name: str, entry: LoadedVersion) -> bytes:
     servable = entry.servable
     if servable is None or isinstance(servable, RawServable):
         raise InvalidRequestError(f"Model {name!r} is a custom processor: it has no signatures.")

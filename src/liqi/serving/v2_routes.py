@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import liqi
+from liqi._version import __version__
 from liqi.asgi.http import OCTET, Request, Response
 from liqi.errors import InvalidRequestError
 from liqi.protocols import v2
@@ -22,7 +22,7 @@ async def handle(app: ServingApp, request: Request, route: v2.Route) -> Response
     if route.verb in ("server_metadata", "live", "ready"):
         require(request, "GET")
         if route.verb == "server_metadata":
-            return Response(200, v2.encode_server_metadata("liqi", liqi.__version__, EXTENSIONS))
+            return Response(200, v2.encode_server_metadata("liqi", __version__, EXTENSIONS))
         ok = True if route.verb == "live" else app.ready
         return Response(200 if ok else 503, v2.encode_health(route.verb, ok))
     assert route.model is not None

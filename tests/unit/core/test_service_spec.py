@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from liqi.core.service_spec import (
-    Autoscaler,
+    AutoscalerSpec,
     RollingStrategy,
     load_document,
     merge_documents,
@@ -62,7 +62,7 @@ def test_the_full_featured_spec() -> None:
     assert spec.name == "test_eascmd"
     assert spec.token == "abc"
     assert spec.generate_token is True
-    assert spec.autoscaler == Autoscaler(min=2, max=5, qps=10.0)
+    assert spec.autoscaler == AutoscalerSpec(min=2, max=5, qps=10.0)
     assert spec.rolling == RollingStrategy(max_surge=1, max_unavailable=1)
     assert spec.warm_up_data_path == "oss://examplebucket/warmup.bin"
     policy = spec.batch_policy
@@ -106,7 +106,7 @@ def test_flat_rpc_keys_and_a_custom_processor() -> None:
 def test_autoscaler_scale_strategies_list() -> None:
     document = {**SEED, "autoscaler": {"min": 0, "max": 3, "scaleStrategies": [
         {"metricName": "qps", "threshold": 20}]}}  # fmt: skip
-    assert parse_service_spec(document).spec.autoscaler == Autoscaler(min=0, max=3, qps=20.0)
+    assert parse_service_spec(document).spec.autoscaler == AutoscalerSpec(min=0, max=3, qps=20.0)
 
 
 @pytest.mark.parametrize(

@@ -1,29 +1,19 @@
-"""Authentication of control-plane requests: an ASGI middleware that checks the HMAC signature.
-
-The whole body is read (bounded by ``max_body_bytes``) before the app sees the request, so a
-request is authenticated before its body is parsed, and its hash is checked against the signed
-``X-Liqi-Content-SHA256``. The principal is put in ``scope["liqi.principal"]``.
-
-Uploads (routes matching ``streamed``) are not buffered: the headers are authenticated first,
-the body is hashed as it flows to the route, and the route calls ``BodyCheck.verify`` (from
-``scope["liqi.body_check"]``) before it makes the upload visible, so a changed body is refused
-and leaves nothing behind.
+"""Authentication of control-plane requests: the :class:`Authenticator` checks a request's
+HMAC signature, clock and nonce against the access keys and returns its principal;
+:class:`BodyCheck` checks a streamed body against its signed hash. The ASGI middleware that
+runs them before any route is :mod:`liqi.control.api.middleware`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-import anyio.to_thread
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from liqi.control.api.errors import error_response
 from liqi.control.db.secretbox import SecretBox
 from liqi.control.identity import accounts
 from liqi.core import signing
@@ -31,8 +21,6 @@ from liqi.core.replay import NonceCache
 from liqi.errors import (
     AuthenticationError,
     InvalidRequestError,
-    LiqiError,
-    PayloadTooLargeError,
     RequestExpiredError,
     RequestReplayedError,
     SignatureMismatchError,
@@ -166,108 +154,3 @@ class BodyCheck:
                 f"The body does not match its {signing.CONTENT_HASH_HEADER} header: it was "
                 "changed after signing; nothing was stored."
             )
-
-
-class AuthMiddleware:
-    """Authenticates every request whose path starts with ``prefix``."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        authenticator: Authenticator,
-        prefix: str,
-        max_body_bytes: int,
-        streamed: re.Pattern[str] | None = None,
-    ) -> None:
-        self.app = app
-        self.authenticator = authenticator
-        self.prefix = prefix
-        self.max_body_bytes = max_body_bytes
-        self.streamed = streamed
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
-            await self.app(scope, receive, send)
-            return
-        is_streamed = bool(
-            self.streamed
-            and scope["method"] in ("PUT", "POST")
-            and self.streamed.match(scope["path"])
-        )
-        try:
-            body = None if is_streamed else await self._read_body(scope, receive)
-            headers = {
-                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
-            }
-            raw_path = scope.get("raw_path") or scope["path"].encode()
-            principal = await anyio.to_thread.run_sync(
-                lambda: self.authenticator.authenticate(
-                    method=scope["method"],
-                    path=raw_path.decode("latin-1").split("?", 1)[0],
-                    raw_query=scope.get("query_string", b"").decode("latin-1"),
-                    headers=headers,
-                    body=body,
-                )
-            )
-        except LiqiError as exc:
-            if isinstance(exc, AuthenticationError):
-                logger.info("refused %s %s: %s", scope["method"], scope["path"], exc.code)
-            elif exc.http_status >= 500:
-                logger.error(
-                    "authentication failed on %s %s", scope["method"], scope["path"], exc_info=exc
-                )
-            await error_response(exc)(scope, receive, send)
-            return
-        scope[PRINCIPAL_SCOPE_KEY] = principal
-        if body is None:
-            check = BodyCheck(headers.get(signing.CONTENT_HASH_HEADER, ""))
-            scope[BODY_CHECK_SCOPE_KEY] = check
-
-            async def hashing() -> Message:
-                message = await receive()
-                if message["type"] == "http.request":
-                    check.update(message.get("body", b""), message.get("more_body", False))
-                return message
-
-            await self.app(scope, hashing, send)
-            return
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        for name, value in scope["headers"]:
-            if (
-                name.lower() == b"content-length"
-                and value.isdigit()
-                and int(value) > self.max_body_bytes
-            ):
-                raise PayloadTooLargeError(
-                    f"Request body of {int(value)} bytes is over the limit of "
-                    f"{self.max_body_bytes} bytes for control-plane requests."
-                )
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise PayloadTooLargeError(
-                    f"Request body is over the limit of {self.max_body_bytes} bytes for "
-                    "control-plane requests."
-                )
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)

@@ -33,7 +33,7 @@ from liqi.control.storage import buckets, datasets, resources
 from liqi.core.jobs import JobSpec
 from liqi.core.odps import parse_resource_uri, parse_volume_uri
 from liqi.core.refs import parse_oss_uri
-from liqi.errors import InvalidRequestError, LiqiError
+from liqi.errors import InvalidRequestError, UploadCancelledError
 from liqi.stores.base import ObjectReader, Store, file_chunks
 
 # The runner acts for the control plane: access was checked when the job was submitted.
@@ -146,12 +146,6 @@ def stage_bucket(
         st = dest.stat()
         staged[str(dest)] = [st.st_size, st.st_mtime_ns]
     return StagedBucket(uri=str(target), local_dir=str(local) + "/"), staged
-
-
-class UploadCancelledError(LiqiError):
-    """The job was killed while its outputs were uploading; the buckets were restored."""
-
-    code = "upload_cancelled"
 
 
 def _outputs(

@@ -7,13 +7,14 @@ from fastapi import FastAPI
 
 from liqi._version import __version__
 from liqi.asgi.cors import CorsPolicy, with_cors
+from liqi.asgi.types import ASGIApp
 from liqi.control.api import router
 from liqi.control.api.errors import install_error_handlers
+from liqi.control.api.middleware import AuthMiddleware
 from liqi.control.api.objects import STREAMED_PATHS
 from liqi.control.api.schemas import Health
-from liqi.control.identity.auth import AuthMiddleware
 from liqi.control.server.plane import ControlPlane
-from liqi.gateway.app import ASGIApp, Gateway, with_gateway
+from liqi.gateway.app import Gateway, with_gateway
 
 
 def build_app(plane: ControlPlane) -> ASGIApp:

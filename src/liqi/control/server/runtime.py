@@ -7,7 +7,6 @@ never share a home, and a pid file left by a crash is recognisably stale) and wr
 
 from __future__ import annotations
 
-import errno
 import gc
 import json
 import logging
@@ -22,51 +21,15 @@ from types import FrameType
 import uvicorn
 
 from liqi._version import __version__
+from liqi.asgi.listen import bind_socket, url_for
+from liqi.asgi.types import ASGIApp
 from liqi.config import ServerSettings, write_private_file
 from liqi.control.identity.bootstrap import ensure_bootstrapped, write_admin_profile
 from liqi.control.server.app import build_app
 from liqi.control.server.home import ServerRecord, home_lock, prepare_home, record_path
 from liqi.control.server.plane import open_plane
-from liqi.errors import ConfigError, PortInUseError
-from liqi.gateway.app import ASGIApp
 
 logger = logging.getLogger(__name__)
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port; port 0 picks a free one."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise ConfigError(
-            f"Cannot resolve host {host!r}: {exc.strerror}. Use --host 127.0.0.1."
-        ) from None
-    family, socktype, proto, _, addr = infos[0]
-    sock = socket.socket(family, socktype, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(addr)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise PortInUseError(
-                f"Port {port} on {host} is already in use. Stop the program using it or choose "
-                "another port with --port (0 picks a free one)."
-            ) from None
-        raise ConfigError(f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
-    sock.set_inheritable(False)
-    return sock
-
-
-def url_for(host: str, port: int) -> str:
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
 
 
 def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
