@@ -59,6 +59,10 @@ class ServerSettings:
     standby: bool = True
     # Origins whose web pages may call the API and the gateway from a browser (CORS).
     cors_origins: tuple[str, ...] = ()
+    # Bounds on fetching what one service instance needs (an http(s) model archive, a
+    # processor, a warm-up file) [LIQI_STAGING_TIMEOUT_S, LIQI_STAGING_MAX_MB].
+    staging_timeout_s: float = 600.0
+    staging_max_mb: int = 4096
 
     @property
     def effective_database_url(self) -> str:
@@ -112,7 +116,23 @@ def load_server_settings(
         database_url=environ.get("LIQI_DATABASE_URL") or None,
         standby=environ.get("LIQI_STANDBY", "1").strip().lower() not in ("0", "false", "no"),
         cors_origins=_origins(cors_origins or (environ.get("LIQI_CORS_ORIGINS", ""),)),
+        staging_timeout_s=_positive(environ, "LIQI_STAGING_TIMEOUT_S", 600.0),
+        staging_max_mb=int(_positive(environ, "LIQI_STAGING_MAX_MB", 4096)),
     )
+
+
+def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
+    """A positive number from the environment, or ``default`` when unset."""
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value != value or value == float("inf"):
+        raise ConfigError(f"{name}={text!r} is not a positive number (default {default:g}).")
+    return value
 
 
 def _origins(values: tuple[str, ...]) -> tuple[str, ...]:

@@ -309,6 +309,12 @@ class UploadCancelledError(LiqiError):
     code = "upload_cancelled"
 
 
+class StagingCancelledError(LiqiError):
+    """Staging an instance stopped because the instance is no longer wanted."""
+
+    code = "staging_cancelled"
+
+
 class SecretKeyMismatchError(LiqiError):
     """The server's secret.key cannot decrypt what the database holds."""
 

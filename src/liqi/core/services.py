@@ -31,8 +31,10 @@ class ServiceState(str, Enum):
 
 
 class InstanceState(str, Enum):
-    """STARTING -> READY -> DRAINING -> STOPPING -> (row removed); any -> CRASHED."""
+    """STAGING -> STARTING -> READY -> DRAINING -> STOPPING -> (row removed); STAGING or a
+    process that exits -> CRASHED -> STAGING (restart after a backoff)."""
 
+    STAGING = "STAGING"  # its files (model archive, processor, warm-up file) are being fetched
     STARTING = "STARTING"  # the process runs, not ready yet
     READY = "READY"  # takes traffic
     DRAINING = "DRAINING"  # out of the routes, waiting for its requests in flight
@@ -41,7 +43,7 @@ class InstanceState(str, Enum):
 
     @property
     def is_live(self) -> bool:
-        return self in (InstanceState.STARTING, InstanceState.READY)
+        return self in (InstanceState.STAGING, InstanceState.STARTING, InstanceState.READY)
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,12 @@ def plan_rollout(
     # Too many of the new version (scaled down): drop the not-ready ones first.
     extra = len(new) - want
     if extra > 0:
-        rank = {InstanceState.CRASHED: 0, InstanceState.STARTING: 1, InstanceState.READY: 2}
+        rank = {
+            InstanceState.CRASHED: 0,
+            InstanceState.STAGING: 1,
+            InstanceState.STARTING: 2,
+            InstanceState.READY: 3,
+        }
         by_readiness = sorted(new, key=lambda i: rank[i.state])
         drain += [i.id for i in by_readiness[:extra]]
     kept_new_ready = min(len(new_ready), want)

@@ -22,6 +22,7 @@ from liqi.control.db.tables import utcnow
 from liqi.control.identity.auth import Authenticator
 from liqi.control.jobs.runner import JobRunner
 from liqi.control.services.reconciler import Reconciler, ReconcilerConfig
+from liqi.control.services.staging import StagingLimits
 from liqi.control.storage.buckets import StoreRegistry
 from liqi.gateway.route_table import RouteTable
 
@@ -81,9 +82,16 @@ def open_plane(
         ),
         routes,
         ReconcilerConfig(
-            home=settings.home, services_dir=services_dir, cache_dir=settings.home / "cache"
+            home=settings.home,
+            services_dir=services_dir,
+            cache_dir=settings.home / "cache",
+            staging=StagingLimits(
+                timeout_s=settings.staging_timeout_s,
+                max_bytes=settings.staging_max_mb * 2**20,
+            ),
         ),
         endpoint=lambda: plane.url,
+        clock=clock,
     )
     plane = ControlPlane(
         settings=settings,

@@ -198,7 +198,7 @@ def check_spec(
     if spec.warm_up_data_path:
         check_file_path(session, who, spec.warm_up_data_path, stores, "warm_up_data_path")
     if spec.processor_path and not spec.processor_path.startswith(("http://", "https://")):
-        check_file_path(session, who, spec.processor_path, stores, "processor_path")
+        check_processor_path(session, who, spec.processor_path, stores)
 
 
 def check_model_path(
@@ -241,6 +241,20 @@ def check_file_path(
             raise NotFoundError(f"'{field}' {uri} does not exist.")
     elif not Path(uri.removeprefix("file://")).expanduser().exists():
         raise NotFoundError(f"'{field}' {uri!r} does not exist on the server's machine.")
+
+
+def check_processor_path(session: Session, who: Principal, uri: str, stores: StoreRegistry) -> None:
+    """A processor is a file (a script or an archive) or a folder, on oss:// or here."""
+    if not uri.startswith("oss://"):
+        check_file_path(session, who, uri, stores, "processor_path")
+        return
+    store, key = _readable(session, who, uri, stores)
+    folder = key if not key or key.endswith("/") else key + "/"
+    if not (key and store.exists(key)) and not any(True for _ in store.walk(folder)):
+        raise NotFoundError(
+            f"'processor_path' {uri} does not exist: give an object (app.py, app.tar.gz) or a "
+            f"folder holding the processor's files (see `liqi oss ls -r {uri}`)."
+        )
 
 
 def _readable(

@@ -6,6 +6,12 @@ instances, drain old ones: out of the gateway's routes first, stopped once they 
 request in flight), publish the ready instances to the gateway's RouteTable, and write the
 service's state and reason. Desired state lives in the database and instances are found again
 from their handles, so after a control-plane restart the loop re-adopts what still runs.
+
+A tick does no network or file transfer: a new instance is STAGING while the
+:class:`~liqi.control.services.stager.Stager`'s workers fetch what it needs (a model archive,
+a processor, a warm-up file); a later tick starts it, or counts the failure as a failed start
+(``START_ATTEMPTS`` in a row: the service is FAILED with the reason). Deleting or stopping a
+service removes every instance whatever its state. Time comes from the injected clock only.
 The loop never dies on an exception: it logs it, records it on the service, and goes on.
 """
 
@@ -13,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -24,18 +31,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from liqi.backends.instances import InstanceBackend, InstanceHandle, InstancePhase, InstanceSpec
 from liqi.control.db.secretbox import SecretBox
 from liqi.control.db.tables import AccessKey, Service, ServiceInstance, utcnow
-from liqi.control.services import catalog
+from liqi.control.services import catalog, staging
 from liqi.control.services.scaling import ServiceScalers
-from liqi.control.services.staging import (
-    Credentials,
-    copy_object,
-    instance_spec,
-    resolve_model,
-)
-from liqi.control.storage import buckets
+from liqi.control.services.stager import Stager, StagingOutcome
+from liqi.control.services.staging import Credentials, StagingLimits, StagingOrder
 from liqi.control.storage.buckets import StoreRegistry
 from liqi.control.ticker import Ticker
-from liqi.core.refs import parse_oss_uri
 from liqi.core.service_spec import ServiceSpec
 from liqi.core.services import (
     InstanceState,
@@ -54,6 +55,8 @@ START_ATTEMPTS = 3  # a new version whose instances fail this often in a row: FA
 DRAIN_TIMEOUT_S = 30.0
 STOP_GRACE_S = 30.0
 
+StageFunction = Callable[[StagingOrder, threading.Event], InstanceSpec]
+
 
 @dataclass(frozen=True)
 class ReconcilerConfig:
@@ -63,6 +66,8 @@ class ReconcilerConfig:
     tick_s: float = 0.2
     drain_timeout_s: float = DRAIN_TIMEOUT_S
     stop_grace_s: float = STOP_GRACE_S
+    staging: StagingLimits = field(default_factory=StagingLimits)
+    staging_workers: int = 2
 
 
 class Reconciler(Ticker):
@@ -78,7 +83,8 @@ class Reconciler(Ticker):
         config: ReconcilerConfig,
         *,
         endpoint: Callable[[], str],
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], datetime] = utcnow,
+        stage: StageFunction | None = None,
     ) -> None:
         super().__init__(config.tick_s)
         self.sessions = sessions
@@ -89,7 +95,13 @@ class Reconciler(Ticker):
         self.config = config
         self.endpoint = endpoint
         self.clock = clock
-        self.scalers = ServiceScalers(routes, clock)
+        self.scalers = ServiceScalers(routes, lambda: clock().timestamp())
+        self.stager: Stager[StagingOrder] = Stager(
+            stage or (lambda order, cancelled: staging.stage(order, config.staging, cancelled)),
+            clock=clock,
+            timeout_s=config.staging.timeout_s,
+            workers=config.staging_workers,
+        )
         self._specs: dict[tuple[int, int], ServiceSpec] = {}
         routes.on_wake = self._on_gateway_wake
 
@@ -103,6 +115,7 @@ class Reconciler(Ticker):
 
     def stop(self) -> None:
         super().stop()
+        self.stager.close()
         self.backend.close()
 
     def _on_gateway_wake(self, name: str) -> None:
@@ -153,13 +166,13 @@ class Reconciler(Ticker):
                     f"({self.scalers.qps(service.name):.1f} requests/s)",
                 )
                 service.want = autoscaled
-            rows = catalog.instances_of(session, service)
-            for row in rows:
+            for row in catalog.instances_of(session, service):
                 self._observe(session, service, row)
             session.flush()
             rows = catalog.instances_of(session, service)
             if service.deleting:
                 self._drain_all(session, rows)
+                session.flush()
                 if not catalog.instances_of(session, service):
                     self._forget(session, service)
                     return
@@ -170,13 +183,22 @@ class Reconciler(Ticker):
             self._settle(session, service)
 
     def _observe(self, session: Session, service: Service, row: ServiceInstance) -> None:
-        """Bring one instance row up to date with what the backend sees."""
+        """Bring one instance row up to date with what the backend (or the stager) sees."""
         state = InstanceState(row.state)
-        spec = InstanceSpec.from_json(row.spec_json)
-        now = utcnow()
-        if state is InstanceState.CRASHED:
-            self._maybe_restart(session, service, row, spec)
+        if state is InstanceState.STAGING:
+            self._check_staging(session, service, row)
             return
+        if state is InstanceState.CRASHED:
+            self._maybe_restart(session, service, row)
+            return
+        spec = _spec_of(row)
+        if spec is None:  # no process can be found from this record: count it as crashed
+            if state is InstanceState.STOPPING:
+                session.delete(row)
+                return
+            self._start_failed(session, service, row, "its record has no instance spec")
+            return
+        now = self.clock()
         if state is InstanceState.DRAINING:
             waited = (now - row.changed_at).total_seconds()
             if self.routes.outstanding(row.id) == 0 or waited >= self.config.drain_timeout_s:
@@ -189,15 +211,8 @@ class Reconciler(Ticker):
                 session.delete(row)
                 catalog.add_event(session, service.id, f"instance {row.id} stopped")
                 return
-            row.crashes += 1
-            row.reason = status.reason or "exited"
-            self._set(row, InstanceState.CRASHED)
-            log.warning("service=%s instance %s crashed: %s", service.name, row.id, row.reason)
-            catalog.add_event(
-                session, service.id, f"instance {row.id} crashed: {row.reason}", "error"
-            )
-            if row.ready_at is None and row.crashes >= START_ATTEMPTS:
-                self._fail(session, service, row)
+            log.warning("service=%s instance %s crashed: %s", service.name, row.id, status.reason)
+            self._crashed(session, service, row, f"{status.reason or 'exited'}", "crashed")
             return
         if status.url and status.url != row.url:
             row.url = status.url
@@ -210,6 +225,64 @@ class Reconciler(Ticker):
             catalog.add_event(
                 session, service.id, f"instance {row.id} ready at {row.url} in {took:.1f}s"
             )
+
+    def _check_staging(self, session: Session, service: Service, row: ServiceInstance) -> None:
+        outcome = self.stager.poll(row.id)
+        if outcome is None:
+            if not self.stager.knows(row.id):  # e.g. the control plane restarted meanwhile
+                self._submit(session, service, row)
+            return
+        self._staged(session, service, row, outcome)
+
+    def _staged(
+        self, session: Session, service: Service, row: ServiceInstance, outcome: StagingOutcome
+    ) -> None:
+        if outcome.spec is None:
+            log.warning(
+                "service=%s instance %s could not be staged: %s",
+                service.name,
+                row.id,
+                outcome.error,
+            )
+            self._start_failed(session, service, row, f"could not stage: {outcome.error}")
+            return
+        row.spec_json = outcome.spec.to_json()
+        self._launch(session, service, row, outcome.spec)
+
+    def _launch(
+        self, session: Session, service: Service, row: ServiceInstance, spec: InstanceSpec
+    ) -> bool:
+        """Start the instance's process; False (and the failure counted) when it cannot."""
+        try:
+            handle = self.backend.start(spec)
+        except (LiqiError, OSError) as exc:
+            message = exc.message if isinstance(exc, LiqiError) else str(exc)
+            self._start_failed(session, service, row, f"could not start: {message}")
+            return False
+        row.handle = handle.ref
+        row.backend = handle.backend
+        row.started_at = self.clock()
+        row.url = ""
+        self._set(row, InstanceState.STARTING)
+        return True
+
+    def _start_failed(
+        self, session: Session, service: Service, row: ServiceInstance, reason: str
+    ) -> None:
+        self._crashed(session, service, row, reason, "")
+
+    def _crashed(
+        self, session: Session, service: Service, row: ServiceInstance, reason: str, verb: str
+    ) -> None:
+        """Count a failed start or a crash; the version FAILS after ``START_ATTEMPTS`` in a
+        row of an instance that was never ready."""
+        row.crashes += 1
+        row.reason = reason
+        self._set(row, InstanceState.CRASHED)
+        text = f"instance {row.id} {verb}: {reason}" if verb else f"instance {row.id} {reason}"
+        catalog.add_event(session, service.id, text, "error")
+        if row.ready_at is None and row.crashes >= START_ATTEMPTS:
+            self._fail(session, service, row)
 
     def _fail(self, session: Session, service: Service, row: ServiceInstance) -> None:
         if row.version != service.current_version or service.failed:
@@ -225,42 +298,34 @@ class Reconciler(Ticker):
             service.reason += f" (version {old[0].version} keeps serving)"
         catalog.add_event(session, service.id, f"FAILED: {service.reason}", "error")
 
-    def _maybe_restart(
-        self, session: Session, service: Service, row: ServiceInstance, spec: InstanceSpec
-    ) -> None:
+    def _maybe_restart(self, session: Session, service: Service, row: ServiceInstance) -> None:
         if service.failed or service.stopped or service.deleting:
             return
         if row.version != service.current_version:
             return  # the rollout drops it
-        waited = (utcnow() - row.changed_at).total_seconds()
+        waited = (self.clock() - row.changed_at).total_seconds()
         if waited < restart_backoff_s(row.crashes):
             return
-        try:
-            handle = self.backend.start(spec)
-        except LiqiError as exc:
-            row.crashes += 1
-            row.reason = f"could not start: {exc.message}"
-            self._set(row, InstanceState.CRASHED)
+        spec = _spec_of(row)
+        if spec is None:  # staging failed last time: stage again
+            self._set(row, InstanceState.STAGING)
+            row.restarts += 1
+            self._submit(session, service, row)
             return
-        row.handle = handle.ref
-        row.backend = handle.backend
-        row.restarts += 1
-        row.started_at = utcnow()
-        row.url = ""
-        self._set(row, InstanceState.STARTING)
-        catalog.add_event(
-            session, service.id, f"instance {row.id} restarted (restart {row.restarts})"
-        )
+        if self._launch(session, service, row, spec):
+            row.restarts += 1
+            catalog.add_event(
+                session, service.id, f"instance {row.id} restarted (restart {row.restarts})"
+            )
 
     def _roll(self, session: Session, service: Service, rows: list[ServiceInstance]) -> None:
         spec = self._spec(session, service, service.current_version)
         views = [InstanceView(r.id, r.version, InstanceState(r.state)) for r in rows]
         if service.failed:
             # Keep what serves; drop what can never serve.
-            doomed = [r for r in rows if r.state == InstanceState.CRASHED.value]
-            for row in doomed:
-                if row.version != service.current_version:
-                    session.delete(row)
+            for row in rows:
+                if row.version != service.current_version and row.state in _NOT_SERVING:
+                    self._drain(session, row)
             return
         plan = plan_rollout(
             service.current_version,
@@ -273,86 +338,73 @@ class Reconciler(Ticker):
         for instance_id in plan.drain:
             self._drain(session, by_id[instance_id])
         for _ in range(plan.start):
-            self._start_new(session, service, spec)
+            self._start_new(session, service)
 
     def _drain_all(self, session: Session, rows: list[ServiceInstance]) -> None:
         for row in rows:
             self._drain(session, row)
 
     def _drain(self, session: Session, row: ServiceInstance) -> None:
+        """Take the instance out of service, whatever its state: staging is cancelled, a
+        crashed or unreadable record is removed, a process is drained then stopped."""
         state = InstanceState(row.state)
         if state is InstanceState.READY:
             self._set(row, InstanceState.DRAINING)  # out of the routes at this tick's end
         elif state is InstanceState.STARTING:
-            spec = InstanceSpec.from_json(row.spec_json)
+            spec = _spec_of(row)
+            if spec is None:
+                session.delete(row)
+                return
             self.backend.stop(self._handle(row), spec, grace_s=self.config.stop_grace_s)
             self._set(row, InstanceState.STOPPING)
+        elif state is InstanceState.STAGING:
+            self.stager.cancel(row.id)
+            session.delete(row)
         elif state is InstanceState.CRASHED:
             session.delete(row)
 
-    def _start_new(self, session: Session, service: Service, spec: ServiceSpec) -> None:
-        instance_id = f"{service.name}-v{service.current_version}-{secrets.token_hex(3)}"
-        instance_dir = self.config.services_dir / service.name / instance_id
-        now = utcnow()
+    def _start_new(self, session: Session, service: Service) -> None:
+        version = service.current_version
+        instance_id = f"{service.name}-v{version}-{secrets.token_hex(3)}"
+        now = self.clock()
         row = ServiceInstance(
             id=instance_id,
             service_id=service.id,
-            version=service.current_version,
-            state=InstanceState.STARTING.value,
+            version=version,
+            state=InstanceState.STAGING.value,
+            spec_json="",
             created_at=now,
             started_at=now,
             changed_at=now,
         )
-        try:
-            ispec = self._instance_spec(session, service, spec, instance_id, instance_dir)
-            row.spec_json = ispec.to_json()
-            handle = self.backend.start(ispec)
-        except (LiqiError, OSError) as exc:
-            message = exc.message if isinstance(exc, LiqiError) else str(exc)
-            row.state = InstanceState.CRASHED.value
-            row.crashes = 1
-            row.reason = f"could not start: {message}"
-            session.add(row)
-            catalog.add_event(session, service.id, f"instance {instance_id} {row.reason}", "error")
-            if START_ATTEMPTS <= 1:
-                self._fail(session, service, row)
-            return
-        row.handle = handle.ref
-        row.backend = handle.backend
         session.add(row)
         catalog.add_event(
-            session,
-            service.id,
-            f"instance {instance_id} starting (version {service.current_version})",
+            session, service.id, f"instance {instance_id} staging (version {version})"
         )
+        self._submit(session, service, row)
 
-    def _instance_spec(
-        self,
-        session: Session,
-        service: Service,
-        spec: ServiceSpec,
-        instance_id: str,
-        instance_dir: Path,
-    ) -> InstanceSpec:
-        model = spec.model_path or spec.processor_path or "."
-        model_uri = resolve_model(model, self.config.cache_dir)
-        warmup = spec.warm_up_data_path
-        if warmup and warmup.startswith("oss://"):
-            ref = parse_oss_uri(warmup)
-            bucket = buckets.get_bucket(session, ref.bucket)
-            name = ref.key.rsplit("/", 1)[-1] or "warmup.bin"
-            warmup = str(copy_object(warmup, instance_dir / name, self.stores, bucket))
-        elif warmup:
-            warmup = str(Path(warmup.removeprefix("file://")).expanduser().absolute())
-        return instance_spec(
-            spec,
-            instance_id=instance_id,
-            instance_dir=instance_dir,
-            model_uri=model_uri,
-            token=catalog.token_of(service, self.box),
+    def _submit(self, session: Session, service: Service, row: ServiceInstance) -> None:
+        """Hand the instance to the stager; what the order needs from the database is read
+        here (no transfer)."""
+        try:
+            order = self._order(session, service, row)
+        except (LiqiError, OSError) as exc:
+            message = exc.message if isinstance(exc, LiqiError) else str(exc)
+            self._start_failed(session, service, row, f"could not stage: {message}")
+            return
+        self.stager.submit(row.id, order)
+
+    def _order(self, session: Session, service: Service, row: ServiceInstance) -> StagingOrder:
+        spec = self._spec(session, service, row.version)
+        return StagingOrder(
+            instance_id=row.id,
+            instance_dir=self.config.services_dir / service.name / row.id,
+            cache_dir=self.config.cache_dir,
             home=self.config.home,
+            spec=spec,
+            token=catalog.token_of(service, self.box),
             credentials=self._credentials(session, service),
-            warmup_file=warmup,
+            stores=staging.stores_for(session, spec, self.stores),
         )
 
     def _credentials(self, session: Session, service: Service) -> Credentials | None:
@@ -435,7 +487,21 @@ class Reconciler(Ticker):
     def _handle(row: ServiceInstance) -> InstanceHandle:
         return InstanceHandle(row.backend, row.handle)
 
-    @staticmethod
-    def _set(row: ServiceInstance, state: InstanceState) -> None:
+    def _set(self, row: ServiceInstance, state: InstanceState) -> None:
         row.state = state.value
-        row.changed_at = utcnow()
+        row.changed_at = self.clock()
+
+
+_NOT_SERVING = (InstanceState.CRASHED.value, InstanceState.STAGING.value)
+
+
+def _spec_of(row: ServiceInstance) -> InstanceSpec | None:
+    """The instance's spec, or None when its record has none (staging never finished) or
+    cannot be read."""
+    if not row.spec_json or row.spec_json == "{}":
+        return None
+    try:
+        return InstanceSpec.from_json(row.spec_json)
+    except (ValueError, TypeError):
+        log.warning("instance %s has an unreadable spec: %.200s", row.id, row.spec_json)
+        return None

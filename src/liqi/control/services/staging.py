@@ -1,10 +1,18 @@
-"""What an instance needs on this machine before it starts: its InstanceSpec, with the model
-and warm-up file resolved to something ``liqi serve`` reads.
+"""What an instance needs on this machine before it starts: its InstanceSpec, with the model,
+the processor and the warm-up file resolved to something ``liqi serve`` reads.
 
-``oss://`` models are fetched by the instance itself through the control plane (with the
-service owner's key in its environment), so it also sees new versions; ``http(s)://``
-tarballs (EAS's ``model_path`` form) are downloaded and unpacked here once, into the cache;
-``oss://`` warm-up files are copied into the instance's folder.
+This runs on the :class:`~liqi.control.services.stager.Stager`'s workers, never on the
+reconciler's tick: :func:`stage` takes a :class:`StagingOrder` (everything it needs from the
+database, read by the tick) and does the transfers, each bounded by :class:`StagingLimits`
+(bytes, files, time) and stopped when the order is cancelled.
+
+- ``oss://`` and ``model:`` models are fetched by the instance itself through the control
+  plane (so it also sees new versions); ``http(s)://`` archives (EAS's ``model_path`` form)
+  are downloaded and unpacked here once, into the cache.
+- A Python processor's ``processor_path`` may be a local folder or file, an ``oss://``
+  folder, an ``oss://`` archive (``.tar.gz``, ``.tgz``, ``.tar``, ``.zip``...) or ``.py`` file,
+  or an ``http(s)://`` archive, as EAS documents; remote ones land in the instance's folder.
+- ``oss://`` warm-up files are copied into the instance's folder.
 """
 
 from __future__ import annotations
@@ -12,25 +20,41 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import tarfile
 import tempfile
-import zipfile
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from sqlalchemy.orm import Session
 
+from liqi.archives import ArchiveLimits, extract, single_folder
 from liqi.backends.instances import InstanceSpec
-from liqi.control.db.tables import Bucket
+from liqi.control.storage import buckets
 from liqi.control.storage.buckets import StoreRegistry
 from liqi.core.refs import parse_oss_uri
 from liqi.core.service_spec import ServiceSpec
-from liqi.errors import ModelLoadError, StoreError
+from liqi.errors import InvalidRequestError, StagingCancelledError, StoreError
+from liqi.stores.base import Store
 
 log = logging.getLogger(__name__)
 
-DOWNLOAD_TIMEOUT_S = 300.0
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class StagingLimits:
+    """Bounds on what staging one instance may transfer."""
+
+    timeout_s: float = 600.0  # the whole staging of one instance
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0  # silence from a server mid-download
+    max_bytes: int = 4 * 2**30  # per download or copied folder
+    max_files: int = 10_000  # objects in an oss:// processor folder, entries in an archive
 
 
 @dataclass(frozen=True)
@@ -43,12 +67,78 @@ class Credentials:
     project: str
 
 
+@dataclass(frozen=True)
+class StagingOrder:
+    """One instance to stage: what the reconciler read from the database for it."""
+
+    instance_id: str
+    instance_dir: Path
+    cache_dir: Path
+    home: Path
+    spec: ServiceSpec
+    token: str | None
+    credentials: Credentials | None
+    stores: dict[str, Store] = field(default_factory=dict)  # buckets of oss:// files, by name
+
+
+def stores_for(session: Session, spec: ServiceSpec, registry: StoreRegistry) -> dict[str, Store]:
+    """The stores of the buckets staging reads (a processor or warm-up file on ``oss://``)."""
+    found: dict[str, Store] = {}
+    uris = [spec.warm_up_data_path, spec.processor_path if _is_python(spec) else None]
+    for uri in uris:
+        if uri and uri.startswith("oss://"):
+            name = parse_oss_uri(uri).bucket
+            if name not in found:
+                found[name] = registry.store_for(buckets.get_bucket(session, name))
+    return found
+
+
+def stage(
+    order: StagingOrder, limits: StagingLimits, cancelled: threading.Event | None = None
+) -> InstanceSpec:
+    """Fetch what the instance needs and return its spec.
+
+    Raises:
+        StoreError: a download or copy failed (the reason says which and why).
+        ArchiveError: an archive is unsafe or corrupt.
+        StagingCancelledError: ``cancelled`` was set, or ``limits.timeout_s`` passed.
+    """
+    transfer = _Transfer(limits, cancelled or threading.Event())
+    spec = order.spec
+    model = spec.model_path or spec.processor_path or "."
+    model_uri = resolve_model(model, order.cache_dir, transfer)
+    python = _is_python(spec)
+    processor_path = spec.processor_path if python else None
+    if processor_path:
+        processor_path = _fetch_processor(processor_path, order, transfer)
+        if not spec.model_path:
+            model_uri = processor_path
+    warmup = spec.warm_up_data_path
+    if warmup and warmup.startswith("oss://"):
+        name = parse_oss_uri(warmup).key.rsplit("/", 1)[-1] or "warmup.bin"
+        warmup = str(transfer.copy_object(warmup, order.stores, order.instance_dir / name))
+    elif warmup:
+        warmup = str(Path(warmup.removeprefix("file://")).expanduser().absolute())
+    return instance_spec(
+        spec,
+        instance_id=order.instance_id,
+        instance_dir=order.instance_dir,
+        model_uri=model_uri,
+        processor_path=processor_path,
+        token=order.token,
+        home=order.home,
+        credentials=order.credentials,
+        warmup_file=warmup,
+    )
+
+
 def instance_spec(
     spec: ServiceSpec,
     *,
     instance_id: str,
     instance_dir: Path,
     model_uri: str,
+    processor_path: str | None,
     token: str | None,
     home: Path,
     credentials: Credentials | None,
@@ -71,7 +161,7 @@ def instance_spec(
             "LIQI_ACCESS_KEY": credentials.access_key,
             "LIQI_PROJECT": credentials.project,
         }
-    python = spec.processor_entry is not None or (spec.processor_type or "") == "python"
+    python = _is_python(spec)
     workers = rpc.get("worker_threads")
     return InstanceSpec(
         instance_id=instance_id,
@@ -79,7 +169,7 @@ def instance_spec(
         model_uri=model_uri,
         dir=str(instance_dir),
         processor="python" if python else spec.processor,
-        processor_path=spec.processor_path if python else None,
+        processor_path=processor_path if python else None,
         processor_entry=spec.processor_entry if python else None,
         worker_threads=int(workers) if workers and python else None,
         max_batch_size=max(max_batch_size, 1),
@@ -93,17 +183,18 @@ def instance_spec(
     )
 
 
-def resolve_model(uri: str, cache_dir: Path) -> str:
-    """A URI ``liqi serve`` takes: tarballs are unpacked into ``cache_dir``, once."""
+def resolve_model(uri: str, cache_dir: Path, transfer: _Transfer) -> str:
+    """A URI ``liqi serve`` takes: http(s) archives are unpacked into ``cache_dir``, once."""
     if uri.startswith(("http://", "https://")):
-        return str(fetch_archive(uri, cache_dir))
+        return str(fetch_archive(uri, cache_dir, transfer, what="model"))
     if uri.startswith(("oss://", "model:")):
         return uri
     return str(Path(uri.removeprefix("file://")).expanduser().absolute())
 
 
-def fetch_archive(url: str, cache_dir: Path) -> Path:
-    """Download a .tar.gz/.tgz/.tar/.zip model and unpack it; reused while it is there."""
+def fetch_archive(url: str, cache_dir: Path, transfer: _Transfer, *, what: str) -> Path:
+    """Download a .tar.gz/.tgz/.tar/.zip and unpack it into the cache; reused while it is
+    there."""
     digest = hashlib.sha256(url.encode()).hexdigest()[:16]
     dest = cache_dir / "archives" / digest
     if dest.is_dir():
@@ -112,68 +203,167 @@ def fetch_archive(url: str, cache_dir: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{digest}-", dir=dest.parent))
     try:
         archive = tmp / "archive"
-        try:
-            with httpx.stream("GET", url, timeout=DOWNLOAD_TIMEOUT_S, follow_redirects=True) as got:
-                if got.status_code != 200:
-                    raise StoreError(f"Cannot download the model {url}: HTTP {got.status_code}.")
-                with open(archive, "wb") as out:
-                    for chunk in got.iter_bytes():
-                        out.write(chunk)
-        except httpx.HTTPError as exc:
-            raise StoreError(f"Cannot download the model {url}: {exc}.") from None
-        unpacked = tmp / "model"
-        _unpack(archive, unpacked, url)
-        root = _single_folder(unpacked)
-        root.rename(dest)
+        transfer.download(url, archive, what=what)
+        unpacked = tmp / "unpacked"
+        extract(archive, unpacked, what=url, limits=transfer.archive_limits)
+        single_folder(unpacked).rename(dest)
         log.info("downloaded and unpacked %s into %s", url, dest)
         return dest
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _unpack(archive: Path, into: Path, url: str) -> None:
-    into.mkdir()
-    try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zipped:
-                for name in zipped.namelist():
-                    _check_member(name, url)
-                zipped.extractall(into)
-            return
-        with tarfile.open(archive) as tar:
-            tar.extractall(into, filter="data")  # refuses links and paths outside ``into``
-    except (tarfile.TarError, zipfile.BadZipFile, OSError) as exc:
-        raise ModelLoadError(
-            f"The model {url} is not a .tar.gz, .tar or .zip archive liqi can unpack: {exc}."
-        ) from None
-
-
-def _check_member(name: str, url: str) -> None:
-    parts = Path(name).parts
-    if name.startswith("/") or ".." in parts:
-        raise ModelLoadError(f"The archive {url} holds an unsafe path {name!r}; refusing it.")
-
-
-def _single_folder(path: Path) -> Path:
-    """A tarball of one folder (``saved_model/...``) serves that folder."""
-    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
-    if len(entries) == 1 and entries[0].is_dir():
-        return entries[0]
-    return path
-
-
-def copy_object(uri: str, dest: Path, stores: StoreRegistry, bucket: Bucket) -> Path:
-    """Copy the object ``uri`` (an ``oss://`` URI in ``bucket``) to ``dest``, atomically."""
+def _fetch_processor(uri: str, order: StagingOrder, transfer: _Transfer) -> str:
+    """A local path for ``processor_path``: remote code lands in the instance's folder."""
+    if uri.startswith(("http://", "https://")):
+        return str(fetch_archive(uri, order.cache_dir, transfer, what="processor"))
+    if not uri.startswith("oss://"):
+        return str(Path(uri.removeprefix("file://")).expanduser().absolute())
     ref = parse_oss_uri(uri)
-    reader = stores.store_for(bucket).open(ref.key)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".tmp-{dest.name}")
-    try:
-        with open(tmp, "wb") as out:
-            for chunk in reader.chunks:
-                out.write(chunk)
-        tmp.rename(dest)
-    finally:
-        reader.close()
-        tmp.unlink(missing_ok=True)
-    return dest
+    dest = order.instance_dir / "processor"
+    shutil.rmtree(dest, ignore_errors=True)
+    if ref.key.endswith(ARCHIVE_SUFFIXES):
+        archive = order.instance_dir / ".processor-archive"
+        try:
+            transfer.copy_object(uri, order.stores, archive)
+            extract(archive, dest, what=uri, limits=transfer.archive_limits)
+        finally:
+            archive.unlink(missing_ok=True)
+        return str(single_folder(dest))
+    if ref.key.endswith(".py"):
+        return str(transfer.copy_object(uri, order.stores, dest / ref.key.rsplit("/", 1)[-1]))
+    transfer.copy_folder(uri, order.stores, dest)
+    return str(dest)
+
+
+def _is_python(spec: ServiceSpec) -> bool:
+    return spec.processor_entry is not None or (spec.processor_type or "") == "python"
+
+
+class _Transfer:
+    """Downloads and store copies for one staging, within its limits and deadline."""
+
+    def __init__(self, limits: StagingLimits, cancelled: threading.Event) -> None:
+        self.limits = limits
+        self.cancelled = cancelled
+        self.deadline = time.monotonic() + limits.timeout_s
+        self.archive_limits = ArchiveLimits(
+            max_total_bytes=limits.max_bytes, max_entries=limits.max_files
+        )
+
+    def check(self) -> None:
+        if self.cancelled.is_set():
+            raise StagingCancelledError("staging was cancelled")
+        if time.monotonic() > self.deadline:
+            raise StagingCancelledError(
+                f"staging took longer than {self.limits.timeout_s:g} s (the staging timeout)"
+            )
+
+    def download(self, url: str, dest: Path, *, what: str) -> None:
+        limit = self.limits.max_bytes
+        timeout = httpx.Timeout(self.limits.read_timeout_s, connect=self.limits.connect_timeout_s)
+        self.check()
+        try:
+            with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as got:
+                if got.status_code != 200:
+                    raise StoreError(
+                        f"Cannot download the {what} {url}: HTTP {got.status_code}. Check the "
+                        "URL (a public link or a presigned one that has not expired)."
+                    )
+                declared = got.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise StoreError(_too_big(what, url, int(declared), limit))
+                self._write(got.iter_bytes(CHUNK_BYTES), dest, what, url)
+        except httpx.HTTPError as exc:
+            raise StoreError(
+                f"Cannot download the {what} {url}: {type(exc).__name__}: {exc or 'no answer'}."
+            ) from None
+
+    def copy_object(self, uri: str, stores: dict[str, Store], dest: Path) -> Path:
+        """Copy one ``oss://`` object to ``dest``, atomically."""
+        ref = parse_oss_uri(uri)
+        store = _store(stores, ref.bucket, uri)
+        self.check()
+        info = store.stat(ref.key)
+        if info.size > self.limits.max_bytes:
+            raise StoreError(_too_big("file", uri, info.size, self.limits.max_bytes))
+        reader = store.open(ref.key)
+        try:
+            self._write(reader.chunks, dest, "file", uri)
+        finally:
+            reader.close()
+        return dest
+
+    def copy_folder(self, uri: str, stores: dict[str, Store], dest: Path) -> None:
+        """Copy every object under an ``oss://`` prefix into ``dest`` (built beside it,
+        renamed when complete)."""
+        ref = parse_oss_uri(uri)
+        store = _store(stores, ref.bucket, uri)
+        prefix = ref.key if not ref.key or ref.key.endswith("/") else ref.key + "/"
+        objects = []
+        total = 0
+        for info in store.walk(prefix):
+            self.check()
+            if info.key.endswith("/"):
+                continue  # folder markers
+            objects.append(info)
+            total += info.size
+            if len(objects) > self.limits.max_files or total > self.limits.max_bytes:
+                raise StoreError(
+                    f"The processor folder {uri} holds more than {self.limits.max_files} files "
+                    f"or {_size(self.limits.max_bytes)}; package the code as an archive "
+                    "(app.tar.gz) or raise the staging limits."
+                )
+        if not objects:
+            raise InvalidRequestError(
+                f"The processor folder {uri} is empty: upload the processor's files there "
+                "(e.g. `liqi oss cp -r ./proc/ " + uri.rstrip("/") + "/`), or give an archive."
+            )
+        tmp = dest.with_name(f".tmp-{dest.name}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            for info in objects:
+                relative = info.key[len(prefix) :]
+                target = tmp.joinpath(*relative.split("/"))
+                reader = store.open(info.key)
+                try:
+                    self._write(reader.chunks, target, "file", f"oss://{ref.bucket}/{info.key}")
+                finally:
+                    reader.close()
+            tmp.rename(dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _write(self, chunks: Iterable[bytes], dest: Path, what: str, source: str) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".tmp-{dest.name}")
+        written = 0
+        try:
+            with open(tmp, "wb") as out:
+                for chunk in chunks:
+                    self.check()
+                    written += len(chunk)
+                    if written > self.limits.max_bytes:
+                        raise StoreError(_too_big(what, source, written, self.limits.max_bytes))
+                    out.write(chunk)
+            tmp.rename(dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _store(stores: dict[str, Store], bucket: str, uri: str) -> Store:
+    store = stores.get(bucket)
+    if store is None:  # the reconciler resolves every bucket staging reads
+        raise StoreError(f"No store was resolved for {uri}.")
+    return store
+
+
+def _too_big(what: str, source: str, size: int, limit: int) -> str:
+    return (
+        f"The {what} {source} is {_size(size)} or more; staging takes at most {_size(limit)} "
+        "(LIQI_STAGING_MAX_MB)."
+    )
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.0f} MiB" if count >= 2**20 else f"{count} bytes"
