@@ -12,20 +12,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import tarfile
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from liqi.archives import extract, single_folder
 from liqi.backends.instances import InstanceSpec
 from liqi.control.buckets import StoreRegistry
 from liqi.control.models import Bucket
 from liqi.core.refs import parse_oss_uri
 from liqi.core.service_spec import ServiceSpec
-from liqi.errors import ModelLoadError, StoreError
+from liqi.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -122,44 +121,13 @@ def fetch_archive(url: str, cache_dir: Path) -> Path:
         except httpx.HTTPError as exc:
             raise StoreError(f"Cannot download the model {url}: {exc}.") from None
         unpacked = tmp / "model"
-        _unpack(archive, unpacked, url)
-        root = _single_folder(unpacked)
+        extract(archive, unpacked, what=url)
+        root = single_folder(unpacked)
         root.rename(dest)
         log.info("downloaded and unpacked %s into %s", url, dest)
         return dest
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _unpack(archive: Path, into: Path, url: str) -> None:
-    into.mkdir()
-    try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zipped:
-                for name in zipped.namelist():
-                    _check_member(name, url)
-                zipped.extractall(into)
-            return
-        with tarfile.open(archive) as tar:
-            tar.extractall(into, filter="data")  # refuses links and paths outside ``into``
-    except (tarfile.TarError, zipfile.BadZipFile, OSError) as exc:
-        raise ModelLoadError(
-            f"The model {url} is not a .tar.gz, .tar or .zip archive liqi can unpack: {exc}."
-        ) from None
-
-
-def _check_member(name: str, url: str) -> None:
-    parts = Path(name).parts
-    if name.startswith("/") or ".." in parts:
-        raise ModelLoadError(f"The archive {url} holds an unsafe path {name!r}; refusing it.")
-
-
-def _single_folder(path: Path) -> Path:
-    """A tarball of one folder (``saved_model/...``) serves that folder."""
-    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
-    if len(entries) == 1 and entries[0].is_dir():
-        return entries[0]
-    return path
 
 
 def copy_object(uri: str, dest: Path, stores: StoreRegistry, bucket: Bucket) -> Path:
