@@ -11,6 +11,7 @@ turns that body back into the same class (:func:`error_from_body`).
     ├── ConfigError (config_invalid, 400, exit 2)
     │   └── PlaceholderError (config_placeholder)
     ├── InvalidRequestError (invalid_request, 400, exit 2)
+    │   ├── ArchiveError (archive_invalid): an archive that cannot be unpacked safely
     │   ├── MethodNotAllowedError (method_not_allowed, 405)
     │   └── RangeNotSatisfiableError (range_not_satisfiable, 416)
     ├── AuthenticationError (unauthenticated, 401, exit 3)
@@ -52,6 +53,7 @@ __all__ = [
     "APIError",
     "AccessKeyNotFoundError",
     "AlreadyExistsError",
+    "ArchiveError",
     "AuthenticationError",
     "BackendUnavailableError",
     "BucketNotFoundError",
@@ -133,6 +135,14 @@ class InvalidRequestError(LiqiError):
     code = "invalid_request"
     http_status = 400
     exit_code = 2
+
+
+class ArchiveError(InvalidRequestError):
+    """An archive (zip or tar) is not one, or holds something liqi does not unpack: a path
+    outside its folder, a link, a device, too many entries or too many bytes. Nothing of it
+    was unpacked."""
+
+    code = "archive_invalid"
 
 
 class MethodNotAllowedError(InvalidRequestError):

@@ -18,14 +18,13 @@ import os
 import shutil
 import socket
 import sys
-import tarfile
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from liqi.archives import extract
 from liqi.backends.jobs import LaunchPlan, TaskSpec
 from liqi.control.db.tables import Project
 from liqi.control.identity.accounts import Principal
@@ -57,34 +56,6 @@ def _write(reader: ObjectReader, dest: Path) -> None:
         reader.close()
 
 
-def _safe_extract(archive: Path, dest: Path) -> None:
-    root = dest.resolve()
-
-    def inside(name: str) -> Path:
-        target = (root / name).resolve()
-        if target != root and root not in target.parents:
-            raise InvalidRequestError(
-                f"Archive {archive.name} has an entry outside its folder: {name!r}."
-            )
-        return target
-
-    if archive.name.endswith(".zip"):
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                inside(info.filename)
-            zf.extractall(root)
-        return
-    with tarfile.open(archive) as tf:
-        members = tf.getmembers()
-        for member in members:
-            inside(member.name)
-            if member.issym() or member.islnk():
-                raise InvalidRequestError(
-                    f"Archive {archive.name} holds a link ({member.name!r}); links are not allowed."
-                )
-        tf.extractall(root, members=members)
-
-
 def stage_script(
     sessions: sessionmaker[Session], stores: buckets.StoreRegistry, spec: JobSpec, job_dir: Path
 ) -> Path:
@@ -102,7 +73,7 @@ def stage_script(
             local = inputs / PurePosixPath(target.key).name
     _write(reader, local)
     if local.name.endswith((".tar.gz", ".tgz", ".zip")):
-        _safe_extract(local, job_dir / "work")
+        extract(local, job_dir / "work", what=spec.script)
         entry = (job_dir / "work" / (spec.entry_file or "")).resolve()
         if not entry.is_file() or (job_dir / "work").resolve() not in entry.parents:
             raise InvalidRequestError(f"Entry file {spec.entry_file!r} is not in {local.name}.")
