@@ -272,7 +272,7 @@ class _Transfer:
                     )
                 declared = got.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > limit:
-                    raise StoreError(_too_big(what, url, int(declared), limit))
+                    raise StoreError(_too_big(what, url, limit, int(declared)))
                 self._write(got.iter_bytes(CHUNK_BYTES), dest, what, url)
         except httpx.HTTPError as exc:
             raise StoreError(
@@ -286,7 +286,7 @@ class _Transfer:
         self.check()
         info = store.stat(ref.key)
         if info.size > self.limits.max_bytes:
-            raise StoreError(_too_big("file", uri, info.size, self.limits.max_bytes))
+            raise StoreError(_too_big("file", uri, self.limits.max_bytes, info.size))
         reader = store.open(ref.key)
         try:
             self._write(reader.chunks, dest, "file", uri)
@@ -344,7 +344,7 @@ class _Transfer:
                     self.check()
                     written += len(chunk)
                     if written > self.limits.max_bytes:
-                        raise StoreError(_too_big(what, source, written, self.limits.max_bytes))
+                        raise StoreError(_too_big(what, source, self.limits.max_bytes))
                     out.write(chunk)
             tmp.rename(dest)
         finally:
@@ -358,10 +358,11 @@ def _store(stores: dict[str, Store], bucket: str, uri: str) -> Store:
     return store
 
 
-def _too_big(what: str, source: str, size: int, limit: int) -> str:
+def _too_big(what: str, source: str, limit: int, declared: int | None = None) -> str:
+    said = f" (it says {_size(declared)})" if declared is not None else ""
     return (
-        f"The {what} {source} is {_size(size)} or more; staging takes at most {_size(limit)} "
-        "(LIQI_STAGING_MAX_MB)."
+        f"The {what} {source} is larger than {_size(limit)}, the most staging takes "
+        f"(LIQI_STAGING_MAX_MB){said}."
     )
 
 
