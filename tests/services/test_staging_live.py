@@ -50,6 +50,7 @@ def test_a_python_processor_from_an_oss_archive_beside_an_oss_model(admin: Clien
     spec = {
         "name": "pyproc",
         "processor_type": "python",
+        "generate_token": "false",
         "processor_path": f"oss://{BUCKET}/proc/app.tar.gz",
         "processor_entry": "app.py",
         "model_path": f"oss://{BUCKET}/models/",
@@ -64,7 +65,7 @@ def test_a_python_processor_from_an_oss_archive_beside_an_oss_model(admin: Clien
         assert b"saved_model.pb" in answer.content
         assert answer.content.endswith(b"; you said hello")
         # The same code as a folder in the bucket: a new version rolls out and answers.
-        admin.put_object(BUCKET, "procdir/app.py", APP.replace("you said", "folder says"))
+        admin.put_object(BUCKET, "procdir/app.py", APP.replace("you said", "folder says").encode())
         api(
             admin,
             "PUT",
