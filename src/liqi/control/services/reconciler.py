@@ -30,11 +30,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from liqi.backends.instances import InstanceBackend, InstanceHandle, InstancePhase, InstanceSpec
 from liqi.control.db.secretbox import SecretBox
-from liqi.control.db.tables import AccessKey, Service, ServiceInstance, utcnow
+from liqi.control.db.tables import Service, ServiceInstance, utcnow
 from liqi.control.services import catalog, staging
 from liqi.control.services.scaling import ServiceScalers
 from liqi.control.services.stager import Stager, StagingOutcome
-from liqi.control.services.staging import Credentials, StagingLimits, StagingOrder
+from liqi.control.services.staging import StagingLimits, StagingOrder
 from liqi.control.storage.buckets import StoreRegistry
 from liqi.control.ticker import Ticker
 from liqi.core.service_spec import ServiceSpec
@@ -403,23 +403,8 @@ class Reconciler(Ticker):
             home=self.config.home,
             spec=spec,
             token=catalog.token_of(service, self.box),
-            credentials=self._credentials(session, service),
+            credentials=staging.owner_credentials(session, service, self.box, self.endpoint()),
             stores=staging.stores_for(session, spec, self.stores),
-        )
-
-    def _credentials(self, session: Session, service: Service) -> Credentials | None:
-        key = session.scalars(
-            select(AccessKey).where(
-                AccessKey.access_id == service.created_by, AccessKey.revoked_at.is_(None)
-            )
-        ).first()
-        if key is None:
-            return None
-        return Credentials(
-            endpoint=self.endpoint(),
-            access_id=key.access_id,
-            access_key=self.box.decrypt(key.secret_ciphertext),
-            project=catalog.project_name(session, service),
         )
 
     # -- what the service shows -----------------------------------------------------------

@@ -28,10 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from liqi.archives import ArchiveLimits, extract, single_folder
 from liqi.backends.instances import InstanceSpec
+from liqi.control.db.secretbox import SecretBox
+from liqi.control.db.tables import AccessKey, Service
 from liqi.control.storage import buckets
 from liqi.control.storage.buckets import StoreRegistry
 from liqi.core.refs import parse_oss_uri
@@ -79,6 +82,26 @@ class StagingOrder:
     token: str | None
     credentials: Credentials | None
     stores: dict[str, Store] = field(default_factory=dict)  # buckets of oss:// files, by name
+
+
+def owner_credentials(
+    session: Session, service: Service, box: SecretBox, endpoint: str
+) -> Credentials | None:
+    """The service creator's key, for an instance that reads ``oss://`` or ``model:``
+    models through the control plane; None once that key is revoked."""
+    key = session.scalars(
+        select(AccessKey).where(
+            AccessKey.access_id == service.created_by, AccessKey.revoked_at.is_(None)
+        )
+    ).first()
+    if key is None:
+        return None
+    return Credentials(
+        endpoint=endpoint,
+        access_id=key.access_id,
+        access_key=box.decrypt(key.secret_ciphertext),
+        project=service.project.name,
+    )
 
 
 def stores_for(session: Session, spec: ServiceSpec, registry: StoreRegistry) -> dict[str, Store]:
