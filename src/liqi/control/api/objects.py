@@ -42,7 +42,8 @@ router = APIRouter(prefix="/api/v1")
 presigned_router = APIRouter()
 
 # Uploads whose body streams to a store: the auth middleware hashes them on the way instead of
-# buffering (see control/auth.py). Routes that stream must call BodyCheck.verify before commit.
+# buffering (see control/api/middleware.py). Routes that stream must call BodyCheck.verify
+# before commit.
 STREAMED_PATHS = re.compile(
     r"^/api/v1/(buckets/[^/]+/objects/.+"
     r"|projects/[^/]+/resources/[^/]+"

@@ -1,7 +1,7 @@
 """Routes for resources (``liqi resource add|list|describe|get|drop``).
 
 ``PUT /api/v1/projects/{project}/resources/{name}`` streams the body into the store; the body's
-signed hash is checked before the resource becomes visible (see control/auth.py).
+signed hash is checked before the resource becomes visible (see control/identity/auth.py).
 """
 
 from __future__ import annotations

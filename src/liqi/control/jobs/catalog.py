@@ -1,6 +1,6 @@
 """Training jobs: submit (every input checked before anything runs), look up, kill.
 
-The JobRunner (``control/job_runner.py``) moves submitted jobs through their states.
+The JobRunner (``control/jobs/runner.py``) moves submitted jobs through their states.
 """
 
 from __future__ import annotations

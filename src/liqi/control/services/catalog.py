@@ -1,7 +1,7 @@
 """Services: create (every reference checked before anything is written), modify, roll back,
 scale, stop, start, delete, and the lookups behind `desc`, `list`, `versions` and `events`.
 
-These functions change the desired state only; the Reconciler (``control/reconciler.py``)
+These functions change the desired state only; the Reconciler (``control/services/reconciler.py``)
 starts and stops instances to match it.
 """
 
