@@ -206,8 +206,10 @@ def serve(
     PATH_OR_URI is a local folder or file, oss://bucket/prefix, or model:NAME[:VERSION].
     Ready (GET /readyz) once a version is loaded and answered a warm-up call (and the
     --warmup-file requests); SIGTERM finishes the requests in flight, then exits.
+    TensorFlow's own log lines are hidden below errors (LIQI_TF_LOG_LEVEL, or liqi --debug).
     """
     from liqi.logs.capture import capture_output
+    from liqi.logs.tensorflow_noise import quiet_tensorflow, tf_log_level
 
     if log_file is not None:
         try:
@@ -215,6 +217,7 @@ def serve(
         except OSError as exc:
             message = f"Cannot write {log_file} through a log writer ({exc}); output stays here."
             click.echo(message, err=True)
+    quiet_tensorflow(os.environ, tf_log_level(obj.environ, debug=obj.debug))  # before TF loads
     # Imported here: the serving stack (uvicorn, prometheus) stays out of other commands.
     from liqi._logging import configure_logging
     from liqi.core.batching import BatchPolicy
