@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import logging
 import os
+import subprocess
 import sys
-import time
 from pathlib import Path
 
 from liqi.logs.rotation import LogLimits
@@ -47,16 +48,10 @@ def capture_output(path: Path, limits: LogLimits) -> int:
     read_end, write_end = os.pipe()
     try:
         with contextlib.suppress(OSError, AttributeError):  # Linux: room for bursts
-            import fcntl
-
             fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-        command = writer_command(path, limits)
-        pid = os.posix_spawn(
-            command[0],
-            command,
-            dict(os.environ),
-            file_actions=[(os.POSIX_SPAWN_DUP2, read_end, 0)],
-        )
+        # Its folder is "/" from the start: not the folder of the process it writes for,
+        # by which instances are found.
+        writer = subprocess.Popen(writer_command(path, limits), stdin=read_end, cwd="/")
         os.dup2(write_end, 1)
         os.dup2(write_end, 2)
     finally:
@@ -65,11 +60,11 @@ def capture_output(path: Path, limits: LogLimits) -> int:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    atexit.register(_drain, pid)
-    return pid
+    atexit.register(_drain, writer)
+    return writer.pid
 
 
-def _drain(pid: int, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+def _drain(writer: subprocess.Popen[bytes], timeout_s: float = DRAIN_TIMEOUT_S) -> None:
     """At exit: flush everything, close our end of the pipe and wait for the writer to finish
     (up to ``timeout_s``: a child process may still hold the pipe)."""
     logging.shutdown()  # handlers flush (and write what they held back) while the pipe is open
@@ -80,12 +75,5 @@ def _drain(pid: int, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
     os.dup2(null, 1)
     os.dup2(null, 2)
     os.close(null)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        time.sleep(0.005)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        writer.wait(timeout=timeout_s)

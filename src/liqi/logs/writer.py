@@ -52,7 +52,6 @@ def main(argv: list[str]) -> int:
     path = Path(argv[1]).absolute()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
-    os.chdir("/")  # not the folder of the process it writes for (nor keeping it busy)
     pump(0, RotatingLog(path, limits))
     return 0
 
