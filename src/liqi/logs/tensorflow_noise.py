@@ -156,7 +156,10 @@ class _StderrFilter:
     def __enter__(self) -> None:
         with contextlib.suppress(AttributeError, OSError, ValueError):
             sys.stderr.flush()
-        self._saved = os.dup(2)
+        try:
+            self._saved = os.dup(2)
+        except OSError:  # no stderr at all: nothing to filter
+            return
         read_end, write_end = os.pipe()
         out = os.dup(self._saved)  # the thread's own: it may outlive __exit__
         os.dup2(write_end, 2)
@@ -167,6 +170,8 @@ class _StderrFilter:
         self._thread.start()
 
     def __exit__(self, *exc: object) -> None:
+        if self._saved < 0:
+            return
         with contextlib.suppress(AttributeError, OSError, ValueError):
             sys.stderr.flush()
         os.dup2(self._saved, 2)  # closes our end of the pipe: the thread sees its end
