@@ -8,6 +8,7 @@ here runs at import time.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 import tomli_w
 
 from liqi.errors import ConfigError
+from liqi.logs.rotation import DEFAULT_BACKUPS, DEFAULT_MAX_MB, MAX_BACKUPS, LogLimits
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -63,6 +65,13 @@ class ServerSettings:
     # processor, a warm-up file) [LIQI_STAGING_TIMEOUT_S, LIQI_STAGING_MAX_MB].
     staging_timeout_s: float = 600.0
     staging_max_mb: int = 4096
+    # server.log and each instance.log rotate at this size, keeping this many old files.
+    log_max_mb: float = DEFAULT_MAX_MB
+    log_backups: int = DEFAULT_BACKUPS
+
+    @property
+    def log_limits(self) -> LogLimits:
+        return LogLimits.from_mb(self.log_max_mb, self.log_backups)
 
     @property
     def effective_database_url(self) -> str:
@@ -118,6 +127,7 @@ def load_server_settings(
         cors_origins=_origins(cors_origins or (environ.get("LIQI_CORS_ORIGINS", ""),)),
         staging_timeout_s=_positive(environ, "LIQI_STAGING_TIMEOUT_S", 600.0),
         staging_max_mb=int(_positive(environ, "LIQI_STAGING_MAX_MB", 4096)),
+        **log_settings(environ),
     )
 
 
@@ -133,6 +143,32 @@ def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
     if not value > 0 or value != value or value == float("inf"):
         raise ConfigError(f"{name}={text!r} is not a positive number (default {default:g}).")
     return value
+
+
+def log_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``log_max_mb`` and ``log_backups`` from ``LIQI_LOG_MAX_MB`` and ``LIQI_LOG_BACKUPS``."""
+    settings: dict[str, Any] = {}
+    max_mb = environ.get("LIQI_LOG_MAX_MB", "").strip()
+    if max_mb:
+        try:
+            value = float(max_mb)
+        except ValueError:
+            value = math.nan
+        if not 0 < value < 1e6:
+            raise ConfigError(
+                f"LIQI_LOG_MAX_MB={max_mb!r} is not a size: give the megabytes a log file "
+                f"grows to before it rotates, e.g. {DEFAULT_MAX_MB:g}."
+            )
+        settings["log_max_mb"] = value
+    backups = environ.get("LIQI_LOG_BACKUPS", "").strip()
+    if backups:
+        if not re.fullmatch(r"[0-9]+", backups) or int(backups) > MAX_BACKUPS:
+            raise ConfigError(
+                f"LIQI_LOG_BACKUPS={backups!r} is not a count: give how many rotated log files "
+                f"to keep, 0 to {MAX_BACKUPS}, e.g. {DEFAULT_BACKUPS}."
+            )
+        settings["log_backups"] = int(backups)
+    return settings
 
 
 def _origins(values: tuple[str, ...]) -> tuple[str, ...]:

@@ -39,6 +39,9 @@ turns that body back into the same class (:func:`error_from_body`).
     │   ├── PortInUseError (port_in_use)
     │   ├── DatabaseUnavailableError (database_unavailable)
     │   └── ModelUnavailableError (model_unavailable): no version of the model is ready
+    ├── BackendError (backend_error, 500): a backend could not start a job's tasks or an instance
+    ├── UploadCancelledError (upload_cancelled, 500): a job killed while its outputs uploaded
+    ├── StagingCancelledError (staging_cancelled, 500): an instance's staging was stopped
     ├── SecretKeyMismatchError (secret_key_mismatch, 500): secret.key does not fit the database
     ├── UnexpectedResponseError (unexpected_response, 502, exit 7): an answer in the wrong protocol
     ├── UpstreamUnavailableError (upstream_unavailable, 502, exit 7): the gateway lost an instance
@@ -55,6 +58,7 @@ __all__ = [
     "AlreadyExistsError",
     "ArchiveError",
     "AuthenticationError",
+    "BackendError",
     "BackendUnavailableError",
     "BucketNotFoundError",
     "ConfigError",
@@ -83,8 +87,10 @@ __all__ = [
     "SecretKeyMismatchError",
     "ServerUnavailableError",
     "SignatureMismatchError",
+    "StagingCancelledError",
     "StoreError",
     "UnexpectedResponseError",
+    "UploadCancelledError",
     "UpstreamUnavailableError",
     "error_from_body",
 ]

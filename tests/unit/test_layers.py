@@ -14,8 +14,16 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 # Lowest first. A module may import its own layer's modules and lower layers'.
 LAYERS: list[set[str]] = [
-    {"liqi._version", "liqi.errors", "liqi._logging", "liqi.core", "liqi.protocols"},
-    {"liqi.config", "liqi.datasets", "liqi.asgi", "liqi.stores", "liqi.archives"},
+    {"liqi._version", "liqi.errors", "liqi.core", "liqi.protocols"},
+    {
+        "liqi.config",
+        "liqi.datasets",
+        "liqi.asgi",
+        "liqi.stores",
+        "liqi.archives",
+        "liqi.logs",
+        "liqi._logging",
+    },
     {"liqi.client"},  # the SDK: an instance reads oss:// models through it
     {"liqi.backends", "liqi.serving", "liqi.training"},
     {"liqi.gateway"},

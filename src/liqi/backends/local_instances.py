@@ -3,11 +3,12 @@ machine.
 
 An instance runs in a session of its own, so it outlives the control plane that started it
 (a restart re-adopts it from its handle). Its folder holds ``spec.json``, ``instance.log``
-(its output) and ``state.json``, which the server writes (listening, ready, failed, stopped:
-see :mod:`liqi.serving.state_file`): status comes from that file and the process table, with
-no HTTP call. A process is recognised by the ``--instance-id`` marker in its command line, so
-a recycled pid is never taken for it. ``memory_mb`` is enforced on each :meth:`status` call
-over the process and its children.
+(its output, which the instance itself rotates into ``instance.log.1`` ...: see
+:mod:`liqi.logs.capture`) and ``state.json``, which the server writes (listening, ready,
+failed, stopped: see :mod:`liqi.serving.state_file`): status comes from that file and the
+process table, with no HTTP call. A process is recognised by the ``--instance-id`` marker in
+its command line, so a recycled pid is never taken for it. ``memory_mb`` is enforced on each
+:meth:`status` call over the process and its children (its log writer among them).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from liqi.backends.instances import (
     InstanceStatus,
 )
 from liqi.errors import BackendError
+from liqi.logs.reading import read_tail
+from liqi.logs.rotation import LogLimits
 from liqi.serving.state_file import CLAIM_FILE, READY_FILE, ServerState, read_state
 
 SPEC_FILE = "spec.json"
@@ -51,8 +54,10 @@ log_warning = logging.getLogger(__name__).warning
 _ERROR_LINE = re.compile(r"^(Error: |[\w.]*(Error|Exception)\b)")
 
 
-def serve_command(spec: InstanceSpec) -> list[str]:
-    """The ``liqi serve`` command line of ``spec`` (the token goes in the environment)."""
+def serve_command(spec: InstanceSpec, log: LogLimits | None = None) -> list[str]:
+    """The ``liqi serve`` command line of ``spec`` (the token goes in the environment), its
+    output to ``instance.log`` rotated at ``log``'s limits [default: LogLimits()]."""
+    log = log or LogLimits()
     options: list[tuple[str, object | None]] = [
         ("--name", spec.service),
         ("--host", spec.host),
@@ -68,6 +73,9 @@ def serve_command(spec: InstanceSpec) -> list[str]:
         ("--max-body-mb", spec.max_body_mb),
         ("--warmup-file", spec.warmup_file),
         ("--state-file", Path(spec.dir) / STATE_FILE),
+        ("--log-file", Path(spec.dir) / LOG_FILE),
+        ("--log-max-mb", repr(log.max_mb)),
+        ("--log-backups", log.backups),
         ("--instance-id", spec.instance_id),
     ]
     argv = [sys.executable, "-m", "liqi", "serve", "--exit-on-load-failure"]
@@ -81,12 +89,18 @@ class LocalInstanceBackend(InstanceBackend):
     name = "local"
 
     def __init__(
-        self, *, environ: Mapping[str, str] | None = None, standby_dir: Path | None = None
+        self,
+        *,
+        environ: Mapping[str, str] | None = None,
+        standby_dir: Path | None = None,
+        log_limits: LogLimits | None = None,
     ) -> None:
         """``environ``: the environment instances start from [default: this process's].
         ``standby_dir``: keep one standby server there (TensorFlow imported) for the next
-        TensorFlow instance; None: every instance starts cold."""
+        TensorFlow instance; None: every instance starts cold. ``log_limits``: where each
+        ``instance.log`` rotates [default: LogLimits()]."""
         self._environ = environ
+        self._log_limits = log_limits or LogLimits()
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # by instance id
         self._lock = threading.Lock()
         self._standby_dir = standby_dir
@@ -114,11 +128,11 @@ class LocalInstanceBackend(InstanceBackend):
                     return claimed
             with open(folder / LOG_FILE, "ab") as log:
                 process = subprocess.Popen(
-                    serve_command(spec),
+                    serve_command(spec, self._log_limits),
                     cwd=folder,
                     env=env,
                     stdin=subprocess.DEVNULL,
-                    stdout=log,
+                    stdout=log,  # until `liqi serve --log-file` captures its own output
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # outlives the control plane; own process group
                 )
@@ -148,7 +162,7 @@ class LocalInstanceBackend(InstanceBackend):
             return None
         claim = {
             "instance_id": spec.instance_id,
-            "argv": serve_command(spec)[3:],  # after "python -m liqi"
+            "argv": serve_command(spec, self._log_limits)[3:],  # after "python -m liqi"
             "env": env,
             "cwd": spec.dir,
             "log": str(Path(spec.dir) / LOG_FILE),
@@ -382,9 +396,7 @@ def _last_error(log: Path) -> str:
     """The last error line of the log (the CLI's ``Error: ...``, an exception's last line),
     else its last line."""
     try:
-        with open(log, "rb") as file:
-            file.seek(max(0, file.seek(0, os.SEEK_END) - _LOG_TAIL_BYTES))
-            tail = file.read().decode("utf-8", errors="replace")
+        tail = read_tail(log, _LOG_TAIL_BYTES).decode("utf-8", errors="replace")
     except OSError:
         return ""
     lines = [line.strip() for line in tail.splitlines() if line.strip()]

@@ -10,6 +10,7 @@ import click
 
 from liqi.cli.context import CliContext, pass_cli
 from liqi.errors import LiqiError, ModelLoadError
+from liqi.logs.rotation import DEFAULT_BACKUPS, DEFAULT_MAX_MB, MAX_BACKUPS, LogLimits
 
 LOAD_FAILURE_EXIT_CODE = 3  # --exit-on-load-failure: the first load or the warm-up failed
 
@@ -134,6 +135,28 @@ Then:
     "holding one serialized EAS PredictRequest (TFRequest.to_string()), or a .txt with one "
     "request body per line (custom processors, JSON). A failing one keeps it not ready.",
 )
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write all output (stdout and stderr, TensorFlow's too) to this file, rotated at "
+    "--log-max-mb into FILE.1 ... FILE.N [default: stdout and stderr].",
+)
+@click.option(
+    "--log-max-mb",
+    type=click.FloatRange(0, min_open=True),
+    default=DEFAULT_MAX_MB,
+    show_default=True,
+    envvar="LIQI_LOG_MAX_MB",
+    help="--log-file: size at which the file rotates [env: LIQI_LOG_MAX_MB].",
+)
+@click.option(
+    "--log-backups",
+    type=click.IntRange(0, MAX_BACKUPS),
+    default=DEFAULT_BACKUPS,
+    show_default=True,
+    envvar="LIQI_LOG_BACKUPS",
+    help="--log-file: rotated files kept (N) [env: LIQI_LOG_BACKUPS].",
+)
 @click.option("--instance-id", hidden=True, help="A service instance's id (a marker).")
 @click.option(
     "--state-file",
@@ -171,6 +194,9 @@ def serve(
     request_timeout_s: float,
     no_warmup: bool,
     warmup_file: Path | None,
+    log_file: Path | None,
+    log_max_mb: float,
+    log_backups: int,
     instance_id: str | None,
     state_file: Path | None,
     exit_on_load_failure: bool,
@@ -180,7 +206,18 @@ def serve(
     PATH_OR_URI is a local folder or file, oss://bucket/prefix, or model:NAME[:VERSION].
     Ready (GET /readyz) once a version is loaded and answered a warm-up call (and the
     --warmup-file requests); SIGTERM finishes the requests in flight, then exits.
+    TensorFlow's own log lines are hidden below errors (LIQI_TF_LOG_LEVEL, or liqi --debug).
     """
+    from liqi.logs.capture import capture_output
+    from liqi.logs.tensorflow_noise import quiet_tensorflow, tf_log_level
+
+    if log_file is not None:
+        try:
+            capture_output(log_file, LogLimits.from_mb(log_max_mb, log_backups))
+        except OSError as exc:
+            message = f"Cannot write {log_file} through a log writer ({exc}); output stays here."
+            click.echo(message, err=True)
+    quiet_tensorflow(os.environ, tf_log_level(obj.environ, debug=obj.debug))  # before TF loads
     # Imported here: the serving stack (uvicorn, prometheus) stays out of other commands.
     from liqi._logging import configure_logging
     from liqi.asgi.cors import CorsPolicy

@@ -42,10 +42,30 @@ def server() -> None:
 @host_option
 @port_option
 @cors_option
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write all output to this file, rotated at LIQI_LOG_MAX_MB into FILE.1 ... FILE.N "
+    "(LIQI_LOG_BACKUPS) [default: stdout and stderr].",
+)
 @pass_cli
-def run(obj: CliContext, host: str | None, port: int | None, cors_origins: tuple[str, ...]) -> None:
+def run(
+    obj: CliContext,
+    host: str | None,
+    port: int | None,
+    cors_origins: tuple[str, ...],
+    log_file: Path | None,
+) -> None:
     """Run the control plane in the foreground until Ctrl-C or SIGTERM."""
     settings = obj.server_settings(host, port, cors_origins)
+    if log_file is not None:
+        from liqi.logs.capture import capture_output
+
+        try:
+            capture_output(log_file, settings.log_limits)
+        except OSError as exc:
+            message = f"Cannot write {log_file} through a log writer ({exc}); output stays here."
+            click.echo(message, err=True)
     configure_logging(logging.DEBUG if obj.debug else logging.INFO)
     from liqi.control.server.runtime import run_server  # FastAPI and the database: only here
 
@@ -163,9 +183,10 @@ def status(obj: CliContext, output: str) -> None:
 @pass_cli
 def logs(obj: CliContext, lines: int) -> None:
     """Print the end of the background server's log."""
+    from liqi.logs.reading import tail_lines
+
     path = daemon.log_file(obj.server_settings())
     if not path.exists():
         click.echo(f"No log yet at {path}.")
         return
-    text = path.read_text(errors="replace").splitlines()
-    click.echo("\n".join(text[-lines:]))
+    click.echo("\n".join(tail_lines(path, lines)))

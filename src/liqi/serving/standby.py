@@ -77,6 +77,14 @@ def main() -> int:
         return 2
     folder = Path(sys.argv[1])
     parent = os.getppid()
+    from liqi.errors import ConfigError
+    from liqi.logs.tensorflow_noise import quiet_tensorflow, tf_log_level
+
+    try:
+        level = tf_log_level(os.environ)
+    except ConfigError:
+        level = None  # the instance it becomes says what is wrong
+    quiet_tensorflow(os.environ, level)  # before TensorFlow is imported
     _preload()
     tmp = folder / f".{READY_FILE}.tmp"
     tmp.write_text(str(os.getpid()))

@@ -30,6 +30,10 @@ With ``--tf1`` the script runs on the installed TensorFlow 2 as on TensorFlow 1.
   then liqi's built-in sample, and says on stderr which data it used.
 
 Without ``--tf1`` TensorFlow is not imported: the script runs as it is.
+
+TensorFlow's own log lines below errors (its C++ INFO and WARNING lines, its ``tensorflow``
+logger's warnings) are hidden unless ``LIQI_TF_LOG_LEVEL`` asks for them; the script's prints
+and logging (``absl`` included) are not touched.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from liqi.errors import BackendUnavailableError, InvalidRequestError, LiqiError, NotFoundError
+from liqi.logs.tensorflow_noise import quiet_tensorflow, tf_log_level
 
 if TYPE_CHECKING:
     from liqi.datasets.mnist_reader import Datasets
@@ -321,6 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     try:
+        # TensorFlow's own noise only: the script's prints and logging (absl's too) stay.
+        quiet_tensorflow(os.environ, tf_log_level(os.environ), loggers=("tensorflow",))
         launch = parse_launch(args)
         if launch.tf1:
             volumes = volume_dirs(launch.args, os.environ.get("LIQI_VOLUMES"))

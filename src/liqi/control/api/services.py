@@ -19,6 +19,7 @@ from liqi.control.server.plane import ControlPlane
 from liqi.control.services import catalog
 from liqi.core.names import Role
 from liqi.errors import InvalidRequestError, NotFoundError
+from liqi.logs.reading import read_log
 
 router = APIRouter(prefix="/api/v1")
 
@@ -297,17 +298,14 @@ def service_logs(
         )
     if chosen is None:
         return LogChunk(instance="", data="", offset=0, final=True)
-    path = p.services_dir / service.name / chosen / "instance.log"
-    data = b""
-    if path.exists():
-        with open(path, "rb") as fh:
-            fh.seek(max(offset, 0))
-            data = whole_characters(fh.read(LOG_CHUNK_MAX))
+    # Offsets count every byte the log has had: a rotation does not move them.
+    piece = read_log(p.services_dir / service.name / chosen / "instance.log", offset, LOG_CHUNK_MAX)
+    data = whole_characters(piece.data)
     live = chosen in {r.id for r in rows if r.state in ("STARTING", "READY", "DRAINING")}
     return LogChunk(
         instance=chosen,
         data=data.decode("utf-8", errors="replace"),
-        offset=max(offset, 0) + len(data),
+        offset=piece.offset - (len(piece.data) - len(data)),
         final=not live and len(data) < LOG_CHUNK_MAX - 3,
     )
 

@@ -17,10 +17,12 @@ import httpx
 from liqi.config import ServerSettings
 from liqi.control.server.home import ServerRecord, lock_path, prepare_home, record_path
 from liqi.errors import ServerStartError, ServerUnavailableError
+from liqi.logs.reading import log_end, read_log
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 0.1
+_REASON_BYTES = 1024 * 1024  # failure_reason reads at most the last MiB
 
 
 @dataclass(frozen=True)
@@ -116,12 +118,14 @@ def start_server(settings: ServerSettings, timeout_s: float = START_TIMEOUT_S) -
         return current
     prepare_home(settings)
     log_path = log_file(settings)
-    offset = log_path.stat().st_size if log_path.exists() else 0
+    offset = log_end(log_path)
     cmd = [
         sys.executable, "-m", "liqi", "--home", str(settings.home), "server", "run",
-        "--host", settings.host, "--port", str(settings.port),
+        "--host", settings.host, "--port", str(settings.port), "--log-file", str(log_path),
     ]  # fmt: skip
     env = dict(os.environ)
+    env["LIQI_LOG_MAX_MB"] = str(settings.log_max_mb)
+    env["LIQI_LOG_BACKUPS"] = str(settings.log_backups)
     if settings.database_url:
         env["LIQI_DATABASE_URL"] = settings.database_url
     if settings.cors_origins:
@@ -156,15 +160,13 @@ def start_server(settings: ServerSettings, timeout_s: float = START_TIMEOUT_S) -
 
 
 def failure_reason(log_path: Path, offset: int) -> str:
-    """The most telling line the server logged since ``offset``."""
+    """The most telling line the server logged since log offset ``offset``."""
     try:
-        with open(log_path, "rb") as fh:
-            fh.seek(offset)
-            lines = [
-                ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()
-            ]
+        start = max(offset, log_end(log_path) - _REASON_BYTES)
+        text = read_log(log_path, start, _REASON_BYTES).data.decode(errors="replace")
     except OSError:
         return "no log"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for line in reversed(lines):
         if line.startswith("Error:"):
             return line.removeprefix("Error:").strip()

@@ -78,7 +78,8 @@ def open_plane(
         stores,
         instance_backend
         or LocalInstanceBackend(
-            standby_dir=services_dir / ".standby" if settings.standby else None
+            standby_dir=services_dir / ".standby" if settings.standby else None,
+            log_limits=settings.log_limits,
         ),
         routes,
         ReconcilerConfig(
