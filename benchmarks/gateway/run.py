@@ -18,7 +18,15 @@ minus direct) <= 1 ms at 1 and at 64 connections. Also reported: the gateway pro
 time per request. wrk is installed with apt-get when missing; every process is stopped when
 the run ends. `--out` appends a Markdown section to a results file.
 
+`--clients httpx aiohttp` measures instead the gateway's hand-written upstream client against
+library ones: one more gateway process per library client (`gateway_server.py --client`,
+`library_pools.py`), each measured in the same rounds as the hand-written one at 1 and 64
+connections (no scaling part). The rule: the hand-written client stays only if it clearly
+wins, >= 1.3x the req/s or <= 0.7x the gateway CPU per request of the library client at
+the same load.
+
 Run: .venv/bin/python benchmarks/gateway/run.py [--duration-s 10] [--rounds 3] [--quick]
+                                                [--clients httpx aiohttp]
                                                 [--out benchmarks/RESULTS.md]
 """
 
@@ -42,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
+from benchmarks.gateway.library_pools import POOLS  # noqa: E402
 from benchmarks.serving import client, inprocess, processes, wrk  # noqa: E402
 from benchmarks.serving.run import READY_TIMEOUT_S, liqi_command  # noqa: E402
 
@@ -57,6 +66,12 @@ GATEWAY_SCRIPT = Path(__file__).resolve().parent / "gateway_server.py"
 ONE = "gateway, 1 instance (scaling)"  # measured beside TWO, while the second instance runs
 TWO = "gateway, 2 instances"
 ROWS = [("direct", 1), ("gateway", 1), ("direct", 64), ("gateway", 64), (ONE, 64), (TWO, 64)]
+KEEP_RATE_RATIO = 1.3  # the hand-written client stays at >= this x a library client's req/s
+KEEP_CPU_RATIO = 0.7  # ... or at <= this x its gateway CPU per request
+
+
+def client_row(library: str) -> str:
+    return f"gateway, {library} client"
 
 
 @dataclass(frozen=True)
@@ -76,8 +91,19 @@ class Run:
     machine: dict[str, str]
     duration_s: float
     rounds: int
+    clients: tuple[str, ...] = ()  # library upstream clients measured beside the gateway's
     rounds_seen: dict[tuple[str, int], list[Point]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> list[tuple[str, int]]:
+        if not self.clients:
+            return ROWS
+        return [
+            (via, connections)
+            for connections in CONNECTIONS
+            for via in ("direct", "gateway", *map(client_row, self.clients))
+        ]
 
     def add(self, point: Point) -> None:
         self.rounds_seen.setdefault((point.via, point.connections), []).append(point)
@@ -133,9 +159,12 @@ def instance(export: Path, work: Path, name: str) -> Iterator[processes.Server]:
 
 
 @contextlib.contextmanager
-def gateway(upstreams: list[processes.Server], work: Path, name: str) -> Iterator[processes.Server]:
+def gateway(
+    upstreams: list[processes.Server], work: Path, name: str, upstream_client: str = "hand-written"
+) -> Iterator[processes.Server]:
     port = processes.free_port()
     command = [sys.executable, str(GATEWAY_SCRIPT), "--port", str(port), "--service", "mnist"]
+    command += ["--client", upstream_client]
     for server in upstreams:
         command += ["--upstream", f"{server.name}={server.url}"]
     log_path = work / f"{name}.log"
@@ -159,12 +188,24 @@ def warm_up(url: str, body: Path) -> None:
 
 
 def bench(run: Run, export: Path, body: Path, work: Path) -> None:
-    with instance(export, work, "i-1") as one, gateway([one], work, "gateway") as gw:
-        problem = check_same_answer(one, gw, body.read_bytes())
-        if problem:
-            run.problems.append(f"the gateway's answer differs from the instance's: {problem}")
+    with (
+        instance(export, work, "i-1") as one,
+        gateway([one], work, "gateway") as gw,
+        contextlib.ExitStack() as stack,
+    ):
+        gateways = [("gateway", gw)] + [
+            (client_row(c), stack.enter_context(gateway([one], work, f"gateway-{c}", c)))
+            for c in run.clients
+        ]
+        for _, through in gateways:
+            problem = check_same_answer(one, through, body.read_bytes())
+            if problem:
+                run.problems.append(
+                    f"{through.name}'s answer differs from the instance's: {problem}"
+                )
         warm_up(one.url + DIRECT_PATH, body)
-        warm_up(gw.url + GATEWAY_PATH, body)
+        for _, through in gateways:
+            warm_up(through.url + GATEWAY_PATH, body)
         for round_no in range(1, run.rounds + 1):
             print(f"round {round_no}/{run.rounds}", flush=True)
             for connections in CONNECTIONS:
@@ -173,39 +214,33 @@ def bench(run: Run, export: Path, body: Path, work: Path) -> None:
                         one.url + DIRECT_PATH, body, connections, run.duration_s, "direct", None
                     )
                 )
-                run.add(
-                    measure(
-                        gw.url + GATEWAY_PATH,
-                        body,
-                        connections,
-                        run.duration_s,
-                        "gateway",
-                        gw.process.pid,
-                    )
-                )
-        print("scaling: a second instance", flush=True)
-        with instance(export, work, "i-2") as two, gateway([one, two], work, "gateway-2") as gw2:
-            warm_up(gw2.url + GATEWAY_PATH, body)
-            for _ in range(run.rounds):
-                run.add(
-                    measure(gw.url + GATEWAY_PATH, body, 64, run.duration_s, ONE, gw.process.pid)
-                )
-                run.add(
-                    measure(
-                        gw2.url + GATEWAY_PATH,
-                        body,
-                        64,
-                        run.duration_s,
-                        TWO,
-                        gw2.process.pid,
-                    )
-                )
-        for server in (one, gw):
-            if not server.alive():
-                run.problems.append(f"{server.name} exited with {server.process.returncode}")
-            text = server.log_path.read_text(errors="replace")
-            if "Traceback" in text:
-                run.problems.append(f"{server.name}: traceback in its log:\n{server.log_tail(30)}")
+                for via, through in gateways:
+                    url = through.url + GATEWAY_PATH
+                    pid = through.process.pid
+                    run.add(measure(url, body, connections, run.duration_s, via, pid))
+        if not run.clients:  # the client comparison has no scaling part
+            scaling(run, export, body, work, one, gw)
+        for server in (one, *(through for _, through in gateways)):
+            check_server(run, server)
+
+
+def scaling(
+    run: Run, export: Path, body: Path, work: Path, one: processes.Server, gw: processes.Server
+) -> None:
+    print("scaling: a second instance", flush=True)
+    with instance(export, work, "i-2") as two, gateway([one, two], work, "gateway-2") as gw2:
+        warm_up(gw2.url + GATEWAY_PATH, body)
+        for _ in range(run.rounds):
+            run.add(measure(gw.url + GATEWAY_PATH, body, 64, run.duration_s, ONE, gw.process.pid))
+            run.add(measure(gw2.url + GATEWAY_PATH, body, 64, run.duration_s, TWO, gw2.process.pid))
+
+
+def check_server(run: Run, server: processes.Server) -> None:
+    if not server.alive():
+        run.problems.append(f"{server.name} exited with {server.process.returncode}")
+    text = server.log_path.read_text(errors="replace")
+    if "Traceback" in text:
+        run.problems.append(f"{server.name}: traceback in its log:\n{server.log_tail(30)}")
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -236,7 +271,7 @@ def targets(run: Run) -> list[tuple[str, bool | None, str]]:
 
 def table_rows(run: Run) -> list[list[str]]:
     rows = []
-    for via, connections in ROWS:
+    for via, connections in run.rows:
         point = run.point(via, connections)
         if point is None:
             continue
@@ -296,26 +331,108 @@ def saturation_line(run: Run) -> str:
     )
 
 
+COMPARISON_HEADER = [
+    "library client",
+    "conns",
+    "req/s hand-written / library",
+    "CPU µs/req hand-written / library",
+    "hand-written clearly wins",
+]
+
+
+def client_comparison(run: Run) -> list[list[str]]:
+    """Per library client and load: the hand-written client's req/s and gateway CPU per
+    request against the library's, and whether it clearly wins there (the rule)."""
+    rows = []
+    for name in run.clients:
+        for connections in CONNECTIONS:
+            own = run.point("gateway", connections)
+            lib = run.point(client_row(name), connections)
+            if not (own and lib and own.gateway_cpu_us and lib.gateway_cpu_us):
+                continue
+            rate = own.req_per_s / lib.req_per_s
+            cpu = own.gateway_cpu_us / lib.gateway_cpu_us
+            wins = rate >= KEEP_RATE_RATIO or cpu <= KEEP_CPU_RATIO
+            rows.append(
+                [
+                    name,
+                    str(connections),
+                    f"{own.req_per_s:,.0f} / {lib.req_per_s:,.0f} = {rate:.2f}",
+                    f"{own.gateway_cpu_us:.0f} / {lib.gateway_cpu_us:.0f} = {cpu:.2f}",
+                    "yes" if wins else "no",
+                ]
+            )
+    return rows
+
+
+def client_verdict(run: Run) -> str:
+    """The rule, per library client: keep the hand-written client only if it clearly wins
+    at every load measured."""
+    rows = client_comparison(run)
+    lines = []
+    for name in run.clients:
+        mine = [row for row in rows if row[0] == name]
+        if len(mine) < len(CONNECTIONS):
+            lines.append(f"against {name}: not measured at every load.")
+        elif all(row[-1] == "yes" for row in mine):
+            lines.append(
+                f"against {name}: the hand-written client clearly wins at 1 and 64 "
+                f"connections (>= {KEEP_RATE_RATIO:g}x req/s or <= {KEEP_CPU_RATIO:g}x CPU "
+                "per request): keep it."
+            )
+        else:
+            lost = ", ".join(f"c={row[1]}" for row in mine if row[-1] == "no")
+            lines.append(
+                f"against {name}: the hand-written client does not clearly win at {lost}: "
+                "the rule says replace it."
+            )
+    return " ".join(lines)
+
+
 def markdown(run: Run) -> str:
     m = run.machine
+    title = (
+        f"## Gateway upstream client (`benchmarks/gateway/run.py --clients "
+        f"{' '.join(run.clients)}`), {run.date}"
+        if run.clients
+        else f"## Gateway (`benchmarks/gateway/run.py`), {run.date}"
+    )
+    setup = (
+        "the gateway with its hand-written upstream client and, each in a process of its "
+        "own, the same gateway with a library client (`gateway_server.py --client`, "
+        "`library_pools.py`) measured in the same rounds"
+        if run.clients
+        else "the gateway in its own process"
+    )
     lines = [
-        f"## Gateway (`benchmarks/gateway/run.py`), {run.date}",
+        title,
         "",
         f"Machine: {m['cores']} cores, Python {m['python']}, {m['wrk']}; CPU idle "
         f"{m['idle_cpu']} before the run and {m.get('idle_cpu_after', '?')} after it. "
         f"{run.rounds} round(s) of {run.duration_s:g} s per point, direct and gateway "
         "alternating; each row is the median of its rounds. One `liqi serve` instance of the "
-        "exported MNIST SavedModel (default settings), the gateway in its own process "
+        f"exported MNIST SavedModel (default settings), {setup} "
         "(`gateway_server.py`: uvicorn with uvloop and httptools around `with_gateway`), wrk, "
         "all on the same machine. Body: 1-row TF Serving JSON; direct "
-        f"`{DIRECT_PATH}`, through the gateway `{GATEWAY_PATH}`.",
+        f"`{DIRECT_PATH}`, through the gateway `{GATEWAY_PATH}`. Gateway CPU: the gateway "
+        "process's user + system CPU time over the point, divided by its requests.",
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "---|" * len(HEADER),
         *("| " + " | ".join(row) + " |" for row in table_rows(run)),
         "",
-        scaling_line(run),
-        saturation_line(run),
+    ]
+    if run.clients:
+        lines += [
+            "| " + " | ".join(COMPARISON_HEADER) + " |",
+            "|" + "---|" * len(COMPARISON_HEADER),
+            *("| " + " | ".join(row) + " |" for row in client_comparison(run)),
+            "",
+            f"Rule: {client_verdict(run)}",
+        ]
+    else:
+        lines += [scaling_line(run), saturation_line(run)]
+    lines += [
         "",
         "| target | result | numbers |",
         "|---|---|---|",
@@ -339,8 +456,13 @@ def print_report(run: Run) -> None:
     for row in table_rows(run):
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     print()
-    print(scaling_line(run))
-    print(saturation_line(run))
+    if run.clients:
+        for row in client_comparison(run):
+            print("  ".join(f"{h}: {c}" for h, c in zip(COMPARISON_HEADER, row, strict=True)))
+        print(f"Rule: {client_verdict(run)}")
+    else:
+        print(scaling_line(run))
+        print(saturation_line(run))
     for name, ok, detail in targets(run):
         print(f"{_verdict(ok)}  {name}: {detail}")
     for problem in run.problems:
@@ -362,6 +484,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="Smoke run: 2 s per point, one round.")
     parser.add_argument(
         "--out", type=Path, help="Append a Markdown section to this file (full runs only)."
+    )
+    parser.add_argument(
+        "--clients",
+        nargs="+",
+        choices=sorted(POOLS),
+        default=[],
+        help="Measure these library upstream clients beside the hand-written one "
+        "(instead of the scaling part).",
     )
     parser.add_argument(
         "--work-dir", type=Path, help="Keep the export, body and logs here (default: a temp dir)."
@@ -387,6 +517,7 @@ def main() -> int:
         },
         duration_s=args.duration_s,
         rounds=args.rounds,
+        clients=tuple(args.clients),
     )
     print(f"CPU idle before the run: {run.machine['idle_cpu']}", flush=True)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="liqi-gateway-bench-"))

@@ -7,6 +7,7 @@ import hashlib
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -72,7 +73,8 @@ class ProbeApp:
     echo (the body back, with its size and framing in headers), headers (JSON of the
     request), peer (the client's port), fixed?size=, chunked?parts=&size=, slow?delay=,
     drip (one chunk, then waits for the client to leave), status?code=, hold (waits for
-    :attr:`gate`). Every answer carries ``x-upstream: <name>``.
+    :attr:`gate`). Every answer carries ``x-upstream: <name>``; :attr:`seen` counts the
+    requests per action.
     """
 
     def __init__(self, name: str = "probe") -> None:
@@ -80,11 +82,13 @@ class ProbeApp:
         self.gate = threading.Event()
         self.held = 0  # requests waiting at the gate
         self.disconnects = 0  # drip requests whose client left
+        self.seen: Counter[str] = Counter()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         action = scope["path"].rsplit("/", 1)[-1]
+        self.seen[action] += 1
         query = dict(parse_qsl(scope["query_string"].decode()))
         body = b""
         more = True
@@ -179,3 +183,83 @@ class ProbeApp:
         message = await receive()  # uvicorn answers http.disconnect when the client leaves
         if message["type"] == "http.disconnect":
             self.disconnects += 1
+
+
+class RawInstance:
+    """An instance on a bare TCP server (a thread per connection), for what uvicorn never
+    does. It reads each request whole (head and Content-Length body) into :attr:`bodies`;
+    then with ``crash`` it closes the connection without answering, as an instance whose
+    process dies on the request; otherwise it answers 200 with the body and keeps the
+    connection until it has been idle ``idle_s``, then closes it (:attr:`idle_closes`).
+    """
+
+    def __init__(self, name: str, *, crash: bool = False, idle_s: float = 0.1) -> None:
+        self.name = name
+        self.crash = crash
+        self.idle_s = idle_s
+        self.bodies: list[bytes] = []
+        self.connections = 0
+        self.idle_closes = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @contextmanager
+    def serving(self) -> Iterator[str]:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.settimeout(0.05)
+        accepting = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+        accepting.start()
+        try:
+            yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+        finally:
+            self._stop.set()
+            accepting.join(10)
+            for thread in self._threads:
+                thread.join(10)
+            listener.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with self._lock:
+                self.connections += 1
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            buffered = b""
+            while not self._stop.is_set():
+                conn.settimeout(self.idle_s if not buffered else 10)
+                try:
+                    while b"\r\n\r\n" not in buffered:
+                        data = conn.recv(65536)
+                        if not data:
+                            return
+                        buffered += data
+                except TimeoutError:
+                    with self._lock:
+                        self.idle_closes += 1
+                    return
+                head, _, buffered = buffered.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(buffered) < length:
+                    buffered += conn.recv(65536)
+                body, buffered = buffered[:length], buffered[length:]
+                with self._lock:
+                    self.bodies.append(body)
+                if self.crash:
+                    return
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nx-upstream: %s\r\n\r\n%s"
+                    % (len(body), self.name.encode(), body)
+                )

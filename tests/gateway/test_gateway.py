@@ -26,7 +26,7 @@ from liqi.protocols import eas, tfserving, v2
 from liqi.serving.app import ServeLimits
 from liqi.serving.manager import ModelOptions
 from liqi.serving.server import ServeOptions, build_app
-from tests.gateway import ProbeApp, closed_port_url, serve, wait_until
+from tests.gateway import ProbeApp, RawInstance, closed_port_url, serve, wait_until
 from tests.support.model_server import LiveModelServer, live_model_server
 from tests.support.servers import LiveServer
 
@@ -416,6 +416,82 @@ def test_killed_instance_fails_over_then_502(gw: LiveGateway, probes: list[Any])
     assert answer.status_code == 502
     assert answer.json()["error"].startswith("Service 'svc': no answer from instance 'k'.")
     gw.settled("k", "a", "z")
+
+
+# -- the retry rule: sent again only if none of it was sent, or the service is idempotent ---------
+
+
+@contextmanager
+def busy(gw: LiveGateway, instance_id: str) -> Iterator[None]:
+    """Count a request in flight on ``instance_id``, so the gateway picks another first."""
+    gw.table.begin(instance_id)
+    try:
+        yield
+    finally:
+        gw.table.end(instance_id)
+
+
+def crash_then_probe(gw: LiveGateway, *, idempotent: bool) -> tuple[httpx.Response, Any]:
+    """POST to a service whose first choice reads the request and closes the connection
+    without answering (its process died on it); the second choice is a probe."""
+    crasher, second = RawInstance("c", crash=True), ProbeApp("b")
+    with crasher.serving() as url_c, serve(second) as url_b:
+        gw.route("svc", ("c", url_c), ("b", url_b), idempotent=idempotent)
+        with busy(gw, "b"):
+            answer = gw.http.post("/api/predict/svc/echo", content=b"side effect")
+        gw.settled("c", "b")
+    assert crasher.bodies == [b"side effect"]  # it got the request, once
+    return answer, (url_c, second)
+
+
+def test_request_an_instance_crashed_on_is_not_repeated_when_not_idempotent(
+    gw: LiveGateway,
+) -> None:
+    answer, (url_c, second) = crash_then_probe(gw, idempotent=False)
+    assert second.seen["echo"] == 0
+    assert answer.status_code == 502
+    assert answer.text == (
+        f"Service 'svc': no answer from instance 'c'. The instance at {url_c} closed the "
+        "connection without answering. The request may have reached the instance and was not "
+        "sent again, because service 'svc' is not idempotent (a python processor may have "
+        'side effects). If sending a request twice is harmless, set "processor_idempotent": '
+        "true in its service JSON."
+    )
+
+
+def test_request_an_instance_crashed_on_is_repeated_when_idempotent(gw: LiveGateway) -> None:
+    answer, (_, second) = crash_then_probe(gw, idempotent=True)
+    assert (answer.status_code, answer.content) == (200, b"side effect")
+    assert answer.headers["x-upstream"] == "b"
+    assert second.seen["echo"] == 1
+
+
+@pytest.mark.parametrize("idempotent", [False, True])
+def test_connect_failure_is_retried_on_another_instance(gw: LiveGateway, idempotent: bool) -> None:
+    second = ProbeApp("b")
+    with serve(second) as url_b:
+        gw.route("svc", ("z", closed_port_url()), ("b", url_b), idempotent=idempotent)
+        with busy(gw, "b"):
+            answer = gw.http.post("/api/predict/svc/echo", content=b"once")
+        gw.settled("z", "b")
+    assert (answer.status_code, answer.content, answer.headers["x-upstream"]) == (200, b"once", "b")
+    assert second.seen["echo"] == 1
+
+
+@pytest.mark.parametrize("idempotent", [False, True])
+def test_idle_connection_the_instance_closed_is_replaced(gw: LiveGateway, idempotent: bool) -> None:
+    instance = RawInstance("k", idle_s=0.1)  # closes a connection idle for 0.1 s
+    with instance.serving() as url:
+        gw.route("svc", ("k", url), idempotent=idempotent)
+        assert gw.http.post("/api/predict/svc/echo", content=b"one").content == b"one"
+        wait_until(
+            lambda: instance.idle_closes == 1, what="the instance closed the idle connection"
+        )
+        answer = gw.http.post("/api/predict/svc/echo", content=b"two")
+        gw.settled("k")
+    assert (answer.status_code, answer.content) == (200, b"two")
+    assert instance.bodies == [b"one", b"two"]  # each sent once, on a connection of its own
+    assert instance.connections == 2
 
 
 # -- bodies, headers, connections ----------------------------------------------------------------

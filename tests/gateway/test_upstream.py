@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import select
+import socket
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -187,6 +190,7 @@ def test_connection_refused_is_retryable(run: Runner) -> None:
             with pytest.raises(UpstreamError, match="Could not connect") as caught:
                 await pool.request(url, "GET", b"/", [])
             assert caught.value.retryable
+            assert not caught.value.sent
             assert not caught.value.stale
             assert pool.connections(url) == (0, 0)
 
@@ -313,29 +317,30 @@ async def read_head(reader: asyncio.StreamReader) -> bool:
     return True
 
 
-def test_reused_connection_closed_before_answer_is_stale(run: Runner) -> None:
-    """The race a keep-alive client must survive: the instance closes an idle connection
-    just as the next request is written on it."""
+def test_reused_connection_closed_after_the_request_is_stale_and_sent(run: Runner) -> None:
+    """The instance reads the request written on a reused connection, then closes it without
+    answering: the request reached it (``sent``), though a fresh connection may work."""
 
     async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if await read_head(reader):
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
             await writer.drain()
-            await read_head(reader)  # the next request: dropped unanswered
+            await read_head(reader)  # the next request: read, and dropped unanswered
 
     async def main() -> None:
         async with raw_server(answer_once) as url, opened() as pool:
             assert await get(pool, url, b"/") == (200, b"ok")
-            with pytest.raises(UpstreamError, match="idle connection") as caught:
+            with pytest.raises(UpstreamError, match="reused connection without") as caught:
                 await get(pool, url, b"/")
             assert caught.value.retryable
+            assert caught.value.sent
             assert caught.value.stale
             assert await get(pool, url, b"/", fresh=True) == (200, b"ok")
 
     run(main())
 
 
-def test_new_connection_closed_before_answer_is_not_retryable(run: Runner) -> None:
+def test_new_connection_closed_after_the_request_is_sent(run: Runner) -> None:
     async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_head(reader)
 
@@ -343,7 +348,68 @@ def test_new_connection_closed_before_answer_is_not_retryable(run: Runner) -> No
         async with raw_server(drop) as url, opened() as pool:
             with pytest.raises(UpstreamError, match="without answering") as caught:
                 await get(pool, url, b"/")
-            assert not caught.value.retryable
+            assert caught.value.retryable
+            assert caught.value.sent
+            assert not caught.value.stale
+
+    run(main())
+
+
+@contextlib.contextmanager
+def closing_server() -> Iterator[tuple[str, threading.Event, threading.Event, list[bytes]]]:
+    """A blocking server on a thread (so it runs while the test's event loop is held): per
+    connection, it answers one request, waits for ``close`` and closes the connection, then
+    sets ``closed``. The request heads it read are in the list."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    close, closed, stop = threading.Event(), threading.Event(), threading.Event()
+    heads: list[bytes] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(10)
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += conn.recv(4096)
+                heads.append(head)
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                close.wait(10)
+            closed.set()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", close, closed, heads
+    finally:
+        stop.set()
+        close.set()
+        thread.join(10)
+        listener.close()
+
+
+def test_idle_connection_closed_unnoticed_is_not_written_on(run: Runner) -> None:
+    """The instance closed an idle connection and the event loop has not run since, so it
+    has not seen the close: the pool finds it on the socket, writes nothing on that
+    connection and sends the request on a new one."""
+
+    async def main() -> None:
+        with closing_server() as (url, close, closed, heads):
+            async with opened() as pool:
+                assert await get(pool, url, b"/first") == (200, b"ok")
+                assert pool.connections(url) == (1, 1)
+                # Hold the event loop (no await) until the close reached this side's socket.
+                close.set()
+                assert closed.wait(10)
+                sock = pool._origins[url].idle[0].transport.get_extra_info("socket")
+                assert select.select([sock.fileno()], [], [], 10)[0], "the close never arrived"
+                assert pool.connections(url) == (1, 1)  # not handled by the loop yet
+                assert await get(pool, url, b"/second") == (200, b"ok")
+        assert [head.split(b" ")[1] for head in heads] == [b"/first", b"/second"]
 
     run(main())
 

@@ -28,6 +28,7 @@ _TOP = {
     "name", "token", "generate_token", "model_path", "processor", "processor_path",
     "processor_entry", "processor_type", "osscredentials", "metadata", "autoscaler",
     "warm_up_data_path", "model_entry", "model_config", "rolling_strategy",
+    "processor_idempotent",  # liqi's own: EAS has no such field
 }  # fmt: skip
 _METADATA = {
     "name", "instance", "cpu", "memory", "gpu", "region", "rpc", "rolling_strategy",
@@ -80,7 +81,25 @@ class ServiceSpec:
     autoscaler: AutoscalerSpec | None = None
     rolling: RollingStrategy = field(default_factory=RollingStrategy)
     warm_up_data_path: str | None = None
+    processor_idempotent: bool = False  # liqi's extension: a python processor may be retried
     document: dict[str, Any] = field(default_factory=dict)  # as given, for desc and modify
+
+    @property
+    def python_processor(self) -> bool:
+        """Served by a custom python processor (rather than a built-in one)."""
+        return (
+            self.processor_entry is not None
+            or (self.processor_type or "").strip().lower() == "python"
+            or (self.processor or "").strip().lower() == "python"
+        )
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether a request may be sent to the service twice: the gateway then retries one
+        an instance may have received. A built-in processor (TensorFlow, ONNX, scikit-learn)
+        only computes; a python processor may have side effects, so it is idempotent only
+        when the JSON says ``"processor_idempotent": true``."""
+        return self.processor_idempotent or not self.python_processor
 
     @property
     def batch_policy(self) -> BatchPolicy:
@@ -185,10 +204,17 @@ def parse_service_spec(document: Mapping[str, Any]) -> ParsedSpec:
         autoscaler=_autoscaler(doc.get("autoscaler")),
         rolling=_rolling(metadata.get("rolling_strategy", doc.get("rolling_strategy"))),
         warm_up_data_path=_string(doc.get("warm_up_data_path"), "warm_up_data_path"),
+        processor_idempotent=_bool(doc.get("processor_idempotent", False), "processor_idempotent"),
         document=doc,
     )
     if spec.gpu:
         warnings.append("metadata.gpu is accepted but this machine serves on CPU.")
+    if "processor_idempotent" in doc and not spec.python_processor:
+        warnings.append(
+            "processor_idempotent is read for python processors only: a request to a "
+            f"built-in processor ({spec.processor}) is always sent to another instance "
+            "when one fails before answering."
+        )
     return ParsedSpec(spec, tuple(warnings))
 
 

@@ -5,7 +5,24 @@ route, check the service's token (raw, ``Bearer`` or the EAS SDKs' signature), p
 ready instance with the fewest requests in flight, and relay the request (same path and
 query, end-to-end headers plus ``x-forwarded-for``, body streamed) and its answer. With no
 ready instance, a service that scales from zero is woken and the request held; any other
-answers 503. A request that cannot have reached an instance is tried on another one.
+answers 503.
+
+When an instance fails before any byte of its answer arrived, the request is sent again
+(to another instance, or first on a fresh connection to the same one when a reused
+connection closed), up to ``MAX_ATTEMPTS`` tries in all and only while its body is still
+at hand, in two cases:
+
+- none of its bytes reached the instance: the connection could not be made, or the pool
+  found it closed before writing anything (an idle connection the instance closed is
+  dropped unused);
+- or the service is idempotent (``ServiceRoute.idempotent``): TensorFlow, ONNX and
+  scikit-learn models, any built-in processor; a python processor only when its service
+  JSON says ``"processor_idempotent": true``.
+
+Otherwise (a request written to an instance that then closed the connection without
+answering, for a python processor that may have side effects) the gateway answers 502
+saying the request may have reached the instance and was not sent again. A failure once
+the answer started, and a read timeout (504), are never retried.
 
 Errors the gateway answers itself are text on the EAS path and ``{"error": ...}`` on the
 ``v1/...`` and ``v2/...`` sub-paths, as the model server answers them.
@@ -39,6 +56,11 @@ MAX_ATTEMPTS = 4
 _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
 # Answer headers not relayed: the gateway's server writes its own date and server.
 _NOT_RELAYED = HOP_BY_HOP | {b"date", b"server"}
+_NOT_REPEATED = (
+    " The request may have reached the instance and was not sent again, because service "
+    "{service!r} is not idempotent (a python processor may have side effects). If sending "
+    'a request twice is harmless, set "processor_idempotent": true in its service JSON.'
+)
 
 
 class Gateway:
@@ -213,8 +235,11 @@ class Gateway:
                 )
             except UpstreamError as exc:
                 table.end(upstream.instance_id)
+                tried = (*failed, upstream.instance_id)
+                if exc.retryable and exc.sent and not route.idempotent:
+                    raise _bad_gateway(route, tried, exc, _NOT_REPEATED) from None
                 if not (exc.retryable and body.replayable) or attempt == MAX_ATTEMPTS:
-                    raise _bad_gateway(route, (*failed, upstream.instance_id), exc) from None
+                    raise _bad_gateway(route, tried, exc) from None
                 log.warning(
                     "retrying service=%s instance=%s: %s",
                     route.name,
@@ -345,11 +370,16 @@ def _unavailable(route: ServiceRoute, what: str) -> ServerUnavailableError:
     return ServerUnavailableError(f"{what} (state {route.state}){reason}")
 
 
-def _bad_gateway(route: ServiceRoute, tried: tuple[str, ...], exc: UpstreamError) -> UpstreamError:
+def _bad_gateway(
+    route: ServiceRoute, tried: tuple[str, ...], exc: UpstreamError, note: str = ""
+) -> UpstreamError:
     names = ", ".join(repr(instance_id) for instance_id in tried)
     log.warning("no answer service=%s instances=%s: %s", route.name, names, exc.message)
     what = "instance" if len(tried) == 1 else "instances"
-    return UpstreamError(f"Service {route.name!r}: no answer from {what} {names}. {exc.message}")
+    note = note.format(service=route.name)
+    return UpstreamError(
+        f"Service {route.name!r}: no answer from {what} {names}. {exc.message}{note}"
+    )
 
 
 async def _lifespan(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 from collections import deque
 from collections.abc import AsyncIterable
 from typing import TYPE_CHECKING
@@ -30,14 +31,22 @@ HIGH_WATER_BYTES = 1 * 2**20  # pause reading an answer once this much waits for
 class UpstreamError(UpstreamUnavailableError):
     """An instance could not be reached, or broke off its answer.
 
-    ``retryable``: the request cannot have reached the instance, so sending it again (on
-    another connection or instance) is safe. ``stale``: a reused idle connection was found
-    closed; the instance itself may be fine.
+    ``sent``: some byte of the request was written to the connection, so the instance may
+    have received the request and acted on it; False only when none was (the connection
+    could not be made, closed before anything was written, or none became free).
+    ``retryable``: no byte of the answer arrived
+    and the failure is the connection's or the instance's, so trying again (on another
+    connection or instance) may get an answer; whether that is safe is ``sent``'s question.
+    ``stale``: the request went out on a reused connection, which closed without answering;
+    the instance itself may be fine.
     """
 
-    def __init__(self, message: str, *, retryable: bool = False, stale: bool = False) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool = False, sent: bool = True, stale: bool = False
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.sent = sent
         self.stale = stale
 
 
@@ -58,6 +67,7 @@ class UpstreamResponse:
         "head_only",
         "headers",
         "received",
+        "sent",
         "sized",
         "status",
     )
@@ -68,6 +78,7 @@ class UpstreamResponse:
         self.sized = False  # the instance sent Content-Length
         self._framed = False  # sized or chunked: not ended by the end of the connection
         self.received = False  # some byte of the answer arrived
+        self.sent = False  # some byte of the request was written
         self.head_only = head_only
         self._conn: UpstreamConnection | None = conn  # None once the body is complete or abandoned
         self._chunks: list[bytes] = []
@@ -203,6 +214,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._writing = False
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
+        self._poll: select.poll | None = None  # the socket, to look for a close not yet handled
 
     # -- exchanges -----------------------------------------------------------------------
 
@@ -217,6 +229,12 @@ class UpstreamConnection(asyncio.Protocol):
     def usable(self) -> bool:
         """Open, as far as this side knows (a closing transport refuses writes)."""
         return not self.closed and self.transport is not None and not self.transport.is_closing()
+
+    def reusable(self) -> bool:
+        """Open and idle, with nothing waiting on the socket: an idle connection that can be
+        read from holds the instance's close (or bytes nobody asked for) that the event loop
+        has not handled yet, and a request written on it would be lost after it was sent."""
+        return self.usable() and not (self._poll is not None and self._poll.poll(0))
 
     def abandon(self, response: UpstreamResponse) -> None:
         if self.response is response:
@@ -302,6 +320,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a Transport: TCP
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self._poll = select.poll()
+            self._poll.register(sock.fileno(), select.POLLIN)
 
     def data_received(self, data: bytes) -> None:
         response = self.response
@@ -346,17 +368,24 @@ class UpstreamConnection(asyncio.Protocol):
         if response.status and not response._framed and not self._writing and exc is None:
             response._finish()  # a body delimited by the end of the connection
             return
-        url = self._origin.url
+        url, sent = self._origin.url, response.sent
         if not response.received and self.reused:
             error = UpstreamError(
-                f"The instance at {url} closed an idle connection as it was reused.",
+                f"The instance at {url} closed a reused connection without answering.",
                 retryable=True,
+                sent=sent,
                 stale=True,
             )
         elif not response.received:
-            error = UpstreamError(f"The instance at {url} closed the connection without answering.")
+            error = UpstreamError(
+                f"The instance at {url} closed the connection without answering.",
+                retryable=True,
+                sent=sent,
+            )
         else:
-            error = UpstreamError(f"The instance at {url} closed the connection mid-answer.")
+            error = UpstreamError(
+                f"The instance at {url} closed the connection mid-answer.", sent=sent
+            )
         response._fail(error)
 
     # -- httptools callbacks ---------------------------------------------------------------

@@ -31,6 +31,9 @@ class ServiceRoute:
     reason: str = ""  # why no instance is ready, for the 503 message
     scale_from_zero: bool = False  # hold a request while an instance starts (autoscaler min 0)
     max_body_bytes: int = 64 * 2**20
+    # A request may be sent twice (built-in processors; a python one only when its spec says
+    # so): the gateway then retries one an instance may have received.
+    idempotent: bool = True
 
 
 class RouteTable:

@@ -4,9 +4,12 @@ Written on asyncio protocols with httptools' response parser (not httpx): every 
 through the gateway pays for this hop. A request is written with one ``transport.write`` when
 its body is bytes; :mod:`liqi.gateway.connection` reads the answer.
 
-Failures are :class:`UpstreamError` with ``retryable`` set when the request cannot have
-reached the instance: the connection could not be made, or a reused idle connection was
-closed before any byte of the answer arrived. A missing answer is a
+Failures are :class:`UpstreamError`, which says whether any byte of the request was written
+(``sent``: the instance may have received it) and whether trying again may help
+(``retryable``: the connection failed or closed before any byte of the answer). An idle
+connection the instance closed is dropped before anything is written on it, also when the
+event loop has not handled the close yet (the socket is looked at first), so that case costs
+a new connection, not a failed request. A missing answer is a
 :class:`~liqi.errors.DeadlineExceededError`.
 """
 
@@ -115,6 +118,7 @@ class UpstreamPool:
         parts = [method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nhost: ", origin.host_header]
         for name, value in headers:
             parts += (b"\r\n", name, b": ", value)
+        response.sent = True  # from here on, the instance may see the request
         try:
             if isinstance(body, bytes):
                 if body or method not in ("GET", "HEAD"):
@@ -156,7 +160,7 @@ class UpstreamPool:
             oldest_ok = now - self.idle_timeout_s
             while idle:
                 conn = idle.pop()
-                if conn.idle_since > oldest_ok and conn.usable():
+                if conn.idle_since > oldest_ok and conn.reusable():
                     conn.reused = True
                     return conn
                 conn.shutdown()
@@ -165,7 +169,7 @@ class UpstreamPool:
     async def _acquire(self, origin: Origin, fresh: bool) -> UpstreamConnection:
         while True:
             if self._closed:
-                raise UpstreamError("The gateway is shutting down.")
+                raise UpstreamError("The gateway is shutting down.", sent=False)
             conn = None if fresh else self._reuse(origin, self.loop.time())
             if conn is not None:
                 return conn
@@ -184,12 +188,13 @@ class UpstreamPool:
                     f"All {self.max_connections} connections to {origin.url} stayed busy for "
                     f"{self.connect_timeout_s:g} s.",
                     retryable=True,
+                    sent=False,
                 ) from None
             except BaseException:  # cancelled: a connection handed over meanwhile goes back
                 if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
                     self.release(waiter.result())  # type: ignore[arg-type]
                 raise
-            if given is not None and given.usable():
+            if given is not None and given.reusable():
                 given.reused = True
                 return given
             if given is not None:
@@ -213,7 +218,9 @@ class UpstreamPool:
                 else exc.strerror or str(exc)
             )
             raise UpstreamError(
-                f"Could not connect to the instance at {origin.url}: {reason}.", retryable=True
+                f"Could not connect to the instance at {origin.url}: {reason}.",
+                retryable=True,
+                sent=False,
             ) from None
         except BaseException:
             origin.pending -= 1
@@ -223,7 +230,9 @@ class UpstreamPool:
         if conn.closed:  # lost between connecting and now
             origin.hand_over(None)
             raise UpstreamError(
-                f"The instance at {origin.url} closed the connection at once.", retryable=True
+                f"The instance at {origin.url} closed the connection at once.",
+                retryable=True,
+                sent=False,
             )
         conn.adopted = True
         origin.conns.add(conn)
@@ -275,7 +284,7 @@ class UpstreamPool:
             while origin.waiters:
                 waiter = origin.waiters.popleft()
                 if not waiter.done():
-                    waiter.set_exception(UpstreamError("The gateway is shutting down."))
+                    waiter.set_exception(UpstreamError("The gateway is shutting down.", sent=False))
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep, self._sweep_at = None, math.inf

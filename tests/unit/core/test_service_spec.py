@@ -103,6 +103,48 @@ def test_flat_rpc_keys_and_a_custom_processor() -> None:
     assert parsed.warnings == ()
 
 
+PYTHON = {
+    "name": "custom",
+    "processor_entry": "./app.py",
+    "processor_type": "python",
+    "processor_path": "oss://path/to/processor",
+}
+
+
+@pytest.mark.parametrize(
+    ("document", "idempotent"),
+    [
+        (SEED, True),
+        ({**SEED, "processor": "onnx"}, True),
+        ({**SEED, "processor": "sklearn"}, True),
+        (PYTHON, False),
+        ({**PYTHON, "processor_idempotent": False}, False),
+        ({**PYTHON, "processor_idempotent": True}, True),
+        ({**PYTHON, "processor_idempotent": "true"}, True),
+        ({k: v for k, v in PYTHON.items() if k != "processor_type"}, False),  # entry alone
+        ({**SEED, "processor": "python", "processor_path": "oss://p/"}, False),
+    ],
+)
+def test_only_a_python_processor_is_not_idempotent_unless_it_says_so(
+    document: dict[str, Any], idempotent: bool
+) -> None:
+    parsed = parse_service_spec(document)
+    assert parsed.spec.idempotent is idempotent
+    assert parsed.warnings == ()
+
+
+def test_processor_idempotent_on_a_built_in_processor_is_warned_about() -> None:
+    parsed = parse_service_spec({**SEED, "processor_idempotent": False})
+    assert parsed.spec.idempotent is True
+    assert parsed.warnings == (
+        "processor_idempotent is read for python processors only: a request to a built-in "
+        "processor (tensorflow_cpu) is always sent to another instance when one fails before "
+        "answering.",
+    )
+    with pytest.raises(InvalidRequestError, match="'processor_idempotent' must be true or false"):
+        parse_service_spec({**PYTHON, "processor_idempotent": "sometimes"})
+
+
 def test_autoscaler_scale_strategies_list() -> None:
     document = {**SEED, "autoscaler": {"min": 0, "max": 3, "scaleStrategies": [
         {"metricName": "qps", "threshold": 20}]}}  # fmt: skip

@@ -441,6 +441,7 @@ class Reconciler(Ticker):
                 state=state.value,
                 reason=service.reason,
                 scale_from_zero=spec.autoscaler is not None and spec.autoscaler.min == 0,
+                idempotent=spec.idempotent,
             )
         )
 
