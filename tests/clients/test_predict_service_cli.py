@@ -25,7 +25,7 @@ from liqi.cli.main import cli
 from liqi.client import Client
 from liqi.datasets.mnist_reader import builtin_dir, read_data_sets
 from liqi.errors import NotFoundError
-from tests.services.conftest import PROJECT, running, seed_model, seed_spec, wait_for
+from tests.services.conftest import PROJECT, seed_model, seed_spec, wait_running
 from tests.support.servers import LiveServer, kill_instances, live_server
 
 pytestmark = [pytest.mark.tf, pytest.mark.timeout(300)]
@@ -63,8 +63,8 @@ def plane(
             idle_spec["metadata"]["instance"] = 0
             admin.create_service(idle_spec, project=PROJECT)
             for name in (TOKEN, IDLE):
-                wait_for(admin, name, lambda s: s["state"] == "RUNNING" and not s["instances"])
-            wait_for(admin, OPEN, running)
+                assert not wait_running(admin, name).instances
+            wait_running(admin, OPEN)
             try:
                 yield live
             finally:

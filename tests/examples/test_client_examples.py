@@ -28,7 +28,7 @@ import pytest
 from liqi import PredictClient, TFRequest, TFResponse
 from liqi.datasets.mnist_reader import builtin_dir, read_data_sets
 from liqi.errors import NotFoundError
-from tests.services.conftest import PROJECT, running, seed_model, seed_spec, wait_for
+from tests.services.conftest import PROJECT, seed_model, seed_spec, wait_running
 from tests.support.servers import kill_instances, live_server
 from tests.support.tools import built_js_client
 
@@ -73,7 +73,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, mnist_saved_model: Path) -
             seed_model(admin, mnist_saved_model)
             admin.create_service(seed_spec(SERVICE, generate_token="true"), project=PROJECT)
             try:
-                wait_for(admin, SERVICE, running, timeout_s=240)
+                wait_running(admin, SERVICE, timeout_s=240)
                 token = admin.service_token(SERVICE).token
                 assert token
                 yield Service(live.url, SERVICE, token)

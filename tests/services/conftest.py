@@ -3,6 +3,7 @@ instances: one control plane per module, a bucket holding the seed's exported MN
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,40 +13,46 @@ import numpy as np
 import pytest
 
 from liqi.client import Client
+from liqi.client.services import ServiceInfo
 from liqi.datasets.mnist_reader import builtin_dir, read_data_sets
+from liqi.errors import NotFoundError
 from tests.support.servers import LiveServer, kill_instances, live_server
 
 PROJECT = "svc_tests"
 BUCKET = "svc-models"
 
 
-def api(client: Client, method: str, path: str, **kwargs: Any) -> Any:
-    return client._request(method, f"/api/v1{path}", **kwargs)
+def wait_running(client: Client, name: str, timeout_s: float = 120.0) -> ServiceInfo:
+    """``wait_service`` until the service has settled, which must be RUNNING: a service
+    that FAILED (or STOPPED) fails the test at once, with its reason."""
+    info = client.wait_service(name, timeout_s=timeout_s)
+    assert info.state == "RUNNING", f"service {name} is {info.state}: {info.reason}"
+    return info
 
 
-def describe(client: Client, name: str) -> dict[str, Any]:
-    found: dict[str, Any] = api(client, "GET", f"/services/{name}")
-    return found
+def wait_failed(client: Client, name: str, timeout_s: float = 120.0) -> ServiceInfo:
+    """``wait_service`` until the service is FAILED (with its reason)."""
+    return client.wait_service(name, timeout_s=timeout_s, until={"FAILED"})
 
 
-def wait_for(
+def wait_until(
     client: Client,
     name: str,
-    ok: Callable[[dict[str, Any]], bool],
+    ok: Callable[[ServiceInfo], bool],
     timeout_s: float = 120.0,
-) -> dict[str, Any]:
+) -> ServiceInfo:
+    """Poll ``get_service`` until ``ok`` holds, for what ``wait_service`` cannot tell apart
+    (a settled service that has yet to notice a crash or an idle period)."""
     deadline = time.monotonic() + timeout_s
-    last: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        last = describe(client, name)
-        if ok(last):
-            return last
+    while True:
+        info = client.get_service(name)
+        if ok(info):
+            return info
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"service {name}: condition not met in {timeout_s:g} s; last: {info}"
+            )
         time.sleep(0.1)
-    raise TimeoutError(f"service {name}: condition not met in {timeout_s}s; last: {last}")
-
-
-def running(info: dict[str, Any]) -> bool:
-    return bool(info["state"] == "RUNNING" and info["instances_ready"] == info["instances_wanted"])
 
 
 def seed_model(client: Client, model_dir: Path) -> None:
@@ -74,11 +81,12 @@ def plane(
                 seed_model(admin, mnist_saved_model)
             yield live
             with live.admin() as admin:  # stop what the tests left running
-                for info in api(admin, "GET", "/services"):
-                    api(admin, "DELETE", f"/services/{info['name']}")
-                deadline = time.monotonic() + 60
-                while api(admin, "GET", "/services") and time.monotonic() < deadline:
-                    time.sleep(0.1)
+                names = [info.name for info in admin.list_services()]
+                for name in names:
+                    with contextlib.suppress(NotFoundError):
+                        admin.delete_service(name)
+                for name in names:
+                    admin.wait_service_deleted(name, timeout_s=60)
     finally:
         kill_instances(home)
 

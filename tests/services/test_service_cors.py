@@ -13,7 +13,7 @@ import pytest
 
 from liqi.errors import NotFoundError
 from liqi.protocols import tfserving
-from tests.services.conftest import PROJECT, running, seed_model, seed_spec, wait_for
+from tests.services.conftest import PROJECT, seed_model, seed_spec, wait_running
 from tests.support.servers import kill_instances, live_server
 
 pytestmark = [pytest.mark.tf, pytest.mark.timeout(300)]
@@ -32,8 +32,8 @@ def test_gateway_answers_carry_one_allow_origin(
             seed_model(admin, mnist_saved_model)
             admin.create_service(seed_spec(NAME), project=PROJECT)
             try:
-                service = wait_for(admin, NAME, running)
-                instance = service["instances"][0]["url"]
+                service = wait_running(admin, NAME)
+                instance = service.instances[0].url
                 body = tfserving.encode_predict_request(
                     {"images": np.zeros((1, 784), np.float32)}, columnar=True
                 )

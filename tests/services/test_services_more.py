@@ -20,16 +20,7 @@ import pytest
 
 from liqi import PredictClient
 from liqi.client.eas_requests import TFRequest
-from tests.services.conftest import (
-    BUCKET,
-    PROJECT,
-    api,
-    describe,
-    running,
-    seed_model,
-    seed_spec,
-    wait_for,
-)
+from tests.services.conftest import BUCKET, PROJECT, seed_model, seed_spec, wait_running
 from tests.support.servers import LiveServer, kill_instances, live_server
 
 pytestmark = pytest.mark.timeout(300)
@@ -61,22 +52,21 @@ def _adopt(
 ) -> None:
     with live_server(home, None) as first, first.admin() as admin:
         seed_model(admin, mnist_saved_model)
-        api(admin, "POST", "/services", params={"project": PROJECT}, json=seed_spec("adopted"))
-        before = wait_for(admin, "adopted", running)
-    instance = before["instances"][0]["id"]
+        admin.create_service(seed_spec("adopted"), project=PROJECT)
+        before = wait_running(admin, "adopted")
+    instance = before.instances[0].id
     pids = _pids(instance)
     assert len(pids) == 1  # still running with no control plane
     with live_server(home, None) as second, second.admin() as admin:
-        after = wait_for(admin, "adopted", running)
-        assert [i["id"] for i in after["instances"]] == [instance]
+        after = wait_running(admin, "adopted")
+        assert [i.id for i in after.instances] == [instance]
         assert _pids(instance) == pids
         with PredictClient(second.url, "adopted") as client:
             scores = client.predict({"images": mnist_digits[0]})["scores"]
         assert np.mean(np.argmax(scores, axis=1) == mnist_digits[1]) >= 0.85
-        api(admin, "DELETE", "/services/adopted")
-        deadline = time.monotonic() + 60
-        while api(admin, "GET", "/services") and time.monotonic() < deadline:
-            time.sleep(0.1)
+        admin.delete_service("adopted")
+        admin.wait_service_deleted("adopted", timeout_s=60)
+        assert admin.list_services() == []
     assert _pids(instance) == []
 
 
@@ -116,42 +106,39 @@ def test_a_model_from_an_http_tarball_with_a_warm_up_file_in_a_bucket(
             "warm_up_data_path": f"oss://{BUCKET}/warmup/warm_up.bin",
             "metadata": {"instance": 1, "cpu": 1},
         }
-        api(admin, "POST", "/services", params={"project": PROJECT}, json=spec)
-        info = wait_for(admin, "mnist_tarball", running)
-        logs = api(admin, "GET", "/services/mnist_tarball/logs")
-        assert "warm" in logs["data"].lower()
-        answer = httpx.post(info["endpoint"], content=request.to_string(), timeout=30)
+        admin.create_service(spec, project=PROJECT)
+        info = wait_running(admin, "mnist_tarball")
+        logs = admin.service_logs("mnist_tarball")
+        assert "warm" in logs.data.lower()
+        answer = httpx.post(info.endpoint, content=request.to_string(), timeout=30)
         assert answer.status_code == 200
-        api(admin, "DELETE", "/services/mnist_tarball")
+        admin.delete_service("mnist_tarball")
         with pytest.raises(Exception, match="does not exist"):
-            api(
-                admin,
-                "POST",
-                "/services",
-                params={"project": PROJECT},
-                json={**spec, "name": "mnist_nowarm", "warm_up_data_path": f"oss://{BUCKET}/x.bin"},
+            admin.create_service(
+                {**spec, "name": "mnist_nowarm", "warm_up_data_path": f"oss://{BUCKET}/x.bin"},
+                project=PROJECT,
             )
 
 
 def test_an_instance_killed_while_it_loads_is_restarted(plane: LiveServer) -> None:
     with plane.admin() as admin:
-        api(admin, "POST", "/services", params={"project": PROJECT}, json=seed_spec("mnist_early"))
+        admin.create_service(seed_spec("mnist_early"), project=PROJECT)
         deadline = time.monotonic() + 60
         killed = None
         while killed is None and time.monotonic() < deadline:
-            info = describe(admin, "mnist_early")
-            starting = [i for i in info["instances"] if i["state"] == "STARTING"]
-            pids = _pids(starting[0]["id"]) if starting else []
+            info = admin.get_service("mnist_early")
+            starting = [i for i in info.instances if i.state == "STARTING"]
+            pids = _pids(starting[0].id) if starting else []
             if pids:
                 os.kill(pids[0], signal.SIGKILL)
-                killed = starting[0]["id"]
+                killed = starting[0].id
             time.sleep(0.05)
         assert killed is not None
-        info = wait_for(admin, "mnist_early", running)
-        assert info["instances"][0]["restarts"] >= 1
-        events = " ".join(e["message"] for e in info["events"])
+        info = wait_running(admin, "mnist_early")
+        assert info.instances[0].restarts >= 1
+        events = " ".join(e.message for e in info.events)
         assert f"instance {killed} crashed" in events
-        api(admin, "DELETE", "/services/mnist_early")
+        admin.delete_service("mnist_early")
 
 
 def test_the_services_api_on_both_databases(server: LiveServer) -> None:
@@ -160,24 +147,21 @@ def test_the_services_api_on_both_databases(server: LiveServer) -> None:
         admin.create_project(PROJECT)
         spec = seed_spec("db_svc", model_path=str(Path(__file__).parent))
         spec["metadata"]["instance"] = 0
-        created = api(admin, "POST", "/services", params={"project": PROJECT}, json=spec)
-        assert created["instances_wanted"] == 0
-        wait_for(admin, "db_svc", lambda s: s["state"] == "RUNNING")
-        changed = api(admin, "PUT", "/services/db_svc", json={"metadata": {"cpu": 2}})
-        assert changed["current_version"] == 2
-        assert changed["config"]["metadata"]["cpu"] == 2
-        assert changed["config"]["metadata"]["memory"] == 2000  # merged, not replaced
-        replaced = api(
-            admin, "PUT", "/services/db_svc", params={"update_type": "replace"},
-            json={**spec, "metadata": {"instance": 0}},
-        )  # fmt: skip
-        assert "memory" not in replaced["config"]["metadata"]
-        assert [v["version"] for v in api(admin, "GET", "/services/db_svc/versions")] == [1, 2, 3]
-        rolled = api(admin, "PUT", "/services/db_svc/version", json={"version": 1})
-        assert rolled["current_version"] == 1
-        assert rolled["latest_version"] == 3
-        api(admin, "DELETE", "/services/db_svc")
-        deadline = time.monotonic() + 30
-        while api(admin, "GET", "/services") and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert api(admin, "GET", "/services") == []
+        created = admin.create_service(spec, project=PROJECT)
+        assert created.instances_wanted == 0
+        wait_running(admin, "db_svc")
+        changed = admin.modify_service("db_svc", {"metadata": {"cpu": 2}})
+        assert changed.current_version == 2
+        assert changed.config["metadata"]["cpu"] == 2
+        assert changed.config["metadata"]["memory"] == 2000  # merged, not replaced
+        replaced = admin.modify_service(
+            "db_svc", {**spec, "metadata": {"instance": 0}}, replace=True
+        )
+        assert "memory" not in replaced.config["metadata"]
+        assert [v.version for v in admin.list_service_versions("db_svc")] == [1, 2, 3]
+        rolled = admin.switch_service_version("db_svc", 1)
+        assert rolled.current_version == 1
+        assert rolled.latest_version == 3
+        admin.delete_service("db_svc")
+        admin.wait_service_deleted("db_svc", timeout_s=30)
+        assert admin.list_services() == []

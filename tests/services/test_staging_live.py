@@ -7,14 +7,13 @@ from __future__ import annotations
 import io
 import tarfile
 import textwrap
-import time
 
 import httpx
 import pytest
 
 from liqi.client import Client
 from liqi.errors import NotFoundError
-from tests.services.conftest import BUCKET, PROJECT, api, describe, running, wait_for
+from tests.services.conftest import BUCKET, PROJECT, wait_failed, wait_running
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -56,28 +55,24 @@ def test_a_python_processor_from_an_oss_archive_beside_an_oss_model(admin: Clien
         "model_path": f"oss://{BUCKET}/models/",
         "metadata": {"instance": 1, "cpu": 1},
     }
-    api(admin, "POST", "/services", params={"project": PROJECT}, json=spec)
+    admin.create_service(spec, project=PROJECT)
     try:
-        info = wait_for(admin, "pyproc", running)
-        answer = httpx.post(info["endpoint"], content=b"hello", timeout=30)
+        info = wait_running(admin, "pyproc")
+        answer = httpx.post(info.endpoint, content=b"hello", timeout=30)
         assert answer.status_code == 200, answer.text
         assert answer.content.startswith(b"model files: ")
         assert b"saved_model.pb" in answer.content
         assert answer.content.endswith(b"; you said hello")
         # The same code as a folder in the bucket: a new version rolls out and answers.
         admin.put_object(BUCKET, "procdir/app.py", APP.replace("you said", "folder says").encode())
-        api(
-            admin,
-            "PUT",
-            "/services/pyproc",
-            json={"processor_path": f"oss://{BUCKET}/procdir/"},
-        )
-        wait_for(admin, "pyproc", lambda i: running(i) and i["current_version"] == 2)
-        again = httpx.post(info["endpoint"], content=b"hi", timeout=30)
+        changed = admin.modify_service("pyproc", {"processor_path": f"oss://{BUCKET}/procdir/"})
+        assert changed.current_version == 2
+        assert wait_running(admin, "pyproc").current_version == 2
+        again = httpx.post(info.endpoint, content=b"hi", timeout=30)
         assert again.status_code == 200, again.text
         assert again.content.endswith(b"; folder says hi")
     finally:
-        api(admin, "DELETE", "/services/pyproc")
+        admin.delete_service("pyproc")
 
 
 def test_an_unreachable_model_url_fails_the_service_which_then_deletes(admin: Client) -> None:
@@ -87,18 +82,12 @@ def test_an_unreachable_model_url_fails_the_service_which_then_deletes(admin: Cl
         "processor": "tensorflow_cpu_1.15",
         "metadata": {"instance": 1},
     }
-    api(admin, "POST", "/services", params={"project": PROJECT}, json=spec)
-    info = wait_for(admin, "nowhere", lambda i: i["state"] == "FAILED", timeout_s=60)
+    admin.create_service(spec, project=PROJECT)
+    info = wait_failed(admin, "nowhere", timeout_s=60)
     assert (
-        "could not stage: Cannot download the model http://127.0.0.1:9/model.tar.gz"
-        in (info["reason"])
+        "could not stage: Cannot download the model http://127.0.0.1:9/model.tar.gz" in info.reason
     )
-    api(admin, "DELETE", "/services/nowhere")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            describe(admin, "nowhere")
-        except NotFoundError:
-            return
-        time.sleep(0.1)
-    raise AssertionError("the failed service was not deleted within 30 s")
+    admin.delete_service("nowhere")
+    admin.wait_service_deleted("nowhere", timeout_s=30)
+    with pytest.raises(NotFoundError):
+        admin.get_service("nowhere")
