@@ -1,14 +1,15 @@
 """Waiting for a condition in a test: poll it every few milliseconds up to a deadline.
 
 A test that sleeps and then asserts fails on a loaded machine and dawdles on an idle one;
-``await eventually(...)`` returns as soon as the condition holds and fails with a message
-naming it when the deadline passes. Prefer an event or a callback the code under test
-offers; poll only state that has none.
+``eventually`` (in a coroutine) and ``wait_until`` (in a thread) return as soon as the
+condition holds and fail with a message naming it when the deadline passes. Prefer an event
+or a callback the code under test offers; poll only state that has none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 
@@ -27,3 +28,18 @@ async def eventually(
         if loop.time() >= deadline:
             raise AssertionError(f"Still waiting after {timeout_s:g} s for: {what}")
         await asyncio.sleep(interval_s)
+
+
+def wait_until(
+    predicate: Callable[[], object],
+    what: str,
+    *,
+    timeout_s: float = 10.0,
+    interval_s: float = 0.002,
+) -> None:
+    """:func:`eventually` for code off the event loop: blocks the calling thread."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"Still waiting after {timeout_s:g} s for: {what}")
+        time.sleep(interval_s)
