@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
@@ -12,6 +11,7 @@ import pytest
 from liqi.client import Client
 from liqi.errors import BucketNotFoundError, NotFoundError, PermissionDeniedError
 from tests.support.servers import LiveServer, live_server
+from tests.support.waiting import wait_until
 
 
 def add_script(client: Client, tmp: Path, name: str, body: str) -> str:
@@ -231,11 +231,12 @@ def test_jobs_survive_a_control_plane_restart(tmp_path: Path) -> None:
         script = add_script(admin, tmp_path, "restart.py", held_job("working", release))
         kept = admin.submit_job(script)
         doomed = admin.submit_job(script)
-        for job_id in (kept.id, doomed.id):
-            deadline = time.monotonic() + 60
-            while (state := admin.get_job(job_id).state) != "RUNNING":
-                assert time.monotonic() < deadline, f"job {job_id} still {state} after 60 s"
-                time.sleep(0.05)
+        wait_until(
+            lambda: all(admin.get_job(j.id).state == "RUNNING" for j in (kept, doomed)),
+            f"jobs {kept.id} and {doomed.id} to run",
+            timeout_s=60,
+            interval_s=0.05,
+        )
     # The control plane is down; the doomed job's supervisor dies meanwhile.
     job_dir = str(home / "jobs" / doomed.id)
     for proc in psutil.process_iter(["cmdline"]):
