@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
@@ -12,6 +11,7 @@ import pytest
 from liqi.client import Client
 from liqi.errors import BucketNotFoundError, NotFoundError, PermissionDeniedError
 from tests.support.servers import LiveServer, live_server
+from tests.support.waiting import wait_until
 
 
 def add_script(client: Client, tmp: Path, name: str, body: str) -> str:
@@ -27,6 +27,24 @@ def run_job(client: Client, script: str, timeout_s: float = 90, **options: objec
 
 def logs(client: Client, job_id: str) -> str:
     return "".join(client.follow_logs(job_id, follow=False))
+
+
+HELD = """
+    import os, sys, time
+    print({first!r}, flush=True)
+    deadline = time.monotonic() + 120
+    while not os.path.exists({release!r}):
+        if time.monotonic() > deadline:
+            sys.exit("the test never released this job")
+        time.sleep(0.02)
+    print("done", flush=True)
+"""
+
+
+def held_job(first: str, release: Path) -> str:
+    """A job that prints ``first``, then waits until the test creates ``release`` (a job
+    cannot run ahead of the test's checks, however loaded the machine) and prints "done"."""
+    return HELD.format(first=first, release=str(release))
 
 
 WRITER = """
@@ -144,25 +162,22 @@ def test_kill_cancels_a_running_job_and_uploads_nothing(
 
 
 def test_logs_stream_while_the_job_runs(sqlite_server: LiveServer, tmp_path: Path) -> None:
-    body = """
-        import time
-        print('first line', flush=True)
-        time.sleep(3)
-        print('second line', flush=True)
-    """
+    release = tmp_path / "release"
     with sqlite_server.admin() as admin:
-        script = add_script(admin, tmp_path, "slow.py", body)
+        script = add_script(admin, tmp_path, "held.py", held_job("first line", release))
         job = admin.submit_job(script)
         seen = ""
         for text in admin.follow_logs(job.id):
             seen += text
             if "first line" in seen:
-                assert admin.get_job(job.id).state == "RUNNING"
-                assert "second line" not in seen
                 break
+        # The job cannot go on before the release: the first line came while it runs.
+        assert admin.get_job(job.id).state == "RUNNING"
+        assert "done" not in seen
+        release.touch()
         final = admin.wait_job(job.id, timeout_s=60)
         assert final.state == "SUCCEEDED"
-        assert "second line" in logs(admin, job.id)
+        assert "done" in logs(admin, job.id)
 
 
 def test_bad_references_are_refused_at_submit(sqlite_server: LiveServer, tmp_path: Path) -> None:
@@ -211,14 +226,17 @@ def test_datasets_are_staged_read_only(sqlite_server: LiveServer, tmp_path: Path
 
 def test_jobs_survive_a_control_plane_restart(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    body = "import time\nprint('working', flush=True)\ntime.sleep(2)\nprint('done', flush=True)\n"
+    release = tmp_path / "release"  # the jobs run until the second control plane is up
     with live_server(home, None) as first, first.admin() as admin:
-        script = add_script(admin, tmp_path, "restart.py", body)
+        script = add_script(admin, tmp_path, "restart.py", held_job("working", release))
         kept = admin.submit_job(script)
         doomed = admin.submit_job(script)
-        for job_id in (kept.id, doomed.id):
-            while admin.get_job(job_id).state != "RUNNING":
-                time.sleep(0.05)
+        wait_until(
+            lambda: all(admin.get_job(j.id).state == "RUNNING" for j in (kept, doomed)),
+            f"jobs {kept.id} and {doomed.id} to run",
+            timeout_s=60,
+            interval_s=0.05,
+        )
     # The control plane is down; the doomed job's supervisor dies meanwhile.
     job_dir = str(home / "jobs" / doomed.id)
     for proc in psutil.process_iter(["cmdline"]):
@@ -227,6 +245,7 @@ def test_jobs_survive_a_control_plane_restart(tmp_path: Path) -> None:
             for member in [*proc.children(recursive=True), proc]:
                 member.kill()
     with live_server(home, None) as second, second.admin() as admin:
+        release.touch()
         assert admin.wait_job(kept.id, timeout_s=60).state == "SUCCEEDED"
         assert "done" in logs(admin, kept.id)
         lost = admin.wait_job(doomed.id, timeout_s=30)

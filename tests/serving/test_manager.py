@@ -16,6 +16,7 @@ from liqi.protocols.tensors import TensorSpec
 from liqi.serving.loaders import Loader, Servable, Signature
 from liqi.serving.manager import ModelManager, ModelOptions, ServedModel, VersionState
 from liqi.serving.source import LocalSource
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.timeout(30), pytest.mark.anyio]
 
@@ -130,21 +131,29 @@ async def test_nothing_loads_then_readyz_says_why(tmp_path: Path) -> None:
 
 async def test_unload_waits_for_requests_in_flight(tmp_path: Path) -> None:
     add_version(tmp_path, 1, "1")
-    model = model_at(tmp_path, FactorLoader())
+    loader = FactorLoader()
+    model = model_at(tmp_path, loader)
     await model.refresh()
     held = model.acquire()
     held.__enter__()
     add_version(tmp_path, 2, "2")
     swap = asyncio.create_task(model.refresh())
-    await asyncio.sleep(0.05)
-    assert held.state is VersionState.UNLOADING  # new requests go to version 2 already
-    assert model.resolve().version == 2
-    assert not swap.done()
+    await eventually(
+        lambda: held.state is not VersionState.AVAILABLE, "version 1 to stop taking requests"
+    )
+    assert held.state is VersionState.UNLOADING
+    assert model.resolve().version == 2  # new requests go to version 2 already
+    # Version 1 still answers the request it holds; it is neither stopped nor closed, and the
+    # swap cannot finish, until that request lets go.
     _, runner = held.loaded(model.name)
     assert (await runner.infer({"x": np.ones(1, np.float32)}))["y"][0] == 1.0
+    assert held.state is VersionState.UNLOADING
+    assert not loader.loaded[0].closed
+    assert not swap.done()
     held.__exit__(None, None, None)
     await asyncio.wait_for(swap, 5)
     assert held.state is VersionState.END
+    assert loader.loaded[0].closed
     await model.close()
 
 

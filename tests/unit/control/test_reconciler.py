@@ -27,6 +27,7 @@ from liqi.control.storage.buckets import StoreRegistry
 from liqi.errors import StoreError
 from liqi.gateway.route_table import RouteTable
 from tests.support.fakes import FakeInstanceBackend, ManualClock
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -239,11 +240,16 @@ def test_staging_runs_off_the_tick_and_delete_cancels_it(world: World) -> None:
     world.create(name="slow", instances=1)
     world.reconciler.tick()  # returns at once although staging blocks
     assert world.states("slow") == ["STAGING"]
+    wait_until(lambda: seen, "the slow staging to start on a worker")
     world.stage_with.clear()
     world.create(name="fast", instances=1)
-    world.reconciler.tick()
-    world.reconciler.tick()
-    assert world.states("fast") == ["STARTING"]  # the other service is not held up
+
+    def fast_started() -> bool:
+        world.reconciler.tick()  # the clock stands still: no staging times out
+        return world.states("fast") == ["STARTING"]
+
+    wait_until(fast_started, "service 'fast' to be staged and started")
+    assert world.states("slow") == ["STAGING"]  # still blocked: 'fast' was not held up by it
     world.change(lambda s, who: catalog.delete_service(s, who, "slow"))
     world.reconciler.tick()
     assert world.service("slow") is None
