@@ -5,8 +5,9 @@
 :class:`liqi.gateway.upstream.UpstreamPool`: ``request(...)`` returning once the answer's
 head has arrived, an answer with ``status``, ``headers`` (lower-case names, hop-by-hop ones
 dropped), ``done``/``body()`` for an answer that came whole, ``read()`` for a long one,
-``close()``; failures as :class:`~liqi.gateway.upstream.UpstreamError` (``retryable`` when
-the connection could not be made) or :class:`~liqi.errors.DeadlineExceededError`.
+``close()``; failures as :class:`~liqi.errors.UpstreamUnavailableError`
+(``retryable`` when the connection could not be made) or
+:class:`~liqi.errors.DeadlineExceededError`.
 
 Each keeps a pool per instance of at most ``max_connections`` connections (one client per
 origin, since both libraries' limits are per client or per host) and sends only the headers
@@ -24,9 +25,9 @@ from typing import Any
 
 import httpx
 
-from liqi.errors import DeadlineExceededError, LiqiError
+from liqi.errors import DeadlineExceededError, LiqiError, UpstreamUnavailableError
 from liqi.gateway.body import ClientGoneError
-from liqi.gateway.upstream import HOP_BY_HOP, UpstreamError
+from liqi.gateway.upstream import HOP_BY_HOP
 
 Header = tuple[bytes, bytes]
 _WHOLE_BYTES = 64 * 2**10  # answers up to this size (by Content-Length) are read whole
@@ -90,7 +91,7 @@ class _HttpxResponse(LibraryResponse):
                 f"The instance at {self._response.url} sent no answer in time."
             ) from None
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"The instance broke off its answer: {exc}.") from None
+            raise UpstreamUnavailableError(f"The instance broke off its answer: {exc}.") from None
 
     def close(self) -> None:
         if not self._response.is_closed:
@@ -151,7 +152,7 @@ class HttpxUpstreamPool:
         try:
             response = await client.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise UpstreamError(
+            raise UpstreamUnavailableError(
                 f"Could not connect to the instance at {url}: {exc}.", retryable=True
             ) from None
         except httpx.TimeoutException:
@@ -159,13 +160,15 @@ class HttpxUpstreamPool:
                 f"The instance at {url} sent no answer within {self.timeout.read:g} s."
             ) from None
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"The instance at {url} did not answer: {exc}.") from None
+            raise UpstreamUnavailableError(
+                f"The instance at {url} did not answer: {exc}."
+            ) from None
         answer = _HttpxResponse(response, self.drop_headers, method == "HEAD")
         if method == "HEAD" or _small(answer.headers):
             try:
                 answer._whole = await response.aread()
             except httpx.HTTPError as exc:
-                raise UpstreamError(f"The instance at {url} broke off: {exc}.") from None
+                raise UpstreamUnavailableError(f"The instance at {url} broke off: {exc}.") from None
             answer.done = True
         return answer
 
@@ -193,7 +196,7 @@ class _AiohttpResponse(LibraryResponse):
                 f"The instance at {self._response.url} sent no answer in time."
             ) from None
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"The instance broke off its answer: {exc}.") from None
+            raise UpstreamUnavailableError(f"The instance broke off its answer: {exc}.") from None
         return data
 
     def close(self) -> None:
@@ -270,7 +273,7 @@ class AiohttpUpstreamPool:
                 **extra,
             )
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise UpstreamError(
+            raise UpstreamUnavailableError(
                 f"Could not connect to the instance at {url}: {exc}.", retryable=True
             ) from None
         except asyncio.TimeoutError:
@@ -281,13 +284,15 @@ class AiohttpUpstreamPool:
             cause = exc.__cause__ or exc.__context__
             if isinstance(cause, (LiqiError, ClientGoneError)):  # from reading the body
                 raise cause from None
-            raise UpstreamError(f"The instance at {url} did not answer: {exc}.") from None
+            raise UpstreamUnavailableError(
+                f"The instance at {url} did not answer: {exc}."
+            ) from None
         answer = _AiohttpResponse(response, self.drop_headers, method == "HEAD")
         if method == "HEAD" or _small(answer.headers):
             try:
                 answer._whole = await response.read()
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                raise UpstreamError(f"The instance at {url} broke off: {exc}.") from None
+                raise UpstreamUnavailableError(f"The instance at {url} broke off: {exc}.") from None
             answer.done = True
         return answer
 

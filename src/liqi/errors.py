@@ -347,11 +347,35 @@ class UnexpectedResponseError(LiqiError):
 
 class UpstreamUnavailableError(LiqiError):
     """The gateway could not reach a service's instance, or the instance broke off its
-    answer."""
+    answer.
+
+    For the gateway's retry rule: ``sent``: some byte of the request was written to the
+    connection, so the instance may have received the request and acted on it; False only
+    when none was (the connection could not be made, closed before anything was written, or
+    none became free). ``retryable``: no byte of the answer arrived and the failure is the
+    connection's or the instance's, so trying again (on another connection or instance) may
+    get an answer; whether that is safe is ``sent``'s question. ``stale``: the request went
+    out on a reused connection, which closed without answering; the instance itself may be
+    fine.
+    """
 
     code = "upstream_unavailable"
     http_status = 502
     exit_code = 7
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        retryable: bool = False,
+        sent: bool = True,
+        stale: bool = False,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.retryable = retryable
+        self.sent = sent
+        self.stale = stale
 
 
 class APIError(LiqiError):

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import uvloop
 
-from liqi.errors import DeadlineExceededError
-from liqi.gateway.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from liqi.errors import DeadlineExceededError, UpstreamUnavailableError
+from liqi.gateway.upstream import UpstreamPool, UpstreamResponse
 from tests.gateway import ProbeApp, closed_port_url, serve
 
 pytestmark = pytest.mark.timeout(60)
@@ -187,7 +187,7 @@ def test_connection_refused_is_retryable(run: Runner) -> None:
     async def main() -> None:
         async with opened() as pool:
             url = closed_port_url()
-            with pytest.raises(UpstreamError, match="Could not connect") as caught:
+            with pytest.raises(UpstreamUnavailableError, match="Could not connect") as caught:
                 await pool.request(url, "GET", b"/", [])
             assert caught.value.retryable
             assert not caught.value.sent
@@ -273,7 +273,7 @@ def test_abandoned_answer_closes_its_connection(run: Runner, probe: str) -> None
             assert await response.read() == b"first"
             response.close()
             assert pool.connections(probe) == (0, 0)
-            with pytest.raises(UpstreamError, match="abandoned"):
+            with pytest.raises(UpstreamUnavailableError, match="abandoned"):
                 await response.read()
 
     run(main())
@@ -330,7 +330,9 @@ def test_reused_connection_closed_after_the_request_is_stale_and_sent(run: Runne
     async def main() -> None:
         async with raw_server(answer_once) as url, opened() as pool:
             assert await get(pool, url, b"/") == (200, b"ok")
-            with pytest.raises(UpstreamError, match="reused connection without") as caught:
+            with pytest.raises(
+                UpstreamUnavailableError, match="reused connection without"
+            ) as caught:
                 await get(pool, url, b"/")
             assert caught.value.retryable
             assert caught.value.sent
@@ -346,7 +348,7 @@ def test_new_connection_closed_after_the_request_is_sent(run: Runner) -> None:
 
     async def main() -> None:
         async with raw_server(drop) as url, opened() as pool:
-            with pytest.raises(UpstreamError, match="without answering") as caught:
+            with pytest.raises(UpstreamUnavailableError, match="without answering") as caught:
                 await get(pool, url, b"/")
             assert caught.value.retryable
             assert caught.value.sent
@@ -435,11 +437,11 @@ def test_broken_off_answer_and_invalid_http(run: Runner) -> None:
         async with opened() as pool:
             async with raw_server(half) as url:
                 response = await pool.request(url, "GET", b"/", [])
-                with pytest.raises(UpstreamError, match="mid-answer") as caught:
+                with pytest.raises(UpstreamUnavailableError, match="mid-answer") as caught:
                     await read_all(response)
                 assert not caught.value.retryable
             async with raw_server(garbage) as url:
-                with pytest.raises(UpstreamError, match="not valid HTTP"):
+                with pytest.raises(UpstreamUnavailableError, match="not valid HTTP"):
                     await pool.request(url, "GET", b"/", [])
                 assert pool.connections(url) == (0, 0)
             async with raw_server(until_close) as url:
@@ -454,7 +456,7 @@ def test_closed_pool_refuses_requests(run: Runner, probe: str) -> None:
             await get(pool, probe, b"/peer")
             await pool.close()
             assert pool.connections(probe) == (0, 0)
-            with pytest.raises(UpstreamError, match="shutting down"):
+            with pytest.raises(UpstreamUnavailableError, match="shutting down"):
                 await pool.request(probe, "GET", b"/peer", [])
 
     run(main())

@@ -42,10 +42,11 @@ from liqi.errors import (
     LiqiError,
     NotFoundError,
     ServerUnavailableError,
+    UpstreamUnavailableError,
 )
 from liqi.gateway.body import ClientGoneError, RequestBody
 from liqi.gateway.route_table import RouteTable, ServiceRoute, Upstream
-from liqi.gateway.upstream import HOP_BY_HOP, UpstreamError, UpstreamPool, UpstreamResponse
+from liqi.gateway.upstream import HOP_BY_HOP, UpstreamPool, UpstreamResponse
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +234,7 @@ class Gateway:
                     content_length=body.length,
                     fresh=fresh,
                 )
-            except UpstreamError as exc:
+            except UpstreamUnavailableError as exc:
                 table.end(upstream.instance_id)
                 tried = (*failed, upstream.instance_id)
                 if exc.retryable and exc.sent and not route.idempotent:
@@ -371,13 +372,13 @@ def _unavailable(route: ServiceRoute, what: str) -> ServerUnavailableError:
 
 
 def _bad_gateway(
-    route: ServiceRoute, tried: tuple[str, ...], exc: UpstreamError, note: str = ""
-) -> UpstreamError:
+    route: ServiceRoute, tried: tuple[str, ...], exc: UpstreamUnavailableError, note: str = ""
+) -> UpstreamUnavailableError:
     names = ", ".join(repr(instance_id) for instance_id in tried)
     log.warning("no answer service=%s instances=%s: %s", route.name, names, exc.message)
     what = "instance" if len(tried) == 1 else "instances"
     note = note.format(service=route.name)
-    return UpstreamError(
+    return UpstreamUnavailableError(
         f"Service {route.name!r}: no answer from {what} {names}. {exc.message}{note}"
     )
 

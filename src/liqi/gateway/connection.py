@@ -28,28 +28,6 @@ Header = tuple[bytes, bytes]
 HIGH_WATER_BYTES = 1 * 2**20  # pause reading an answer once this much waits for its consumer
 
 
-class UpstreamError(UpstreamUnavailableError):
-    """An instance could not be reached, or broke off its answer.
-
-    ``sent``: some byte of the request was written to the connection, so the instance may
-    have received the request and acted on it; False only when none was (the connection
-    could not be made, closed before anything was written, or none became free).
-    ``retryable``: no byte of the answer arrived
-    and the failure is the connection's or the instance's, so trying again (on another
-    connection or instance) may get an answer; whether that is safe is ``sent``'s question.
-    ``stale``: the request went out on a reused connection, which closed without answering;
-    the instance itself may be fine.
-    """
-
-    def __init__(
-        self, message: str, *, retryable: bool = False, sent: bool = True, stale: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.sent = sent
-        self.stale = stale
-
-
 class UpstreamResponse:
     """An instance's answer: ``status`` and ``headers`` (lower-case names, hop-by-hop ones
     removed) are set; the body arrives behind them."""
@@ -103,7 +81,7 @@ class UpstreamResponse:
         """The next part of the body; ``b""`` at its end.
 
         Raises:
-            UpstreamError: the connection broke before the body was complete.
+            UpstreamUnavailableError: the connection broke before the body was complete.
             DeadlineExceededError: nothing arrived within the read timeout.
         """
         while True:
@@ -134,7 +112,7 @@ class UpstreamResponse:
             self._conn = None
             conn.abandon(self)
         if not self._done and self._error is None:
-            self._fail(UpstreamError("The answer was abandoned before its end."))
+            self._fail(UpstreamUnavailableError("The answer was abandoned before its end."))
 
     # -- called by the connection --------------------------------------------------------
 
@@ -292,7 +270,7 @@ class UpstreamConnection(asyncio.Protocol):
             transport.write(b"0\r\n\r\n")
         elif sent != content_length:
             self.shutdown()
-            raise UpstreamError(
+            raise UpstreamUnavailableError(
                 f"The request body had {sent} bytes, not the {content_length} its "
                 "Content-Length announced."
             )
@@ -342,7 +320,7 @@ class UpstreamConnection(asyncio.Protocol):
         response = self.response
         self.response = None
         if response is not None:
-            response._fail(UpstreamError(f"The instance at {self._origin.url} {what}."))
+            response._fail(UpstreamUnavailableError(f"The instance at {self._origin.url} {what}."))
         self.shutdown()
 
     def pause_writing(self) -> None:
@@ -370,20 +348,20 @@ class UpstreamConnection(asyncio.Protocol):
             return
         url, sent = self._origin.url, response.sent
         if not response.received and self.reused:
-            error = UpstreamError(
+            error = UpstreamUnavailableError(
                 f"The instance at {url} closed a reused connection without answering.",
                 retryable=True,
                 sent=sent,
                 stale=True,
             )
         elif not response.received:
-            error = UpstreamError(
+            error = UpstreamUnavailableError(
                 f"The instance at {url} closed the connection without answering.",
                 retryable=True,
                 sent=sent,
             )
         else:
-            error = UpstreamError(
+            error = UpstreamUnavailableError(
                 f"The instance at {url} closed the connection mid-answer.", sent=sent
             )
         response._fail(error)

@@ -4,8 +4,9 @@ Written on asyncio protocols with httptools' response parser (not httpx): every 
 through the gateway pays for this hop. A request is written with one ``transport.write`` when
 its body is bytes; :mod:`liqi.gateway.connection` reads the answer.
 
-Failures are :class:`UpstreamError`, which says whether any byte of the request was written
-(``sent``: the instance may have received it) and whether trying again may help
+Failures are :class:`~liqi.errors.UpstreamUnavailableError`, which says whether any byte of
+the request was written (``sent``: the instance may have received it) and whether trying
+again may help
 (``retryable``: the connection failed or closed before any byte of the answer). An idle
 connection the instance closed is dropped before anything is written on it, also when the
 event loop has not handled the close yet (the socket is looked at first), so that case costs
@@ -19,15 +20,15 @@ import asyncio
 import math
 from collections.abc import AsyncIterable, Sequence
 
+from liqi.errors import UpstreamUnavailableError
 from liqi.gateway.connection import (
     Header,
     Origin,
     UpstreamConnection,
-    UpstreamError,
     UpstreamResponse,
 )
 
-__all__ = ["HOP_BY_HOP", "UpstreamError", "UpstreamPool", "UpstreamResponse"]
+__all__ = ["HOP_BY_HOP", "UpstreamPool", "UpstreamResponse"]
 
 #: Headers about one hop, never forwarded (RFC 9110 7.6.1), plus the pre-RFC proxy ones.
 HOP_BY_HOP = frozenset(
@@ -169,7 +170,7 @@ class UpstreamPool:
     async def _acquire(self, origin: Origin, fresh: bool) -> UpstreamConnection:
         while True:
             if self._closed:
-                raise UpstreamError("The gateway is shutting down.", sent=False)
+                raise UpstreamUnavailableError("The gateway is shutting down.", sent=False)
             conn = None if fresh else self._reuse(origin, self.loop.time())
             if conn is not None:
                 return conn
@@ -184,7 +185,7 @@ class UpstreamPool:
             try:
                 given = await asyncio.wait_for(waiter, self.connect_timeout_s)
             except asyncio.TimeoutError:
-                raise UpstreamError(
+                raise UpstreamUnavailableError(
                     f"All {self.max_connections} connections to {origin.url} stayed busy for "
                     f"{self.connect_timeout_s:g} s.",
                     retryable=True,
@@ -217,7 +218,7 @@ class UpstreamPool:
                 if isinstance(exc, asyncio.TimeoutError)
                 else exc.strerror or str(exc)
             )
-            raise UpstreamError(
+            raise UpstreamUnavailableError(
                 f"Could not connect to the instance at {origin.url}: {reason}.",
                 retryable=True,
                 sent=False,
@@ -229,7 +230,7 @@ class UpstreamPool:
         origin.pending -= 1
         if conn.closed:  # lost between connecting and now
             origin.hand_over(None)
-            raise UpstreamError(
+            raise UpstreamUnavailableError(
                 f"The instance at {origin.url} closed the connection at once.",
                 retryable=True,
                 sent=False,
@@ -279,12 +280,14 @@ class UpstreamPool:
                 response = conn.response
                 conn.response = None
                 if response is not None:
-                    response._fail(UpstreamError("The gateway is shutting down."))
+                    response._fail(UpstreamUnavailableError("The gateway is shutting down."))
                 conn.shutdown()
             while origin.waiters:
                 waiter = origin.waiters.popleft()
                 if not waiter.done():
-                    waiter.set_exception(UpstreamError("The gateway is shutting down.", sent=False))
+                    waiter.set_exception(
+                        UpstreamUnavailableError("The gateway is shutting down.", sent=False)
+                    )
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep, self._sweep_at = None, math.inf
