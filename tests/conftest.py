@@ -14,6 +14,17 @@ from tests.support.servers import LiveServer, live_server
 from tests.support.tools import eas_sdk_python
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "mnist"
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers follow the layout: everything under tests/e2e/ is ``e2e``; a test that loads the
+    exported MNIST model (the ``mnist_saved_model`` fixture) needs TensorFlow: ``tf``."""
+    for item in items:
+        if item.path.is_relative_to(TESTS / "e2e"):
+            item.add_marker(pytest.mark.e2e)
+        if "mnist_saved_model" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.tf)
 
 
 @pytest.fixture(scope="session")
