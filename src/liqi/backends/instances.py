@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any, ClassVar
+
+SECRET_ENV = frozenset({"LIQI_ACCESS_KEY"})  # environment variables that hold a secret
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,13 @@ class InstanceSpec:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
+
+    def redacted(self) -> InstanceSpec:
+        """This spec without its secrets (the token, the key in ``env``): what is written to
+        the database and the instance's folder. The reconciler adds them back from the
+        service (the token is kept encrypted) when it starts the process again."""
+        env = {k: v for k, v in self.env.items() if k not in SECRET_ENV}
+        return replace(self, token=None, env=env)
 
     @classmethod
     def from_json(cls, text: str) -> InstanceSpec:

@@ -120,7 +120,7 @@ class LocalInstanceBackend(InstanceBackend):
             folder.mkdir(parents=True, exist_ok=True)
             for stale in (STATE_FILE, OOM_FILE, STOP_FILE):
                 (folder / stale).unlink(missing_ok=True)
-            (folder / SPEC_FILE).write_text(spec.to_json())
+            (folder / SPEC_FILE).write_text(spec.redacted().to_json())
             if _wants_tensorflow(spec) and self._standby_dir is not None:
                 claimed = self._claim_standby(spec, extra)
                 self._spawn_standby()

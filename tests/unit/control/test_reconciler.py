@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from liqi.backends.instances import InstancePhase, InstanceSpec
 from liqi.control.db.engine import create_db_engine, session_factory
 from liqi.control.db.secretbox import SecretBox
-from liqi.control.db.tables import Base, Service, ServiceInstance
+from liqi.control.db.tables import Base, Service, ServiceInstance, ServiceVersion
 from liqi.control.identity import accounts
 from liqi.control.identity.accounts import Principal
 from liqi.control.identity.bootstrap import ensure_bootstrapped
@@ -376,3 +376,24 @@ def test_scale_to_zero_and_back(world: World) -> None:
     world.run_until_ready()
     assert world.states() == ["READY"]
     assert world.backend.of(world.instances()[0].id).phase is InstancePhase.READY
+
+
+def test_stored_specs_hold_no_secret_and_restarts_get_them_back(world: World) -> None:
+    world.create(instances=1, token="tok-secret-value")
+    world.step(2)
+    [row] = world.instances()
+    assert "tok-secret-value" not in row.spec_json
+    assert "LIQI_ACCESS_KEY" not in row.spec_json
+    first = world.backend.of(row.id).spec
+    assert first.token == "tok-secret-value"
+    assert first.env["LIQI_ACCESS_KEY"]
+    world.backend.crash(row.id)
+    world.step()
+    world.clock.advance(5.0)
+    world.step()
+    again = world.backend.of(row.id).spec
+    assert again.token == "tok-secret-value"
+    assert again.env["LIQI_ACCESS_KEY"] == first.env["LIQI_ACCESS_KEY"]
+    with world.sessions() as session:
+        version = session.query(ServiceVersion).one()
+        assert "tok-secret-value" not in version.document_json

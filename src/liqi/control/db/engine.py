@@ -68,9 +68,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision. Raises DatabaseUnavailableError when the
-    database cannot be reached."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (the newest by default). Raises
+    DatabaseUnavailableError when the database cannot be reached."""
     url = engine.url.render_as_string(hide_password=True)
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -78,7 +78,7 @@ def migrate(engine: Engine) -> None:
         with engine.begin() as connection:
             connection.execute(text("SELECT 1"))
             cfg.attributes["connection"] = connection
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, revision)
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise DatabaseUnavailableError(
@@ -87,7 +87,7 @@ def migrate(engine: Engine) -> None:
         ) from None
     except SQLAlchemyError as exc:
         raise DatabaseUnavailableError(f"Cannot migrate the database {url}: {exc}") from None
-    logger.info("database %s is at the newest schema", url)
+    logger.info("database %s is at schema revision %s", url, revision)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -56,6 +56,12 @@ class Change:
     warnings: tuple[str, ...] = ()
 
 
+def stored_document(document: dict[str, object]) -> str:
+    """A version's document as stored: without its ``token``, which is kept encrypted on the
+    service (``token_ciphertext``), never in clear."""
+    return json.dumps({k: v for k, v in document.items() if k != "token"})
+
+
 def new_token() -> str:
     """A token like EAS's: base64 of random bytes."""
     return base64.b64encode(secrets.token_bytes(30)).decode()
@@ -310,7 +316,7 @@ def create(
         ServiceVersion(
             service_id=service.id,
             version=1,
-            document_json=json.dumps(spec.document),
+            document_json=stored_document(spec.document),
             created_by=who.access_id,
             created_at=now,
         )
@@ -359,7 +365,7 @@ def modify(
         ServiceVersion(
             service_id=service.id,
             version=version,
-            document_json=json.dumps(spec.document),
+            document_json=stored_document(spec.document),
             created_by=who.access_id,
         )
     )

@@ -21,7 +21,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -196,7 +196,7 @@ class Reconciler(Ticker):
             if state is InstanceState.STOPPING:
                 session.delete(row)
                 return
-            self._start_failed(session, service, row, "its record has no instance spec")
+            self._crashed(session, service, row, "its record has no instance spec", "")
             return
         now = self.clock()
         if state is InstanceState.DRAINING:
@@ -244,9 +244,9 @@ class Reconciler(Ticker):
                 row.id,
                 outcome.error,
             )
-            self._start_failed(session, service, row, f"could not stage: {outcome.error}")
+            self._crashed(session, service, row, f"could not stage: {outcome.error}", "")
             return
-        row.spec_json = outcome.spec.to_json()
+        row.spec_json = outcome.spec.redacted().to_json()
         self._launch(session, service, row, outcome.spec)
 
     def _launch(
@@ -257,7 +257,7 @@ class Reconciler(Ticker):
             handle = self.backend.start(spec)
         except (LiqiError, OSError) as exc:
             message = exc.message if isinstance(exc, LiqiError) else str(exc)
-            self._start_failed(session, service, row, f"could not start: {message}")
+            self._crashed(session, service, row, f"could not start: {message}", "")
             return False
         row.handle = handle.ref
         row.backend = handle.backend
@@ -265,11 +265,6 @@ class Reconciler(Ticker):
         row.url = ""
         self._set(row, InstanceState.STARTING)
         return True
-
-    def _start_failed(
-        self, session: Session, service: Service, row: ServiceInstance, reason: str
-    ) -> None:
-        self._crashed(session, service, row, reason, "")
 
     def _crashed(
         self, session: Session, service: Service, row: ServiceInstance, reason: str, verb: str
@@ -312,11 +307,19 @@ class Reconciler(Ticker):
             row.restarts += 1
             self._submit(session, service, row)
             return
-        if self._launch(session, service, row, spec):
+        if self._launch(session, service, row, self._with_secrets(session, service, spec)):
             row.restarts += 1
             catalog.add_event(
                 session, service.id, f"instance {row.id} restarted (restart {row.restarts})"
             )
+
+    def _with_secrets(self, session: Session, service: Service, spec: InstanceSpec) -> InstanceSpec:
+        """The stored (redacted) spec with the service's token and the instance's key."""
+        env = dict(spec.env)
+        credentials = staging.owner_credentials(session, service, self.box, self.endpoint())
+        if credentials is not None and env.get("LIQI_ACCESS_ID") == credentials.access_id:
+            env["LIQI_ACCESS_KEY"] = credentials.access_key
+        return replace(spec, token=catalog.token_of(service, self.box), env=env)
 
     def _roll(self, session: Session, service: Service, rows: list[ServiceInstance]) -> None:
         spec = self._spec(session, service, service.current_version)
@@ -390,7 +393,7 @@ class Reconciler(Ticker):
             order = self._order(session, service, row)
         except (LiqiError, OSError) as exc:
             message = exc.message if isinstance(exc, LiqiError) else str(exc)
-            self._start_failed(session, service, row, f"could not stage: {message}")
+            self._crashed(session, service, row, f"could not stage: {message}", "")
             return
         self.stager.submit(row.id, order)
 
