@@ -5,11 +5,14 @@ spec.json or log. Only the admin's own profile (config.toml, 0600) holds a secre
 
 from __future__ import annotations
 
+import textwrap
+
 import httpx
 import pytest
 
 from liqi.client import Client
-from tests.services.conftest import PROJECT, seed_spec, wait_running, wait_until
+from liqi.errors import AuthenticationError, PermissionDeniedError
+from tests.services.conftest import BUCKET, PROJECT, seed_spec, wait_running, wait_until
 from tests.support.servers import LiveServer, kill_instances
 
 pytestmark = pytest.mark.timeout(300)
@@ -55,3 +58,88 @@ def test_no_token_or_key_in_clear_under_liqi_home(plane: LiveServer, admin: Clie
         finally:
             member.delete_service("sealed")
             member.wait_service_deleted("sealed", timeout_s=60)
+
+
+LEAK = textwrap.dedent(
+    """
+    import json
+    import os
+    import allspark
+
+    class Leak(allspark.BaseProcessor):
+        def process(self, data):
+            env = {k: os.environ.get(k, "") for k in ("LIQI_ACCESS_ID", "LIQI_ACCESS_KEY")}
+            return json.dumps(env).encode(), 200
+    """
+)
+
+
+def test_a_processor_that_prints_its_key_gets_only_a_scoped_workload_key(
+    plane: LiveServer, admin: Client
+) -> None:
+    """The attack: a member deploys (or modifies a service into) a Python processor that
+    hands out the key in its environment. That key is the instance's own: it reads the
+    service's model and nothing else, and it dies with the instance."""
+    key = admin.create_key(project=PROJECT, role="member", name="leaker")
+    assert key.secret
+    admin.put_object(BUCKET, "leak/app.py", LEAK.encode())
+    with plane.client(key.access_id, key.secret) as member:
+        spec = {
+            "name": "leaky",
+            "generate_token": "false",
+            "processor_type": "python",
+            "processor_path": f"oss://{BUCKET}/leak/",
+            "processor_entry": "app.py",
+            "model_path": f"oss://{BUCKET}/models/",
+            "metadata": {"instance": 1},
+        }
+        member.create_service(spec, project=PROJECT)
+        try:
+            info = wait_running(member, "leaky")
+            leaked = httpx.post(info.endpoint, content=b"", timeout=30).json()
+        finally:
+            member.delete_service("leaky")
+            member.wait_service_deleted("leaky", timeout_s=60)
+    assert leaked["LIQI_ACCESS_ID"] != key.access_id
+    assert leaked["LIQI_ACCESS_KEY"] not in (key.secret, "")
+    stolen = plane.client(leaked["LIQI_ACCESS_ID"], leaked["LIQI_ACCESS_KEY"])
+    with stolen, pytest.raises(AuthenticationError, match="revoked"):
+        stolen.list_objects(BUCKET, prefix="models/")  # the instance is gone: revoked
+    assert leaked["LIQI_ACCESS_ID"] not in [k.access_id for k in admin.list_keys()]
+
+
+def test_a_workload_key_reads_its_model_and_nothing_else(plane: LiveServer, admin: Client) -> None:
+    key = admin.create_key(project=PROJECT, role="member", name="scoped")
+    assert key.secret
+    admin.put_object(BUCKET, "leak/app.py", LEAK.encode())
+    admin.put_object(BUCKET, "private/secret.txt", b"not for instances")
+    with plane.client(key.access_id, key.secret) as member:
+        spec = {
+            "name": "leaky2",
+            "generate_token": "false",
+            "processor_type": "python",
+            "processor_path": f"oss://{BUCKET}/leak/",
+            "processor_entry": "app.py",
+            "model_path": f"oss://{BUCKET}/models/",
+            "metadata": {"instance": 1},
+        }
+        member.create_service(spec, project=PROJECT)
+        try:
+            info = wait_running(member, "leaky2")
+            leaked = httpx.post(info.endpoint, content=b"", timeout=30).json()
+            with plane.client(leaked["LIQI_ACCESS_ID"], leaked["LIQI_ACCESS_KEY"]) as stolen:
+                listed = stolen.list_objects(BUCKET, prefix="models/")
+                assert any(o.key.endswith("saved_model.pb") for o in listed.objects)
+                with pytest.raises(PermissionDeniedError, match="workload key"):
+                    stolen.list_objects(BUCKET, prefix="private/")
+                with pytest.raises(PermissionDeniedError, match="workload key"):
+                    stolen.stat_object(BUCKET, "private/secret.txt")
+                with pytest.raises(PermissionDeniedError, match="workload key"):
+                    stolen.put_object(BUCKET, "models/evil.bin", b"x")
+                with pytest.raises(PermissionDeniedError, match="workload key"):
+                    stolen.list_services()
+                with pytest.raises(PermissionDeniedError, match="workload key"):
+                    stolen.create_key(project=PROJECT)
+        finally:
+            member.delete_service("leaky2")
+            member.wait_service_deleted("leaky2", timeout_s=60)

@@ -16,14 +16,23 @@ from sqlalchemy.orm import Session, sessionmaker
 from liqi.backends.instances import InstancePhase, InstanceSpec
 from liqi.control.db.engine import create_db_engine, session_factory
 from liqi.control.db.secretbox import SecretBox
-from liqi.control.db.tables import Base, Service, ServiceInstance, ServiceVersion
-from liqi.control.identity import accounts
+from liqi.control.db.tables import (
+    AccessKey,
+    Base,
+    Project,
+    Service,
+    ServiceInstance,
+    ServiceVersion,
+)
+from liqi.control.identity import accounts, workload_keys
 from liqi.control.identity.accounts import Principal
 from liqi.control.identity.bootstrap import ensure_bootstrapped
+from liqi.control.identity.workload_keys import WorkloadScope
 from liqi.control.services import catalog, staging
 from liqi.control.services.reconciler import START_ATTEMPTS, Reconciler, ReconcilerConfig
 from liqi.control.services.staging import StagingLimits, StagingOrder
-from liqi.control.storage.buckets import StoreRegistry
+from liqi.control.storage import buckets
+from liqi.control.storage.buckets import ExternalStore, StoreRegistry
 from liqi.errors import StoreError
 from liqi.gateway.route_table import RouteTable
 from tests.support.fakes import FakeInstanceBackend, ManualClock
@@ -378,8 +387,25 @@ def test_scale_to_zero_and_back(world: World) -> None:
     assert world.backend.of(world.instances()[0].id).phase is InstancePhase.READY
 
 
+def _oss_model(world: World) -> str:
+    """A bucket of project default holding a model folder; its oss:// URI."""
+    with world.sessions.begin() as session:
+        project = session.query(Project).filter_by(name="default").one()
+        bucket = buckets.create_bucket(
+            session,
+            world.box,
+            name="models",
+            project=project,
+            backend="local",
+            external=ExternalStore(),
+            credentials=None,
+        )
+        world.stores.store_for(bucket).put("mnist/1/saved_model.pb", [b"pb"])
+    return "oss://models/mnist/"
+
+
 def test_stored_specs_hold_no_secret_and_restarts_get_them_back(world: World) -> None:
-    world.create(instances=1, token="tok-secret-value")
+    world.create(instances=1, token="tok-secret-value", model_path=_oss_model(world))
     world.step(2)
     [row] = world.instances()
     assert "tok-secret-value" not in row.spec_json
@@ -397,3 +423,42 @@ def test_stored_specs_hold_no_secret_and_restarts_get_them_back(world: World) ->
     with world.sessions() as session:
         version = session.query(ServiceVersion).one()
         assert "tok-secret-value" not in version.document_json
+
+
+def test_instances_get_a_scoped_workload_key_revoked_when_they_go(world: World) -> None:
+    world.create(instances=1, model_path=_oss_model(world))
+    world.run_until_ready()
+    [row] = world.instances()
+    env = world.backend.of(row.id).spec.env
+    with world.sessions() as session:
+        key = session.query(AccessKey).filter_by(access_id=env["LIQI_ACCESS_ID"]).one()
+        assert key.workload == row.id
+        assert key.revoked_at is None
+        assert key.expires_at is not None
+        assert not key.is_superuser
+        scope = WorkloadScope.from_json(key.scope_json or "{}")
+        assert scope.prefixes == (("models", "mnist/"),)
+        allowed = [
+            ("GET", "/api/v1/buckets/models/objects", "prefix=mnist/"),
+            ("GET", "/api/v1/buckets/models/objects/mnist/1/saved_model.pb", ""),
+            ("HEAD", "/api/v1/buckets/models/stat/mnist/1/saved_model.pb", ""),
+        ]
+        refused = [
+            ("GET", "/api/v1/buckets/models/objects", "prefix="),
+            ("GET", "/api/v1/buckets/models/objects", "prefix=mnist-other/"),
+            ("GET", "/api/v1/buckets/models/objects/other/secret.bin", ""),
+            ("GET", "/api/v1/buckets/models/objects/mnist/../other/x", ""),
+            ("PUT", "/api/v1/buckets/models/objects/mnist/1/x", ""),
+            ("GET", "/api/v1/buckets/other/objects/mnist/1/saved_model.pb", ""),
+            ("GET", "/api/v1/projects", ""),
+            ("POST", "/api/v1/services", "project=default"),
+        ]
+        for method, path, query in allowed:
+            assert workload_keys.allows(session, scope, method, path, query), path
+        for method, path, query in refused:
+            assert not workload_keys.allows(session, scope, method, path, query), path
+    world.change(lambda s, who: catalog.scale(s, who, "svc", 0))
+    world.step(3)
+    with world.sessions() as session:
+        key = session.query(AccessKey).filter_by(access_id=env["LIQI_ACCESS_ID"]).one()
+        assert key.revoked_at is not None

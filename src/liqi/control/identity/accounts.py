@@ -32,6 +32,7 @@ class Principal:
     access_id: str
     is_superuser: bool
     roles: dict[int, Role]
+    scope_json: str | None = None  # a workload key's scope (workload_keys.WorkloadScope)
 
     def role_in(self, project_id: int) -> Role | None:
         if self.is_superuser:
@@ -53,6 +54,7 @@ def load_principal(session: Session, key: AccessKey) -> Principal:
         access_id=key.access_id,
         is_superuser=key.is_superuser,
         roles={b.project_id: Role(b.role) for b in key.bindings},
+        scope_json=key.scope_json,
     )
 
 
@@ -131,8 +133,10 @@ class NewKey:
 
 
 def keys_visible_to(session: Session, who: Principal, project: Project | None) -> list[AccessKey]:
-    stmt = select(AccessKey).options(
-        selectinload(AccessKey.bindings).selectinload(RoleBinding.project)
+    stmt = (
+        select(AccessKey)
+        .where(AccessKey.workload.is_(None))  # workload keys are the reconciler's
+        .options(selectinload(AccessKey.bindings).selectinload(RoleBinding.project))
     )
     if project is not None:
         stmt = stmt.join(RoleBinding).where(RoleBinding.project_id == project.id)

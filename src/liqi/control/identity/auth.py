@@ -15,12 +15,15 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from liqi.control.db.secretbox import SecretBox
-from liqi.control.identity import accounts
+from liqi.control.db.tables import AccessKey
+from liqi.control.identity import accounts, workload_keys
+from liqi.control.identity.workload_keys import WorkloadScope
 from liqi.core import signing
 from liqi.core.replay import NonceCache
 from liqi.errors import (
     AuthenticationError,
     InvalidRequestError,
+    PermissionDeniedError,
     RequestExpiredError,
     RequestReplayedError,
     SignatureMismatchError,
@@ -100,6 +103,8 @@ class Authenticator:
             )
         with self._sessions.begin() as session:
             key = accounts.find_active_key(session, parsed.access_id)
+            if key is not None and key.expires_at is not None and key.expires_at <= now:
+                key = None  # an expired workload key: refused like a revoked one
             if key is None:
                 raise AuthenticationError(
                     f"Unknown or revoked access id {parsed.access_id!r}. Check access_id in your "
@@ -124,9 +129,23 @@ class Authenticator:
                 raise RequestReplayedError(
                     "This signed request was already received once; sign each request anew."
                 )
+            _check_scope(session, key, method, path, raw_query)
             if key.last_used_at is None or now - key.last_used_at > LAST_USED_GRANULARITY:
                 key.last_used_at = now
             return accounts.load_principal(session, key)
+
+
+def _check_scope(session: Session, key: AccessKey, method: str, path: str, query: str) -> None:
+    """A workload key may only make the requests its scope allows."""
+    if key.scope_json is None:
+        return
+    if not workload_keys.allows(
+        session, WorkloadScope.from_json(key.scope_json), method, path, query
+    ):
+        raise PermissionDeniedError(
+            f"Access id {key.access_id!r} is a workload key: it may only read the model of the "
+            "service instance it was made for."
+        )
 
 
 class BodyCheck:

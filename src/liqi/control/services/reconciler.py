@@ -21,7 +21,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from liqi.backends.instances import InstanceBackend, InstanceHandle, InstancePhase, InstanceSpec
 from liqi.control.db.secretbox import SecretBox
 from liqi.control.db.tables import Service, ServiceInstance, utcnow
+from liqi.control.identity import workload_keys
 from liqi.control.services import catalog, staging
 from liqi.control.services.scaling import ServiceScalers
 from liqi.control.services.stager import Stager, StagingOutcome
@@ -194,7 +195,7 @@ class Reconciler(Ticker):
         spec = _spec_of(row)
         if spec is None:  # no process can be found from this record: count it as crashed
             if state is InstanceState.STOPPING:
-                session.delete(row)
+                self._remove(session, row)
                 return
             self._crashed(session, service, row, "its record has no instance spec", "")
             return
@@ -208,7 +209,7 @@ class Reconciler(Ticker):
         status = self.backend.status(self._handle(row), spec)
         if status.phase is InstancePhase.EXITED:
             if state is InstanceState.STOPPING:
-                session.delete(row)
+                self._remove(session, row)
                 catalog.add_event(session, service.id, f"instance {row.id} stopped")
                 return
             log.warning("service=%s instance %s crashed: %s", service.name, row.id, status.reason)
@@ -307,19 +308,26 @@ class Reconciler(Ticker):
             row.restarts += 1
             self._submit(session, service, row)
             return
-        if self._launch(session, service, row, self._with_secrets(session, service, spec)):
+        credentials = self._credentials(session, service, row.id, row.version)
+        full = staging.with_secrets(spec, catalog.token_of(service, self.box), credentials)
+        if self._launch(session, service, row, full):
             row.restarts += 1
             catalog.add_event(
                 session, service.id, f"instance {row.id} restarted (restart {row.restarts})"
             )
 
-    def _with_secrets(self, session: Session, service: Service, spec: InstanceSpec) -> InstanceSpec:
-        """The stored (redacted) spec with the service's token and the instance's key."""
-        env = dict(spec.env)
-        credentials = staging.owner_credentials(session, service, self.box, self.endpoint())
-        if credentials is not None and env.get("LIQI_ACCESS_ID") == credentials.access_id:
-            env["LIQI_ACCESS_KEY"] = credentials.access_key
-        return replace(spec, token=catalog.token_of(service, self.box), env=env)
+    def _credentials(
+        self, session: Session, service: Service, instance_id: str, version: int
+    ) -> staging.Credentials | None:
+        return staging.workload_credentials(
+            session,
+            service,
+            self.box,
+            self.endpoint(),
+            instance_id=instance_id,
+            spec=self._spec(session, service, version),
+            now=self.clock(),
+        )
 
     def _roll(self, session: Session, service: Service, rows: list[ServiceInstance]) -> None:
         spec = self._spec(session, service, service.current_version)
@@ -356,15 +364,15 @@ class Reconciler(Ticker):
         elif state is InstanceState.STARTING:
             spec = _spec_of(row)
             if spec is None:
-                session.delete(row)
+                self._remove(session, row)
                 return
             self.backend.stop(self._handle(row), spec, grace_s=self.config.stop_grace_s)
             self._set(row, InstanceState.STOPPING)
         elif state is InstanceState.STAGING:
             self.stager.cancel(row.id)
-            session.delete(row)
+            self._remove(session, row)
         elif state is InstanceState.CRASHED:
-            session.delete(row)
+            self._remove(session, row)
 
     def _start_new(self, session: Session, service: Service) -> None:
         version = service.current_version
@@ -389,26 +397,23 @@ class Reconciler(Ticker):
     def _submit(self, session: Session, service: Service, row: ServiceInstance) -> None:
         """Hand the instance to the stager; what the order needs from the database is read
         here (no transfer)."""
+        spec = self._spec(session, service, row.version)
         try:
-            order = self._order(session, service, row)
+            order = StagingOrder(
+                instance_id=row.id,
+                instance_dir=self.config.services_dir / service.name / row.id,
+                cache_dir=self.config.cache_dir,
+                home=self.config.home,
+                spec=spec,
+                token=catalog.token_of(service, self.box),
+                credentials=self._credentials(session, service, row.id, row.version),
+                stores=staging.stores_for(session, spec, self.stores),
+            )
         except (LiqiError, OSError) as exc:
             message = exc.message if isinstance(exc, LiqiError) else str(exc)
             self._crashed(session, service, row, f"could not stage: {message}", "")
             return
         self.stager.submit(row.id, order)
-
-    def _order(self, session: Session, service: Service, row: ServiceInstance) -> StagingOrder:
-        spec = self._spec(session, service, row.version)
-        return StagingOrder(
-            instance_id=row.id,
-            instance_dir=self.config.services_dir / service.name / row.id,
-            cache_dir=self.config.cache_dir,
-            home=self.config.home,
-            spec=spec,
-            token=catalog.token_of(service, self.box),
-            credentials=staging.owner_credentials(session, service, self.box, self.endpoint()),
-            stores=staging.stores_for(session, spec, self.stores),
-        )
 
     # -- what the service shows -----------------------------------------------------------
 
@@ -425,7 +430,7 @@ class Reconciler(Ticker):
             want=service.want,
             instances=views,
         )
-        reason = service.reason if state is ServiceState.FAILED else self._progress(rows, service)
+        reason = service.reason if state is ServiceState.FAILED else _progress(rows, service)
         if state is ServiceState.RUNNING:
             service.ever_running = True
         catalog.set_state(session, service, state.value)
@@ -448,20 +453,6 @@ class Reconciler(Ticker):
             )
         )
 
-    @staticmethod
-    def _progress(rows: list[ServiceInstance], service: Service) -> str:
-        if service.deleting or service.stopped:
-            left = sum(r.state != InstanceState.CRASHED.value for r in rows)
-            return f"{left} instance(s) stopping" if left else ""
-        current = [r for r in rows if r.version == service.current_version]
-        running = sum(r.state == InstanceState.READY.value for r in current)
-        pending = len(current) - running
-        crashed = [r for r in current if r.state == InstanceState.CRASHED.value]
-        text = f"Total: {service.want}, Pending: {pending}, Running: {running}"
-        if crashed:
-            text += f"; last crash: {crashed[-1].reason}"
-        return text
-
     def _forget(self, session: Session, service: Service) -> None:
         name = service.name
         self.routes.remove(name)
@@ -472,6 +463,11 @@ class Reconciler(Ticker):
 
     # -- helpers ----------------------------------------------------------------------------
 
+    def _remove(self, session: Session, row: ServiceInstance) -> None:
+        """The instance is gone: its record, and its workload key with it."""
+        workload_keys.revoke(session, row.id, self.clock())
+        session.delete(row)
+
     @staticmethod
     def _handle(row: ServiceInstance) -> InstanceHandle:
         return InstanceHandle(row.backend, row.handle)
@@ -479,6 +475,18 @@ class Reconciler(Ticker):
     def _set(self, row: ServiceInstance, state: InstanceState) -> None:
         row.state = state.value
         row.changed_at = self.clock()
+
+
+def _progress(rows: list[ServiceInstance], service: Service) -> str:
+    """The reason a service shows while it is not FAILED: how far it has come."""
+    if service.deleting or service.stopped:
+        left = sum(r.state != InstanceState.CRASHED.value for r in rows)
+        return f"{left} instance(s) stopping" if left else ""
+    current = [r for r in rows if r.version == service.current_version]
+    running = sum(r.state == InstanceState.READY.value for r in current)
+    crashed = [r for r in current if r.state == InstanceState.CRASHED.value]
+    text = f"Total: {service.want}, Pending: {len(current) - running}, Running: {running}"
+    return text + (f"; last crash: {crashed[-1].reason}" if crashed else "")
 
 
 _NOT_SERVING = (InstanceState.CRASHED.value, InstanceState.STAGING.value)

@@ -24,17 +24,19 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 
 import httpx
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from liqi.archives import ArchiveLimits, extract, single_folder
 from liqi.backends.instances import InstanceSpec
 from liqi.control.db.secretbox import SecretBox
-from liqi.control.db.tables import AccessKey, Service
+from liqi.control.db.tables import Service
+from liqi.control.identity import workload_keys
+from liqi.control.identity.workload_keys import WorkloadScope
 from liqi.control.storage import buckets
 from liqi.control.storage.buckets import StoreRegistry
 from liqi.core.refs import parse_oss_uri
@@ -84,24 +86,38 @@ class StagingOrder:
     stores: dict[str, Store] = field(default_factory=dict)  # buckets of oss:// files, by name
 
 
-def owner_credentials(
-    session: Session, service: Service, box: SecretBox, endpoint: str
+def workload_credentials(
+    session: Session,
+    service: Service,
+    box: SecretBox,
+    endpoint: str,
+    *,
+    instance_id: str,
+    spec: ServiceSpec,
+    now: datetime,
 ) -> Credentials | None:
-    """The service creator's key, for an instance that reads ``oss://`` or ``model:``
-    models through the control plane; None once that key is revoked."""
-    key = session.scalars(
-        select(AccessKey).where(
-            AccessKey.access_id == service.created_by, AccessKey.revoked_at.is_(None)
-        )
-    ).first()
-    if key is None:
+    """The instance's own workload key, scoped to reading its model (minted when it has
+    none); None when the model is not read through the control plane."""
+    project = service.project
+    scope = WorkloadScope.for_model(spec.model_path or "", project.name)
+    if scope is None:
         return None
-    return Credentials(
-        endpoint=endpoint,
-        access_id=key.access_id,
-        access_key=box.decrypt(key.secret_ciphertext),
-        project=service.project.name,
+    key = workload_keys.key_for(
+        session, box, workload=instance_id, project=project, scope=scope, now=now
     )
+    return Credentials(
+        endpoint=endpoint, access_id=key.access_id, access_key=key.secret, project=project.name
+    )
+
+
+def with_secrets(
+    spec: InstanceSpec, token: str | None, credentials: Credentials | None
+) -> InstanceSpec:
+    """A stored (redacted) spec with its secrets back: what a restart starts."""
+    env = dict(spec.env)
+    if credentials is not None:
+        env |= {"LIQI_ACCESS_ID": credentials.access_id, "LIQI_ACCESS_KEY": credentials.access_key}
+    return replace(spec, token=token, env=env)
 
 
 def stores_for(session: Session, spec: ServiceSpec, registry: StoreRegistry) -> dict[str, Store]:
