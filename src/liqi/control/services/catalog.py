@@ -25,6 +25,7 @@ from liqi.control.db.tables import (
     ServiceVersion,
     utcnow,
 )
+from liqi.control.fetch_policy import FetchPolicy, is_local_path
 from liqi.control.identity import accounts
 from liqi.control.identity.accounts import Principal
 from liqi.control.storage import buckets, model_registry
@@ -175,10 +176,17 @@ def add_event(session: Session, service_id: int, message: str, level: str = "inf
 
 
 def check_spec(
-    session: Session, who: Principal, spec: ServiceSpec, stores: StoreRegistry, project: str
+    session: Session,
+    who: Principal,
+    spec: ServiceSpec,
+    stores: StoreRegistry,
+    project: str,
+    fetches: FetchPolicy | None = None,
 ) -> None:
     """Raise before anything is written when the spec cannot run: an unknown processor, a
-    model path that does not exist or may not be read, a missing warm-up file."""
+    model path that does not exist or may not be read (a local path outside what ``fetches``
+    allows ``who``, a URL whose host is not public), a missing warm-up file."""
+    fetches = fetches or FetchPolicy()
     from liqi.serving.processors import normalize  # the serving stack only when needed
 
     if spec.processor is not None:
@@ -193,6 +201,15 @@ def check_spec(
             f"metadata.memory={spec.memory_mb} MB is too little for a model server: give at "
             "least 64 (the seed's eas_mnist.json uses 2000)."
         )
+    for field, uri in (
+        ("model_path", spec.model_path),
+        ("processor_path", spec.processor_path),
+        ("warm_up_data_path", spec.warm_up_data_path),
+    ):  # permission first: a refusal must not tell whether a path exists
+        if uri and is_local_path(uri):
+            fetches.check_local_path(uri, field=field, superuser=who.is_superuser)
+        elif uri and uri.startswith(("http://", "https://")):
+            fetches.resolve(uri, what=field.removesuffix("_path"), strict=False)
     if spec.model_path is not None:
         check_model_path(session, who, spec.model_path, stores, project)
     if spec.warm_up_data_path:
@@ -278,6 +295,7 @@ def create(
     project: str,
     box: SecretBox,
     stores: StoreRegistry,
+    fetches: FetchPolicy | None = None,
 ) -> Change:
     """A new service at version 1 (state CREATING). Nothing is written when a check fails."""
     parsed = parse_service_spec(document)
@@ -288,7 +306,7 @@ def create(
             f"Service {spec.name!r} already exists. Change it with `liqi eas modify "
             f"{spec.name} -s <json>`, or delete it first with `liqi eas delete {spec.name}`."
         )
-    check_spec(session, who, spec, stores, owner.name)
+    check_spec(session, who, spec, stores, owner.name, fetches)
     token = spec.token or (new_token() if spec.generate_token else None)
     now = utcnow()
     service = Service(
@@ -336,6 +354,7 @@ def modify(
     replace: bool,
     box: SecretBox,
     stores: StoreRegistry,
+    fetches: FetchPolicy | None = None,
 ) -> Change:
     """A new version from ``patch`` merged into the current document (or replacing it); the
     reconciler rolls the instances over to it. The name cannot change."""
@@ -352,7 +371,7 @@ def modify(
         )
     parsed = parse_service_spec(document)
     spec = parsed.spec
-    check_spec(session, who, spec, stores, project_name(session, service))
+    check_spec(session, who, spec, stores, project_name(session, service), fetches)
     old = parse_service_spec(current).spec
     version = service.latest_version + 1
     session.add(

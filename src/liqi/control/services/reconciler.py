@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from liqi.backends.instances import InstanceBackend, InstanceHandle, InstancePhase, InstanceSpec
 from liqi.control.db.secretbox import SecretBox
 from liqi.control.db.tables import Service, ServiceInstance, utcnow
+from liqi.control.fetch_policy import FetchPolicy
 from liqi.control.services import catalog, staging
 from liqi.control.services.scaling import ServiceScalers
 from liqi.control.services.stager import Stager, StagingOutcome
@@ -68,6 +69,7 @@ class ReconcilerConfig:
     stop_grace_s: float = STOP_GRACE_S
     staging: StagingLimits = field(default_factory=StagingLimits)
     staging_workers: int = 2
+    fetches: FetchPolicy = field(default_factory=FetchPolicy)
 
 
 class Reconciler(Ticker):
@@ -405,6 +407,8 @@ class Reconciler(Ticker):
             token=catalog.token_of(service, self.box),
             credentials=staging.owner_credentials(session, service, self.box, self.endpoint()),
             stores=staging.stores_for(session, spec, self.stores),
+            policy=self.config.fetches,
+            trusted=staging.written_by_superuser(session, service, row.version),
         )
 
     # -- what the service shows -----------------------------------------------------------
