@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -93,8 +94,10 @@ class FetchPolicy:
                 return True
         return False
 
-    def resolve(self, url: str, *, what: str, strict: bool = True) -> tuple[str, Address] | None:
-        """The host of ``url`` and the address to connect to, once every address the host
+    def resolve(
+        self, url: str, *, what: str, strict: bool = True
+    ) -> tuple[str, list[Address]] | None:
+        """The host of ``url`` and the addresses to connect to, once every address the host
         resolves to is allowed. Raises PermissionDeniedError for a refused address;
         StoreError when the host does not resolve (None instead when not ``strict``)."""
         parts = urlsplit(url)
@@ -113,7 +116,11 @@ class FetchPolicy:
             raise StoreError(
                 f"Cannot download the {what} {url}: {host!r} does not resolve ({exc})."
             ) from None
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in found]
+        addresses: list[Address] = []
+        for info in found:
+            address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+            if address not in addresses:
+                addresses.append(address)
         for address in addresses:
             if not self.allows_address(host, address):
                 raise PermissionDeniedError(
@@ -124,7 +131,7 @@ class FetchPolicy:
                 )
         if not addresses:
             raise StoreError(f"Cannot download the {what} {url}: {host!r} has no address.")
-        return host, addresses[0]
+        return host, addresses
 
     # -- local paths -------------------------------------------------------------------------
 
@@ -168,26 +175,23 @@ def is_local_path(uri: str) -> bool:
 
 @contextmanager
 def open_url(
-    url: str, policy: FetchPolicy, *, timeout: httpx.Timeout, what: str
+    url: str,
+    policy: FetchPolicy,
+    *,
+    timeout: httpx.Timeout,
+    what: str,
+    verify: ssl.SSLContext | bool = True,
 ) -> Iterator[httpx.Response]:
     """GET ``url`` streamed, following at most MAX_REDIRECTS redirects; each hop's host is
-    resolved once, checked by ``policy`` and connected to at that address (the Host header
-    and TLS server name stay the host's). Yields the last answer, whatever its status."""
-    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+    resolved once, checked by ``policy`` and connected to at an address it checked (the Host
+    header, the TLS server name and the certificate's check stay the host's). Yields the last
+    answer, whatever its status. Proxies from the environment are not used: a proxy would
+    resolve the name again, past the check."""
+    with httpx.Client(
+        timeout=timeout, follow_redirects=False, trust_env=False, verify=verify
+    ) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            checked = policy.resolve(url, what=what)
-            assert checked is not None
-            host, address = checked
-            parts = urlsplit(url)
-            literal = f"[{address}]" if address.version == 6 else str(address)
-            netloc = literal if parts.port is None else f"{literal}:{parts.port}"
-            request = client.build_request(
-                "GET",
-                parts._replace(netloc=netloc).geturl(),
-                headers={"Host": parts.netloc.rsplit("@", 1)[-1]},
-                extensions={"sni_hostname": host} if parts.scheme == "https" else {},
-            )
-            answer = client.send(request, stream=True)
+            answer = _send(client, url, policy, what)
             try:
                 location = answer.headers.get("location")
                 if answer.status_code in (301, 302, 303, 307, 308) and location:
@@ -200,6 +204,30 @@ def open_url(
     raise StoreError(
         f"Cannot download the {what}: more than {MAX_REDIRECTS} redirects (the last to {url})."
     )
+
+
+def _send(client: httpx.Client, url: str, policy: FetchPolicy, what: str) -> httpx.Response:
+    """Send GET ``url`` to the first of its checked addresses that accepts a connection."""
+    checked = policy.resolve(url, what=what)
+    assert checked is not None  # strict: raises instead
+    host, addresses = checked
+    parts = urlsplit(url)
+    failed: httpx.ConnectError | None = None
+    for address in addresses:
+        literal = f"[{address}]" if address.version == 6 else str(address)
+        netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+        request = client.build_request(
+            "GET",
+            parts._replace(netloc=netloc).geturl(),
+            headers={"Host": parts.netloc.rsplit("@", 1)[-1]},
+            extensions={"sni_hostname": host} if parts.scheme == "https" else {},
+        )
+        try:
+            return client.send(request, stream=True)
+        except httpx.ConnectError as exc:
+            failed = exc
+    assert failed is not None  # resolve returns at least one address
+    raise failed
 
 
 def parse_private_urls(text: str) -> tuple[str, ...]:

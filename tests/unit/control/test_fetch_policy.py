@@ -3,13 +3,25 @@ how local paths resolve, and how the settings parse."""
 
 from __future__ import annotations
 
+import datetime
+import http.server
 import ipaddress
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
+import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from liqi.config import load_server_settings
-from liqi.control.fetch_policy import FetchPolicy, is_public, parse_private_urls
+from liqi.control.fetch_policy import FetchPolicy, is_public, open_url, parse_private_urls
 from liqi.errors import ConfigError, PermissionDeniedError
 
 pytestmark = pytest.mark.timeout(30)
@@ -128,3 +140,91 @@ def test_bad_settings_are_refused_at_start(
 ) -> None:
     with pytest.raises(ConfigError, match=says):
         load_server_settings({"LIQI_HOME": str(tmp_path), variable: value})
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    hosts: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.hosts.append(self.headers.get("Host", ""))
+        self.send_response(200)
+        self.send_header("Content-Length", "5")
+        self.end_headers()
+        self.wfile.write(b"hello")
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def _certificate(folder: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for ``name`` and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / f"{name}.pem", folder / f"{name}.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@contextmanager
+def _https_site(cert_file: Path, key_file: Path) -> Iterator[int]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    server.daemon_threads = True
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(("certified", "ok"), [("localhost", True), ("other.invalid", False)])
+def test_https_connects_to_the_checked_address_and_verifies_the_host_name(
+    tmp_path: Path, certified: str, ok: bool
+) -> None:
+    """open_url connects to the address it checked, yet the Host header, the TLS server name
+    and the certificate's check are the URL's host name's."""
+    cert_file, key_file = _certificate(tmp_path, certified)
+    trusted = ssl.create_default_context(cafile=str(cert_file))
+    trusted.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
+    policy = FetchPolicy(private_urls=("localhost",))
+    timeout = httpx.Timeout(5.0)
+    _Hello.hosts.clear()
+    with _https_site(cert_file, key_file) as port:
+        url = f"https://localhost:{port}/m.tar.gz"
+        if ok:
+            with open_url(url, policy, timeout=timeout, what="model", verify=trusted) as got:
+                assert got.status_code == 200
+                assert got.read() == b"hello"
+            assert _Hello.hosts == [f"localhost:{port}"]
+        else:
+            with (
+                pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"),
+                open_url(url, policy, timeout=timeout, what="model", verify=trusted),
+            ):
+                pass
+            assert _Hello.hosts == []
