@@ -376,3 +376,8 @@ def test_staging_refuses_a_local_path_an_untrusted_author_wrote(tmp_path: Path) 
             staging.stage(_order(tmp_path, {"model_path": path}, policy, trusted=False), LIMITS)
     spec = staging.stage(_order(tmp_path, {"model_path": str(model)}, policy, trusted=True), LIMITS)
     assert spec.model_uri == str(model)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (tmp_path / "link").symlink_to(mine)
+    order = _order(tmp_path, {"model_path": str(tmp_path / "link")}, policy, trusted=False)
+    assert staging.stage(order, LIMITS).model_uri == str(mine)  # what was checked is served

@@ -149,18 +149,23 @@ def stage(
     """
     transfer = _Transfer(limits, cancelled or threading.Event(), order.policy)
     spec = order.spec
-    for name, uri in _paths(spec):
-        if is_local_path(uri):
-            order.policy.check_local_path(uri, field=name, superuser=order.trusted)
-    model = spec.model_path or spec.processor_path or "."
+    # Local paths as checked (symlinks and ".." resolved for a non-superuser author), so the
+    # instance reads what was checked.
+    local = {
+        name: str(order.policy.check_local_path(uri, field=name, superuser=order.trusted))
+        for name, uri in _paths(spec)
+        if is_local_path(uri)
+    }
+    model_path = local.get("model_path", spec.model_path)
+    model = model_path or local.get("processor_path", spec.processor_path) or "."
     model_uri = resolve_model(model, order.cache_dir, transfer)
     python = _is_python(spec)
-    processor_path = spec.processor_path if python else None
+    processor_path = local.get("processor_path", spec.processor_path) if python else None
     if processor_path:
         processor_path = _fetch_processor(processor_path, order, transfer)
         if not spec.model_path:
             model_uri = processor_path
-    warmup = spec.warm_up_data_path
+    warmup = local.get("warm_up_data_path", spec.warm_up_data_path)
     if warmup and warmup.startswith("oss://"):
         name = parse_oss_uri(warmup).key.rsplit("/", 1)[-1] or "warmup.bin"
         warmup = str(transfer.copy_object(warmup, order.stores, order.instance_dir / name))
