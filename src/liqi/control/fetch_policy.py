@@ -124,7 +124,7 @@ class FetchPolicy:
         for address in addresses:
             if not self.allows_address(host, address):
                 raise PermissionDeniedError(
-                    f"The {what} {url} is refused: {host} resolves to {address}, a loopback, "
+                    f"The {what} {url} is refused: {host} is or resolves to a loopback, "
                     "link-local, private or reserved address, which the server does not fetch "
                     "from. Use a public URL, or ask the operator to allow it with "
                     "LIQI_ALLOW_PRIVATE_URLS."
