@@ -65,6 +65,14 @@ class ServerSettings:
     # processor, a warm-up file) [LIQI_STAGING_TIMEOUT_S, LIQI_STAGING_MAX_MB].
     staging_timeout_s: float = 600.0
     staging_max_mb: int = 4096
+    # What specs may make the server reach (liqi/control/fetch_policy.py): non-public
+    # addresses for http(s) model and processor URLs (hosts, IPs, CIDRs; "*" for all)
+    # [LIQI_ALLOW_PRIVATE_URLS], store endpoints a non-superuser key may name (hosts or
+    # host:port) [LIQI_STORE_ENDPOINTS], folders whose files a non-superuser key may name in a
+    # spec [LIQI_LOCAL_MODEL_ROOTS].
+    allow_private_urls: tuple[str, ...] = ()
+    store_endpoints: tuple[str, ...] = ()
+    local_model_roots: tuple[Path, ...] = ()
     # server.log and each instance.log rotate at this size, keeping this many old files.
     log_max_mb: float = DEFAULT_MAX_MB
     log_backups: int = DEFAULT_BACKUPS
@@ -127,6 +135,7 @@ def load_server_settings(
         cors_origins=_origins(cors_origins or (environ.get("LIQI_CORS_ORIGINS", ""),)),
         staging_timeout_s=_positive(environ, "LIQI_STAGING_TIMEOUT_S", 600.0),
         staging_max_mb=int(_positive(environ, "LIQI_STAGING_MAX_MB", 4096)),
+        **fetch_settings(environ),
         **log_settings(environ),
     )
 
@@ -143,6 +152,42 @@ def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
     if not value > 0 or value != value or value == float("inf"):
         raise ConfigError(f"{name}={text!r} is not a positive number (default {default:g}).")
     return value
+
+
+def fetch_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``allow_private_urls``, ``store_endpoints`` and ``local_model_roots`` from
+    ``LIQI_ALLOW_PRIVATE_URLS``, ``LIQI_STORE_ENDPOINTS`` and ``LIQI_LOCAL_MODEL_ROOTS``."""
+    from liqi.control.fetch_policy import parse_private_urls
+
+    private = environ.get("LIQI_ALLOW_PRIVATE_URLS", "")
+    try:
+        allow_private_urls = parse_private_urls(private)
+    except ValueError as exc:
+        raise ConfigError(
+            f"LIQI_ALLOW_PRIVATE_URLS={private!r}: {exc}. Give 1 to allow every address, or "
+            "comma-separated host names, IPs and CIDRs, e.g. 10.0.0.0/8,models.internal."
+        ) from None
+    endpoints = environ.get("LIQI_STORE_ENDPOINTS", "")
+    store_endpoints = tuple(e.strip().lower() for e in endpoints.split(",") if e.strip())
+    for entry in store_endpoints:
+        if not re.fullmatch(r"[a-z0-9.\-\[\]:_]+", entry):
+            raise ConfigError(
+                f"LIQI_STORE_ENDPOINTS={endpoints!r}: {entry!r} is not a host or host:port "
+                "(e.g. minio.internal:9000,oss-cn-hangzhou.aliyuncs.com)."
+            )
+    roots_text = environ.get("LIQI_LOCAL_MODEL_ROOTS", "")
+    roots = tuple(Path(r.strip()) for r in re.split(r"[:,]", roots_text) if r.strip())
+    for root in roots:
+        if not root.is_absolute():
+            raise ConfigError(
+                f"LIQI_LOCAL_MODEL_ROOTS={roots_text!r}: {str(root)!r} is not an absolute path "
+                "(give absolute folders, separated by ':' or ',')."
+            )
+    return {
+        "allow_private_urls": allow_private_urls,
+        "store_endpoints": store_endpoints,
+        "local_model_roots": roots,
+    }
 
 
 def log_settings(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -30,7 +30,10 @@ accesskey=SK_IGNORED
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with live_server(tmp_path_factory.mktemp("eas_cli") / "home", None) as live:
+    home = tmp_path_factory.mktemp("eas_cli") / "home"
+    # A member's key names a model folder under the tests' temporary root.
+    roots = (tmp_path_factory.getbasetemp(),)
+    with live_server(home, None, local_model_roots=roots) as live:
         yield live
 
 

@@ -56,10 +56,25 @@ def wait_healthy(url: str, timeout_s: float = 30.0) -> None:
 
 @contextmanager
 def live_server(
-    home: Path, database_url: str | None, *, cors_origins: tuple[str, ...] = ()
+    home: Path,
+    database_url: str | None,
+    *,
+    cors_origins: tuple[str, ...] = (),
+    allow_private_urls: tuple[str, ...] = ("*",),
+    store_endpoints: tuple[str, ...] = (),
+    local_model_roots: tuple[Path, ...] = (),
 ) -> Iterator[LiveServer]:
+    """A control plane for tests. Its model archives are served from 127.0.0.1, so private
+    URLs are allowed unless ``allow_private_urls`` says otherwise (tests/security does)."""
     settings = ServerSettings(
-        home=home, host="127.0.0.1", port=0, database_url=database_url, cors_origins=cors_origins
+        home=home,
+        host="127.0.0.1",
+        port=0,
+        database_url=database_url,
+        cors_origins=cors_origins,
+        allow_private_urls=allow_private_urls,
+        store_endpoints=store_endpoints,
+        local_model_roots=local_model_roots,
     )
     with control_plane_runtime(settings) as runtime:
         server = uvicorn_server(runtime.app)

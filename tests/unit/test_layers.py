@@ -27,7 +27,8 @@ LAYERS: list[set[str]] = [
     {"liqi.client"},  # the SDK: an instance reads oss:// models through it
     {"liqi.backends", "liqi.serving", "liqi.training"},
     {"liqi.gateway"},
-    {"liqi.control.db", "liqi.control.ticker"},  # the control plane, by subsystem
+    # the control plane, by subsystem
+    {"liqi.control.db", "liqi.control.ticker", "liqi.control.fetch_policy"},
     {"liqi.control.identity"},
     {"liqi.control.storage"},
     {"liqi.control.jobs", "liqi.control.services"},

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from liqi.control.fetch_policy import FetchPolicy
 from liqi.control.services import staging
 from liqi.control.services.staging import StagingLimits, StagingOrder
 from liqi.core.service_spec import parse_service_spec
@@ -21,6 +22,7 @@ from liqi.stores.local import LocalStore
 
 pytestmark = pytest.mark.timeout(60)
 
+LOOPBACK = FetchPolicy(private_urls=("127.0.0.0/8",))  # the test servers are on loopback
 LIMITS = StagingLimits(timeout_s=20.0, read_timeout_s=0.5, max_bytes=1 << 20, max_files=50)
 
 
@@ -94,6 +96,7 @@ def _order(
         token=None,
         credentials=None,
         stores={"code": store} if store is not None else {},
+        policy=LOOPBACK,
     )
 
 

@@ -109,6 +109,8 @@ def create_bucket(body: BucketCreate, p: PlaneDep, who: Who, session: DB) -> Buc
     if not body.project:
         raise InvalidRequestError("Say which project owns the bucket: pass --project.")
     project = accounts.get_project(session, who, body.project)
+    if body.backend != "local":
+        p.fetches.check_store_endpoint(body.endpoint, superuser=who.is_superuser)
     external = buckets.ExternalStore(
         endpoint=body.endpoint, bucket=body.external_bucket, prefix=body.prefix, region=body.region
     )

@@ -166,7 +166,15 @@ Document = Annotated[dict[str, Any], Body(description="The EAS service JSON.")]
 @router.post("/services", status_code=201)
 def create_service(document: Document, p: PlaneDep, who: Who, project: str) -> ServiceOut:
     with p.sessions.begin() as session:
-        change = catalog.create(session, who, document, project=project, box=p.box, stores=p.stores)
+        change = catalog.create(
+            session,
+            who,
+            document,
+            project=project,
+            box=p.box,
+            stores=p.stores,
+            fetches=p.fetches,
+        )
         session.flush()
         out = service_out(p, session, change.service, detail=True)
         out.warnings = list(change.warnings)
@@ -204,6 +212,7 @@ def modify_service(
             replace=update_type == "replace",
             box=p.box,
             stores=p.stores,
+            fetches=p.fetches,
         )
         session.flush()
         out = service_out(p, session, change.service, detail=True)

@@ -19,6 +19,7 @@ from liqi.config import ServerSettings
 from liqi.control.db.engine import create_db_engine, migrate, session_factory
 from liqi.control.db.secretbox import SecretBox
 from liqi.control.db.tables import utcnow
+from liqi.control.fetch_policy import FetchPolicy
 from liqi.control.identity.auth import Authenticator
 from liqi.control.jobs.runner import JobRunner
 from liqi.control.services.reconciler import Reconciler, ReconcilerConfig
@@ -40,6 +41,7 @@ class ControlPlane:
     services_dir: Path
     clock: Callable[[], datetime] = utcnow
     routes: RouteTable = field(default_factory=RouteTable)
+    fetches: FetchPolicy = field(default_factory=FetchPolicy)  # what specs may make it reach
     url: str = ""  # where it listens, once it does (endpoints are printed with it)
     started_at: datetime = field(default_factory=utcnow)
     started_monotonic: float = field(default_factory=time.monotonic)
@@ -70,6 +72,7 @@ def open_plane(
     stores = StoreRegistry(settings.store_dir, box)
     runner = JobRunner(sessions, stores, LocalBackend(), settings.home / "jobs")
     routes = RouteTable()
+    fetches = FetchPolicy.of(settings)
     services_dir = settings.home / "services"
     plane: ControlPlane
     reconciler = Reconciler(
@@ -90,6 +93,7 @@ def open_plane(
                 timeout_s=settings.staging_timeout_s,
                 max_bytes=settings.staging_max_mb * 2**20,
             ),
+            fetches=fetches,
         ),
         endpoint=lambda: plane.url,
         clock=clock,
@@ -106,5 +110,6 @@ def open_plane(
         services_dir=services_dir,
         routes=routes,
         clock=clock,
+        fetches=fetches,
     )
     return plane

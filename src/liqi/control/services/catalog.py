@@ -11,7 +11,6 @@ import base64
 import json
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -25,18 +24,19 @@ from liqi.control.db.tables import (
     ServiceVersion,
     utcnow,
 )
+from liqi.control.fetch_policy import FetchPolicy
 from liqi.control.identity import accounts
 from liqi.control.identity.accounts import Principal
-from liqi.control.storage import buckets, model_registry
+from liqi.control.services import spec_checks
+from liqi.control.services.spec_checks import MAX_INSTANCES
 from liqi.control.storage.buckets import StoreRegistry
 from liqi.core.names import Role
-from liqi.core.refs import parse_oss_uri
 from liqi.core.service_spec import (
     ServiceSpec,
     merge_documents,
     parse_service_spec,
 )
-from liqi.core.services import ServiceState
+from liqi.core.services import InstanceState, ServiceState
 from liqi.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -44,9 +44,7 @@ from liqi.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from liqi.stores.base import Store
 
-MAX_INSTANCES = 64
 EVENTS_KEPT = 200
 
 
@@ -180,102 +178,6 @@ def add_event(session: Session, service_id: int, message: str, level: str = "inf
 # -- checking a spec ----------------------------------------------------------------------------
 
 
-def check_spec(
-    session: Session, who: Principal, spec: ServiceSpec, stores: StoreRegistry, project: str
-) -> None:
-    """Raise before anything is written when the spec cannot run: an unknown processor, a
-    model path that does not exist or may not be read, a missing warm-up file."""
-    from liqi.serving.processors import normalize  # the serving stack only when needed
-
-    if spec.processor is not None:
-        normalize(spec.processor)
-    if spec.instance > MAX_INSTANCES:
-        raise InvalidRequestError(
-            f"metadata.instance={spec.instance} is more than this server runs for one service "
-            f"({MAX_INSTANCES})."
-        )
-    if spec.memory_mb is not None and spec.memory_mb < 64:
-        raise InvalidRequestError(
-            f"metadata.memory={spec.memory_mb} MB is too little for a model server: give at "
-            "least 64 (the seed's eas_mnist.json uses 2000)."
-        )
-    if spec.model_path is not None:
-        check_model_path(session, who, spec.model_path, stores, project)
-    if spec.warm_up_data_path:
-        check_file_path(session, who, spec.warm_up_data_path, stores, "warm_up_data_path")
-    if spec.processor_path and not spec.processor_path.startswith(("http://", "https://")):
-        check_processor_path(session, who, spec.processor_path, stores)
-
-
-def check_model_path(
-    session: Session, who: Principal, uri: str, stores: StoreRegistry, project: str
-) -> None:
-    if uri.startswith("oss://"):
-        store, key = _readable(session, who, uri, stores)
-        if not any(True for _ in store.walk(key)):
-            raise NotFoundError(
-                f"Model not found: {uri} holds no objects. Check the path with "
-                f"`liqi oss ls -r {uri}` (a training job writes "
-                "<prefix>/<version>/saved_model.pb)."
-            )
-    elif uri.startswith("model:"):
-        name, _, version = uri.removeprefix("model:").partition(":")
-        model = model_registry.get_model(session, who, project, name)
-        found = sorted(v.version for v in model.versions)
-        if version and int(version) not in found:
-            raise NotFoundError(
-                f"Model {name!r} has no version {version}. Available versions: "
-                f"{', '.join(map(str, found)) or 'none'}."
-            )
-    elif uri.startswith(("http://", "https://")):
-        return  # downloaded when an instance starts; a failure shows in desc
-    else:
-        path = Path(uri.removeprefix("file://")).expanduser()
-        if not path.exists():
-            raise NotFoundError(
-                f"Model not found: the path {uri!r} does not exist on the server's machine. "
-                "Use oss://<bucket>/<prefix>/, a path on this machine, or an http(s):// tarball."
-            )
-
-
-def check_file_path(
-    session: Session, who: Principal, uri: str, stores: StoreRegistry, field: str
-) -> None:
-    if uri.startswith("oss://"):
-        store, key = _readable(session, who, uri, stores)
-        if not store.exists(key):
-            raise NotFoundError(f"'{field}' {uri} does not exist.")
-    elif not Path(uri.removeprefix("file://")).expanduser().exists():
-        raise NotFoundError(f"'{field}' {uri!r} does not exist on the server's machine.")
-
-
-def check_processor_path(session: Session, who: Principal, uri: str, stores: StoreRegistry) -> None:
-    """A processor is a file (a script or an archive) or a folder, on oss:// or here."""
-    if not uri.startswith("oss://"):
-        check_file_path(session, who, uri, stores, "processor_path")
-        return
-    store, key = _readable(session, who, uri, stores)
-    folder = key if not key or key.endswith("/") else key + "/"
-    if not (key and store.exists(key)) and not any(True for _ in store.walk(folder)):
-        raise NotFoundError(
-            f"'processor_path' {uri} does not exist: give an object (app.py, app.tar.gz) or a "
-            f"folder holding the processor's files (see `liqi oss ls -r {uri}`)."
-        )
-
-
-def _readable(
-    session: Session, who: Principal, uri: str, stores: StoreRegistry
-) -> tuple[Store, str]:
-    """The store and key of ``uri`` once ``who`` may read its bucket."""
-    ref = parse_oss_uri(uri)
-    bucket = buckets.get_bucket(session, ref.bucket)
-    buckets.check_access(session, who, bucket)
-    return stores.store_for(bucket), ref.key
-
-
-# -- changing ---------------------------------------------------------------------------------
-
-
 def create(
     session: Session,
     who: Principal,
@@ -284,6 +186,7 @@ def create(
     project: str,
     box: SecretBox,
     stores: StoreRegistry,
+    fetches: FetchPolicy | None = None,
 ) -> Change:
     """A new service at version 1 (state CREATING). Nothing is written when a check fails."""
     parsed = parse_service_spec(document)
@@ -294,7 +197,7 @@ def create(
             f"Service {spec.name!r} already exists. Change it with `liqi eas modify "
             f"{spec.name} -s <json>`, or delete it first with `liqi eas delete {spec.name}`."
         )
-    check_spec(session, who, spec, stores, owner.name)
+    spec_checks.check_spec(session, who, spec, stores, owner.name, fetches)
     token = spec.token or (new_token() if spec.generate_token else None)
     now = utcnow()
     service = Service(
@@ -342,6 +245,7 @@ def modify(
     replace: bool,
     box: SecretBox,
     stores: StoreRegistry,
+    fetches: FetchPolicy | None = None,
 ) -> Change:
     """A new version from ``patch`` merged into the current document (or replacing it); the
     reconciler rolls the instances over to it. The name cannot change."""
@@ -358,7 +262,7 @@ def modify(
         )
     parsed = parse_service_spec(document)
     spec = parsed.spec
-    check_spec(session, who, spec, stores, project_name(session, service))
+    spec_checks.check_spec(session, who, spec, stores, project_name(session, service), fetches)
     old = parse_service_spec(current).spec
     version = service.latest_version + 1
     session.add(
@@ -451,6 +355,23 @@ def delete_service(session: Session, who: Principal, name: str) -> Service:
     set_state(session, service, ServiceState.DELETING.value)
     _touch(session, service, f"delete requested by {who.access_id}")
     return service
+
+
+def fail_version(session: Session, service: Service, row: ServiceInstance) -> None:
+    """The service is FAILED: ``row``'s version (the current one) could not start, again and
+    again; the reason says so, and which older version keeps serving, if any."""
+    if row.version != service.current_version or service.failed:
+        return
+    service.failed = True
+    service.reason = f"version {row.version} failed to start {row.crashes} times: {row.reason}"
+    old = [
+        r
+        for r in instances_of(session, service)
+        if r.version != row.version and r.state == InstanceState.READY.value
+    ]
+    if old:
+        service.reason += f" (version {old[0].version} keeps serving)"
+    add_event(session, service.id, f"FAILED: {service.reason}", "error")
 
 
 def set_state(session: Session, service: Service, state: str) -> None:

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from liqi.backends.instances import InstanceBackend, InstanceHandle, InstancePhase, InstanceSpec
 from liqi.control.db.secretbox import SecretBox
 from liqi.control.db.tables import Service, ServiceInstance, utcnow
+from liqi.control.fetch_policy import FetchPolicy
 from liqi.control.identity import workload_keys
 from liqi.control.services import catalog, staging
 from liqi.control.services.scaling import ServiceScalers
@@ -69,6 +70,7 @@ class ReconcilerConfig:
     stop_grace_s: float = STOP_GRACE_S
     staging: StagingLimits = field(default_factory=StagingLimits)
     staging_workers: int = 2
+    fetches: FetchPolicy = field(default_factory=FetchPolicy)
 
 
 class Reconciler(Ticker):
@@ -278,21 +280,7 @@ class Reconciler(Ticker):
         text = f"instance {row.id} {verb}: {reason}" if verb else f"instance {row.id} {reason}"
         catalog.add_event(session, service.id, text, "error")
         if row.ready_at is None and row.crashes >= START_ATTEMPTS:
-            self._fail(session, service, row)
-
-    def _fail(self, session: Session, service: Service, row: ServiceInstance) -> None:
-        if row.version != service.current_version or service.failed:
-            return
-        service.failed = True
-        service.reason = f"version {row.version} failed to start {row.crashes} times: {row.reason}"
-        old = [
-            r
-            for r in catalog.instances_of(session, service)
-            if r.version != row.version and r.state == InstanceState.READY.value
-        ]
-        if old:
-            service.reason += f" (version {old[0].version} keeps serving)"
-        catalog.add_event(session, service.id, f"FAILED: {service.reason}", "error")
+            catalog.fail_version(session, service, row)
 
     def _maybe_restart(self, session: Session, service: Service, row: ServiceInstance) -> None:
         if service.failed or service.stopped or service.deleting:
@@ -408,6 +396,8 @@ class Reconciler(Ticker):
                 token=catalog.token_of(service, self.box),
                 credentials=self._credentials(session, service, row.id, row.version),
                 stores=staging.stores_for(session, spec, self.stores),
+                policy=self.config.fetches,
+                trusted=staging.written_by_superuser(session, service, row.version),
             )
         except (LiqiError, OSError) as exc:
             message = exc.message if isinstance(exc, LiqiError) else str(exc)

@@ -13,6 +13,10 @@ database, read by the tick) and does the transfers, each bounded by :class:`Stag
   folder, an ``oss://`` archive (``.tar.gz``, ``.tgz``, ``.tar``, ``.zip``...) or ``.py`` file,
   or an ``http(s)://`` archive, as EAS documents; remote ones land in the instance's folder.
 - ``oss://`` warm-up files are copied into the instance's folder.
+- The order's :class:`~liqi.control.fetch_policy.FetchPolicy` is the real gate for what the
+  spec makes this server reach: every hop of an http(s) download goes to a checked address,
+  and a local path is read only when the version's author is a superuser or the path lies
+  under ``LIQI_LOCAL_MODEL_ROOTS`` (catalog checks the same at create and modify).
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from liqi.archives import ArchiveLimits, extract, single_folder
 from liqi.backends.instances import InstanceSpec
 from liqi.control.db.secretbox import SecretBox
-from liqi.control.db.tables import Service
+from liqi.control.db.tables import AccessKey, Service, ServiceVersion
+from liqi.control.fetch_policy import FetchPolicy, is_local_path, open_url
 from liqi.control.identity import workload_keys
 from liqi.control.identity.workload_keys import WorkloadScope
 from liqi.control.storage import buckets
@@ -84,6 +90,22 @@ class StagingOrder:
     token: str | None
     credentials: Credentials | None
     stores: dict[str, Store] = field(default_factory=dict)  # buckets of oss:// files, by name
+    policy: FetchPolicy = field(default_factory=FetchPolicy)
+    trusted: bool = False  # the version's author is an active superuser key
+
+
+def written_by_superuser(session: Session, service: Service, version: int) -> bool:
+    """Whether the key that wrote ``version`` of ``service`` is an active superuser key (its
+    local paths are then read without the roots' check)."""
+    author = session.scalars(
+        select(ServiceVersion.created_by).where(
+            ServiceVersion.service_id == service.id, ServiceVersion.version == version
+        )
+    ).first()
+    key = session.scalars(
+        select(AccessKey).where(AccessKey.access_id == author, AccessKey.revoked_at.is_(None))
+    ).first()
+    return key is not None and key.is_superuser
 
 
 def workload_credentials(
@@ -142,17 +164,25 @@ def stage(
         ArchiveError: an archive is unsafe or corrupt.
         StagingCancelledError: ``cancelled`` was set, or ``limits.timeout_s`` passed.
     """
-    transfer = _Transfer(limits, cancelled or threading.Event())
+    transfer = _Transfer(limits, cancelled or threading.Event(), order.policy)
     spec = order.spec
-    model = spec.model_path or spec.processor_path or "."
+    # Local paths as checked (symlinks and ".." resolved for a non-superuser author), so the
+    # instance reads what was checked.
+    local = {
+        name: str(order.policy.check_local_path(uri, field=name, superuser=order.trusted))
+        for name, uri in _paths(spec)
+        if is_local_path(uri)
+    }
+    model_path = local.get("model_path", spec.model_path)
+    model = model_path or local.get("processor_path", spec.processor_path) or "."
     model_uri = resolve_model(model, order.cache_dir, transfer)
     python = _is_python(spec)
-    processor_path = spec.processor_path if python else None
+    processor_path = local.get("processor_path", spec.processor_path) if python else None
     if processor_path:
         processor_path = _fetch_processor(processor_path, order, transfer)
         if not spec.model_path:
             model_uri = processor_path
-    warmup = spec.warm_up_data_path
+    warmup = local.get("warm_up_data_path", spec.warm_up_data_path)
     if warmup and warmup.startswith("oss://"):
         name = parse_oss_uri(warmup).key.rsplit("/", 1)[-1] or "warmup.bin"
         warmup = str(transfer.copy_object(warmup, order.stores, order.instance_dir / name))
@@ -275,6 +305,16 @@ def _fetch_processor(uri: str, order: StagingOrder, transfer: _Transfer) -> str:
     return str(dest)
 
 
+def _paths(spec: ServiceSpec) -> list[tuple[str, str]]:
+    """The spec's paths that staging or the instance reads, by field name."""
+    named = [
+        ("model_path", spec.model_path),
+        ("processor_path", spec.processor_path),
+        ("warm_up_data_path", spec.warm_up_data_path),
+    ]
+    return [(name, uri) for name, uri in named if uri]
+
+
 def _is_python(spec: ServiceSpec) -> bool:
     return spec.processor_entry is not None or (spec.processor_type or "") == "python"
 
@@ -282,9 +322,12 @@ def _is_python(spec: ServiceSpec) -> bool:
 class _Transfer:
     """Downloads and store copies for one staging, within its limits and deadline."""
 
-    def __init__(self, limits: StagingLimits, cancelled: threading.Event) -> None:
+    def __init__(
+        self, limits: StagingLimits, cancelled: threading.Event, policy: FetchPolicy
+    ) -> None:
         self.limits = limits
         self.cancelled = cancelled
+        self.policy = policy
         self.deadline = time.monotonic() + limits.timeout_s
         self.archive_limits = ArchiveLimits(
             max_total_bytes=limits.max_bytes, max_entries=limits.max_files
@@ -303,7 +346,7 @@ class _Transfer:
         timeout = httpx.Timeout(self.limits.read_timeout_s, connect=self.limits.connect_timeout_s)
         self.check()
         try:
-            with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as got:
+            with open_url(url, self.policy, timeout=timeout, what=what) as got:
                 if got.status_code != 200:
                     raise StoreError(
                         f"Cannot download the {what} {url}: HTTP {got.status_code}. Check the "
