@@ -1,0 +1,65 @@
+"""The smaller leaks and crashes of issue 16, section 5, each tried as an attacker would: a
+member of one project, or anyone on the network."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from liqi.client import Client
+from liqi.errors import NotFoundError
+from tests.support.servers import LiveServer
+
+
+@dataclass
+class World:
+    """Project ``a`` (the victim) and project ``b`` whose member ``bob`` is the attacker."""
+
+    admin: Client
+    bob: Client
+    bob_id: str
+    bob_secret: str
+
+
+@pytest.fixture
+def world(sqlite_server: LiveServer) -> Iterator[World]:
+    with sqlite_server.admin() as admin:
+        admin.create_project("project_a")
+        admin.create_project("project_b")
+        admin.create_bucket("alices-data", project="project_a")
+        admin.create_bucket("bobs-models", project="project_b")
+        admin.put_object("bobs-models", "models/1/saved_model.pb", b"not a model")
+        b = admin.create_key(project="project_b", role="member", name="bob")
+        assert b.secret
+        with sqlite_server.client(b.access_id, b.secret) as bob:
+            yield World(admin, bob, b.access_id, b.secret)
+
+
+def idle_service(name: str) -> dict[str, object]:
+    """A service with no instance: it exists, nothing runs."""
+    return {
+        "name": name,
+        "model_path": "oss://bobs-models/models/",
+        "processor": "tensorflow_cpu",
+        "metadata": {"instance": 0, "cpu": 1, "memory": 1000},
+    }
+
+
+# -- 1. service logs: the instance is looked up, never joined as a path ------------------------
+
+
+@pytest.mark.parametrize("how", ["absolute", "relative"])
+def test_service_logs_instance_is_not_a_path(
+    world: World, sqlite_server: LiveServer, how: str
+) -> None:
+    world.bob.create_service(idle_service("bobs"), project="project_b")
+    victim = sqlite_server.home / "services" / "alices" / "i-1"
+    victim.mkdir(parents=True)
+    (victim / "instance.log").write_text("alice's secret line\n")
+    (sqlite_server.home / "services" / "bobs").mkdir(parents=True, exist_ok=True)
+    instance = str(victim) if how == "absolute" else "../alices/i-1"
+    with pytest.raises(NotFoundError) as caught:
+        world.bob.service_logs("bobs", instance=instance)
+    assert "secret" not in str(caught.value)
