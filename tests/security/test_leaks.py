@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from liqi.client import Client
-from liqi.errors import NotFoundError
+from liqi.errors import BucketNotFoundError, NotFoundError, PermissionDeniedError
 from tests.support.servers import LiveServer
 
 
@@ -63,3 +63,27 @@ def test_service_logs_instance_is_not_a_path(
     with pytest.raises(NotFoundError) as caught:
         world.bob.service_logs("bobs", instance=instance)
     assert "secret" not in str(caught.value)
+
+
+# -- 2. another project's bucket answers like a missing one -----------------------------------
+
+
+def test_bucket_without_access_answers_like_a_missing_one(world: World) -> None:
+    world.admin.put_object("alices-data", "secret.txt", b"alice")
+
+    def refusal(bucket: str) -> tuple[int, str, str]:
+        with pytest.raises(BucketNotFoundError) as caught:
+            world.bob.read_object(bucket, "secret.txt")
+        error = caught.value
+        return error.http_status, error.code, error.message.replace(bucket, "<b>")
+
+    assert refusal("alices-data") == refusal("no-such-bucket")
+    with pytest.raises(BucketNotFoundError) as caught:
+        world.bob.list_objects("alices-data")
+    assert "project_a" not in caught.value.message
+    # A bucket bob can see but may not write: 403, naming the grant that would allow it.
+    world.admin.grant_bucket("alices-data", "project_b", read=True, write=False)
+    assert world.bob.read_object("alices-data", "secret.txt") == b"alice"
+    with pytest.raises(PermissionDeniedError) as denied:
+        world.bob.put_object("alices-data", "x.txt", b"x")
+    assert "--project project_b --write" in denied.value.message
