@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
 from liqi.client import Client
@@ -87,3 +88,18 @@ def test_bucket_without_access_answers_like_a_missing_one(world: World) -> None:
     with pytest.raises(PermissionDeniedError) as denied:
         world.bob.put_object("alices-data", "x.txt", b"x")
     assert "--project project_b --write" in denied.value.message
+
+
+# -- 3. the gateway's 404 names no other service ----------------------------------------------
+
+
+def test_unsigned_missing_service_lists_no_services(
+    world: World, sqlite_server: LiveServer
+) -> None:
+    world.bob.create_service(idle_service("bobs"), project="project_b")
+    world.admin.create_service(idle_service("alices_secret_service"), project="project_a")
+    answer = httpx.post(f"{sqlite_server.url}/api/predict/nope", content=b"{}", trust_env=False)
+    assert answer.status_code == 404
+    assert "nope" in answer.text
+    assert "alices_secret_service" not in answer.text
+    assert "bobs" not in answer.text
