@@ -103,3 +103,25 @@ def test_unsigned_missing_service_lists_no_services(
     assert "nope" in answer.text
     assert "alices_secret_service" not in answer.text
     assert "bobs" not in answer.text
+
+
+# -- 4. a presigned URL dies with the key that signed it ---------------------------------------
+
+
+def test_presigned_url_stops_working_when_its_key_is_revoked(world: World) -> None:
+    world.bob.put_object("bobs-models", "shared.txt", b"shared")
+    get_url = world.bob.sign_url("bobs-models", "shared.txt", expires_s=3600)
+    put_url = world.bob.sign_url("bobs-models", "up.txt", method="PUT", expires_s=3600)
+    assert httpx.get(get_url, trust_env=False).content == b"shared"
+    world.admin.revoke_key(world.bob_id)
+    for answer in (
+        httpx.get(get_url, trust_env=False),
+        httpx.put(put_url, content=b"after revoke", trust_env=False),
+    ):
+        assert answer.status_code == 401
+        assert "revoked" in answer.json()["message"]
+    assert not world.admin.list_objects("bobs-models", "up.txt").objects
+    # Naming another (active) key instead does not pass the signature.
+    admin_id = world.admin.whoami()["access_id"]
+    forged = get_url.replace(f"access_id={world.bob_id}", f"access_id={admin_id}")
+    assert httpx.get(forged, trust_env=False).status_code == 401
