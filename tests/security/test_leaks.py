@@ -3,8 +3,10 @@ member of one project, or anyone on the network."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import httpx
 import pytest
@@ -125,3 +127,43 @@ def test_presigned_url_stops_working_when_its_key_is_revoked(world: World) -> No
     admin_id = world.admin.whoami()["access_id"]
     forged = get_url.replace(f"access_id={world.bob_id}", f"access_id={admin_id}")
     assert httpx.get(forged, trust_env=False).status_code == 401
+
+
+# -- 5. headers are authenticated before any body is read --------------------------------------
+
+
+def raw_exchange(url: str, head: bytes, timeout_s: float = 10.0) -> bytes:
+    """Send ``head`` (request line and headers, no body) and read what comes back until the
+    server closes or ``timeout_s`` passes."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
+        sock.sendall(head)
+        answer = b""
+        try:
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        except TimeoutError:
+            pass
+        return answer
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["", "Authorization: LIQI1-HMAC-SHA256 LQNOBODY00000000000:00\r\n"],
+    ids=["unsigned", "unknown-key"],
+)
+def test_a_body_is_not_awaited_before_the_headers_authenticate(
+    sqlite_server: LiveServer, authorization: str
+) -> None:
+    date = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    head = (
+        "POST /api/v1/projects HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: 16000000\r\n{authorization}X-Liqi-Date: {date}\r\n"
+        f"X-Liqi-Nonce: n1\r\nX-Liqi-Content-SHA256: {'0' * 64}\r\n\r\n"
+    ).encode()
+    answer = raw_exchange(sqlite_server.url, head)  # the 16 MB body is never sent
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert b'"unauthenticated"' in answer

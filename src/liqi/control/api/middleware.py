@@ -1,9 +1,12 @@
 """The control plane's authentication middleware: every ``/api/`` request is checked by the
 :class:`~liqi.control.identity.auth.Authenticator` before any route runs.
 
-The whole body is read (bounded by ``max_body_bytes``) before the app sees the request, so a
-request is authenticated before its body is parsed, and its hash is checked against the signed
-``X-Liqi-Content-SHA256``. The principal is put in ``scope["liqi.principal"]``.
+What the headers alone can show is checked before any body is read (the signature headers are
+there and well formed, the date is fresh, the access key is active), so nothing of a request
+from a stranger is buffered. Then the whole body is read (bounded by ``max_body_bytes``)
+before the app sees the request, so a request is authenticated before its body is parsed, and
+its hash is checked against the signed ``X-Liqi-Content-SHA256``. The principal is put in
+``scope["liqi.principal"]``.
 
 Uploads (routes matching ``streamed``) are not buffered: the headers are authenticated first,
 the body is hashed as it flows to the route, and the route calls ``BodyCheck.verify`` (from
@@ -60,10 +63,16 @@ class AuthMiddleware:
             and self.streamed.match(scope["path"])
         )
         try:
-            body = None if is_streamed else await self._read_body(scope, receive)
             headers = {
                 k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
             }
+            body = None
+            if not is_streamed:
+                if _has_body(headers):  # nothing of an unauthenticated body is buffered
+                    await anyio.to_thread.run_sync(
+                        lambda: self.authenticator.check_headers(headers)
+                    )
+                body = await self._read_body(scope, receive)
             raw_path = scope.get("raw_path") or scope["path"].encode()
             principal = await anyio.to_thread.run_sync(
                 lambda: self.authenticator.authenticate(
@@ -135,3 +144,8 @@ class AuthMiddleware:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+def _has_body(headers: dict[str, str]) -> bool:
+    length = headers.get("content-length", "")
+    return "transfer-encoding" in headers or (length != "0" and length != "")
