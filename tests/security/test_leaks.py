@@ -3,17 +3,24 @@ member of one project, or anyone on the network."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 import httpx
 import pytest
 
 from liqi.client import Client
 from liqi.errors import BucketNotFoundError, NotFoundError, PermissionDeniedError
-from tests.support.servers import LiveServer
+from liqi.serving.app import ServeLimits
+from liqi.serving.server import ProcessorOptions, ServeOptions, build_app
+from tests.integration.test_auth import admin_pair
+from tests.support.model_server import live_model_server
+from tests.support.servers import LiveServer, live_server
+from tests.support.signed import signed_headers
 
 
 @dataclass
@@ -167,3 +174,62 @@ def test_a_body_is_not_awaited_before_the_headers_authenticate(
     answer = raw_exchange(sqlite_server.url, head)  # the 16 MB body is never sent
     assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
     assert b'"unauthenticated"' in answer
+
+
+# -- 6. a body that does not arrive in time is answered 408 and the connection closed ----------
+
+
+def trickle(url: str, head: bytes, first_part: bytes, wait_s: float) -> bytes:
+    """Send the headers and the start of the body, then nothing: what the server answers
+    within ``wait_s``, and whether it closed the connection (the answer ends)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=wait_s) as sock:
+        sock.sendall(head + first_part)
+        answer = b""
+        with contextlib.suppress(TimeoutError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+        return answer
+
+
+def test_control_plane_answers_408_to_a_trickled_body(tmp_path: Path) -> None:
+    with live_server(tmp_path / "home", None, body_timeout_s=0.5) as server:
+        access_id, secret = admin_pair(server)
+        body = b'{"name": "slow_project", "description": "' + b"x" * 1000 + b'"}'
+        headers = signed_headers(
+            access_id=access_id, secret=secret, method="POST", path="/api/v1/projects", body=body
+        )
+        head = "POST /api/v1/projects HTTP/1.1\r\nHost: x\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head += f"Content-Length: {len(body)}\r\n\r\n"
+        answer = trickle(server.url, head.encode(), body[:100], wait_s=20)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b'"request_timeout"' in answer
+        assert b"connection: close" in answer.lower()
+        with server.admin() as admin:
+            assert "slow_project" not in [p.name for p in admin.list_projects()]
+
+
+def test_model_server_answers_408_to_a_trickled_body(tmp_path: Path) -> None:
+    code = tmp_path / "echo"
+    code.mkdir()
+    (code / "app.py").write_text(
+        "import allspark\n\n\nclass Echo(allspark.BaseProcessor):\n"
+        "    def process(self, data):\n        return data, 200\n"
+    )
+    options = ServeOptions(
+        uri=str(code),
+        cache_dir=tmp_path / "cache",
+        name="echo",
+        poll_interval_s=0,
+        processor=ProcessorOptions(name="python", path=str(code), entry="app.py"),
+        limits=ServeLimits(body_timeout_s=0.5),
+    )
+    with live_model_server(build_app(options)) as server:
+        head = b"POST /api/predict/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+        answer = trickle(server.url, head, b"x" * 10, wait_s=20)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b"did not arrive within 0.5 s" in answer
+        assert b"connection: close" in answer.lower()
+        with server.client() as http:  # the server keeps serving
+            assert http.post("/api/predict/echo", content=b"ping").content == b"ping"

@@ -161,6 +161,10 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+# An idle keep-alive connection is closed after this long (uvicorn's timeout_keep_alive).
+KEEP_ALIVE_S = 5
+
+
 def uvicorn_server(
     app: ServingApp, *, drain_timeout_s: float = 30.0, log_level: str = "info"
 ) -> uvicorn.Server:
@@ -175,6 +179,7 @@ def uvicorn_server(
         log_config=None,
         log_level=log_level,
         timeout_graceful_shutdown=int(max(1, drain_timeout_s)),
+        timeout_keep_alive=KEEP_ALIVE_S,
         backlog=2048,
     )
     return _Server(config)

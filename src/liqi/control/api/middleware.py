@@ -3,10 +3,10 @@
 
 What the headers alone can show is checked before any body is read (the signature headers are
 there and well formed, the date is fresh, the access key is active), so nothing of a request
-from a stranger is buffered. Then the whole body is read (bounded by ``max_body_bytes``)
-before the app sees the request, so a request is authenticated before its body is parsed, and
-its hash is checked against the signed ``X-Liqi-Content-SHA256``. The principal is put in
-``scope["liqi.principal"]``.
+from a stranger is buffered. Then the whole body is read (bounded by ``max_body_bytes``, and
+by ``body_timeout_s``: 408) before the app sees the request, so a request is authenticated
+before its body is parsed, and its hash is checked against the signed
+``X-Liqi-Content-SHA256``. The principal is put in ``scope["liqi.principal"]``.
 
 Uploads (routes matching ``streamed``) are not buffered: the headers are authenticated first,
 the body is hashed as it flows to the route, and the route calls ``BodyCheck.verify`` (from
@@ -22,6 +22,7 @@ import re
 import anyio.to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from liqi.asgi.http import DEFAULT_BODY_TIMEOUT_S, body_timeout
 from liqi.control.api.errors import error_response
 from liqi.control.identity.auth import (
     BODY_CHECK_SCOPE_KEY,
@@ -45,12 +46,14 @@ class AuthMiddleware:
         authenticator: Authenticator,
         prefix: str,
         max_body_bytes: int,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
         streamed: re.Pattern[str] | None = None,
     ) -> None:
         self.app = app
         self.authenticator = authenticator
         self.prefix = prefix
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -129,20 +132,21 @@ class AuthMiddleware:
                 )
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise PayloadTooLargeError(
-                    f"Request body is over the limit of {self.max_body_bytes} bytes for "
-                    "control-plane requests."
-                )
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        with body_timeout(self.body_timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    break
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise PayloadTooLargeError(
+                        f"Request body is over the limit of {self.max_body_bytes} bytes for "
+                        "control-plane requests."
+                    )
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
         return b"".join(chunks)
 
 

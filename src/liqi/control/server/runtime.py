@@ -96,6 +96,10 @@ def control_plane_runtime(settings: ServerSettings) -> Iterator[Runtime]:
             logger.info("control plane stopped")
 
 
+# An idle keep-alive connection is closed after this long (uvicorn's timeout_keep_alive).
+KEEP_ALIVE_S = 5
+
+
 def uvicorn_server(app: ASGIApp) -> uvicorn.Server:
     """uvicorn with uvloop and httptools (the gateway's hot path). The lifespan runs so the
     gateway closes its connections to instances once the requests in flight are done. No
@@ -108,6 +112,7 @@ def uvicorn_server(app: ASGIApp) -> uvicorn.Server:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,
+        timeout_keep_alive=KEEP_ALIVE_S,
         lifespan="on",
     )
     return uvicorn.Server(config)
