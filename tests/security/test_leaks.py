@@ -20,7 +20,7 @@ from liqi.serving.server import ProcessorOptions, ServeOptions, build_app
 from tests.integration.test_auth import admin_pair
 from tests.support.model_server import live_model_server
 from tests.support.servers import LiveServer, live_server
-from tests.support.signed import signed_headers
+from tests.support.signed import send, signed_headers
 
 
 @dataclass
@@ -233,3 +233,40 @@ def test_model_server_answers_408_to_a_trickled_body(tmp_path: Path) -> None:
         assert b"connection: close" in answer.lower()
         with server.client() as http:  # the server keeps serving
             assert http.post("/api/predict/echo", content=b"ping").content == b"ping"
+
+
+# -- 7. numbers in the service JSON are finite and in range ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("metadata", "field", "shown"),
+    [
+        ('{"memory": 1e400}', "metadata.memory", "inf"),
+        ('{"memory": 1e300}', "metadata.memory", "1e+300"),
+        ('{"instance": "1e400"}', "metadata.instance", "1e400"),
+        ('{"cpu": "Infinity"}', "metadata.cpu", "Infinity"),
+        ('{"rpc": {"keepalive": "NaN"}}', "metadata.rpc.keepalive", "NaN"),
+        ('{"rpc.max_batch_timeout": "inf"}', "metadata.rpc.max_batch_timeout", "inf"),
+    ],
+    ids=["memory-1e400", "memory-1e300", "instance-str", "cpu-inf", "keepalive-nan", "flat-rpc"],
+)
+def test_non_finite_or_huge_numbers_are_a_400_naming_the_field(
+    world: World, sqlite_server: LiveServer, metadata: str, field: str, shown: str
+) -> None:
+    body = (
+        '{"name": "numbers", "model_path": "oss://bobs-models/models/", '
+        f'"processor": "tensorflow_cpu", "metadata": {metadata}}}'
+    ).encode()
+    headers = signed_headers(
+        access_id=world.bob_id,
+        secret=world.bob_secret,
+        method="POST",
+        path="/api/v1/services",
+        query="project=project_b",
+        body=body,
+    )
+    answer = send(sqlite_server.url, "POST", "/api/v1/services", headers, body, "project=project_b")
+    assert answer.status_code == 400, answer.text
+    assert field in answer.json()["message"]
+    assert shown in answer.json()["message"]
+    assert world.bob.list_services() == []
