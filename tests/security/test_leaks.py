@@ -270,3 +270,26 @@ def test_non_finite_or_huge_numbers_are_a_400_naming_the_field(
     assert field in answer.json()["message"]
     assert shown in answer.json()["message"]
     assert world.bob.list_services() == []
+
+
+# -- 8. a V2 shape whose element count overflows is a 400 naming the shape ---------------------
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [[2**40, 2**40], [2**32, 2**32, 2**32], [0, 2**62], [2**63 - 1]],
+    ids=["wraps-to-zero", "wraps", "zero-times-huge", "one-huge"],
+)
+def test_v2_shape_overflow_is_a_400_naming_the_shape(tmp_path: Path, shape: list[int]) -> None:
+    from tests.serving.test_processors_live import scaled_sum_onnx
+
+    model = tmp_path / "scaled.onnx"
+    scaled_sum_onnx(model)
+    options = ServeOptions(uri=str(model), cache_dir=tmp_path, poll_interval_s=0)
+    with live_model_server(build_app(options)) as server, server.client() as http:
+        infer = {"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": []}]}
+        answer = http.post("/v2/models/scaled/infer", json=infer)
+        assert answer.status_code == 400, answer.text
+        assert str(shape) in answer.json()["error"]
+        ok = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 1, 1]}]}
+        assert http.post("/v2/models/scaled/infer", json=ok).json()["outputs"][0]["data"] == [6.0]
