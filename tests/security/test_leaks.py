@@ -293,3 +293,19 @@ def test_v2_shape_overflow_is_a_400_naming_the_shape(tmp_path: Path, shape: list
         assert str(shape) in answer.json()["error"]
         ok = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 1, 1]}]}
         assert http.post("/v2/models/scaled/infer", json=ok).json()["outputs"][0]["data"] == [6.0]
+
+
+# -- 9. a deeply nested -Dcluster is a clear error naming the flag ------------------------------
+
+
+def test_deeply_nested_dcluster_is_a_clear_error(sqlite_server: LiveServer) -> None:
+    from tests.cli.test_cli_commands import run
+
+    depth = 100_000
+    nested = '{"worker": ' + "[" * depth + "]" * depth + "}"
+    script = "-Dscript=odps://default/resources/x.py"
+    result = run(sqlite_server.home, "pai", "-name", "tensorflow", script, f"-Dcluster={nested}")
+    assert result.exit_code == 2, result.output
+    assert "Invalid -Dcluster" in result.stderr
+    assert "more than 8 levels deep" in result.stderr
+    assert len(result.stderr) < 2000  # the value is shown cut short
