@@ -7,7 +7,8 @@ import contextlib
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,7 @@ import pytest
 
 from liqi.client import Client
 from liqi.errors import BucketNotFoundError, NotFoundError, PermissionDeniedError
+from liqi.protocols import eas
 from liqi.serving.app import ServeLimits
 from liqi.serving.server import ProcessorOptions, ServeOptions, build_app
 from tests.integration.test_auth import admin_pair
@@ -309,3 +311,29 @@ def test_deeply_nested_dcluster_is_a_clear_error(sqlite_server: LiveServer) -> N
     assert "Invalid -Dcluster" in result.stderr
     assert "more than 8 levels deep" in result.stderr
     assert len(result.stderr) < 2000  # the value is shown cut short
+
+
+# -- 10. an EAS-signed request is refused once its Date is stale --------------------------------
+
+
+def test_stale_eas_signature_is_refused_by_the_gateway(
+    world: World, sqlite_server: LiveServer
+) -> None:
+    created = world.bob.create_service(
+        {**idle_service("signed"), "generate_token": "true"}, project="project_b"
+    )
+    assert created.token
+    path = "/api/predict/signed"
+    body = b"captured request"
+
+    def send_signed(at: datetime) -> httpx.Response:
+        date = format_datetime(at, usegmt=True)
+        headers = eas.sign_request(token=created.token or "", body=body, date=date, path=path)
+        return httpx.post(f"{sqlite_server.url}{path}", content=body, headers=headers, timeout=30)
+
+    now = datetime.now(timezone.utc)
+    stale = send_signed(now - timedelta(days=2))  # replayed two days after it was captured
+    assert stale.status_code == 401, stale.text
+    assert "too far from the server's clock" in stale.text
+    fresh = send_signed(now)  # passes the token check (the service runs no instance)
+    assert fresh.status_code != 401, fresh.text
