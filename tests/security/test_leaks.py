@@ -212,21 +212,26 @@ def test_control_plane_answers_408_to_a_trickled_body(tmp_path: Path) -> None:
             assert "slow_project" not in [p.name for p in admin.list_projects()]
 
 
-def test_model_server_answers_408_to_a_trickled_body(tmp_path: Path) -> None:
+def echo_options(tmp_path: Path, limits: ServeLimits | None = None) -> ServeOptions:
+    """A model server whose python processor answers the request body."""
     code = tmp_path / "echo"
     code.mkdir()
     (code / "app.py").write_text(
         "import allspark\n\n\nclass Echo(allspark.BaseProcessor):\n"
         "    def process(self, data):\n        return data, 200\n"
     )
-    options = ServeOptions(
+    return ServeOptions(
         uri=str(code),
         cache_dir=tmp_path / "cache",
         name="echo",
         poll_interval_s=0,
         processor=ProcessorOptions(name="python", path=str(code), entry="app.py"),
-        limits=ServeLimits(body_timeout_s=0.5),
+        limits=limits or ServeLimits(),
     )
+
+
+def test_model_server_answers_408_to_a_trickled_body(tmp_path: Path) -> None:
+    options = echo_options(tmp_path, ServeLimits(body_timeout_s=0.5))
     with live_model_server(build_app(options)) as server:
         head = b"POST /api/predict/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
         answer = trickle(server.url, head, b"x" * 10, wait_s=20)
@@ -337,3 +342,24 @@ def test_stale_eas_signature_is_refused_by_the_gateway(
     assert "too far from the server's clock" in stale.text
     fresh = send_signed(now)  # passes the token check (the service runs no instance)
     assert fresh.status_code != 401, fresh.text
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /api/predict/echo HTTP/1.1\r\nHost: x\r\n"])
+def test_headers_that_do_not_arrive_in_time_close_the_connection(
+    tmp_path: Path, sent: bytes
+) -> None:
+    """A connection that sends nothing, or stops in the middle of its headers (slowloris),
+    is answered 408 and closed after the header timeout, on both servers."""
+    options = echo_options(tmp_path)
+    with (
+        live_server(tmp_path / "home", None, header_timeout_s=0.5) as plane,
+        live_model_server(build_app(options), header_timeout_s=0.5) as instance,
+    ):
+        for url in (plane.url, instance.url):
+            answer = trickle(url, sent, b"", wait_s=20)
+            assert answer.startswith(b"HTTP/1.1 408 "), (url, answer[:200])
+            assert answer.endswith(b"The request headers did not arrive in time.")
+        with instance.client() as http:  # the servers keep serving
+            assert http.post("/api/predict/echo", content=b"ping").content == b"ping"
+        with plane.admin() as admin:
+            assert admin.whoami()["access_id"]

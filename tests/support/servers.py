@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from liqi.asgi.header_timeout import DEFAULT_HEADER_TIMEOUT_S
 from liqi.client import Client
 from liqi.config import ProfileFile, ServerSettings
 from liqi.control.server.runtime import control_plane_runtime, uvicorn_server
@@ -61,6 +62,7 @@ def live_server(
     *,
     cors_origins: tuple[str, ...] = (),
     body_timeout_s: float = 60.0,
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
 ) -> Iterator[LiveServer]:
     settings = ServerSettings(
         home=home,
@@ -71,7 +73,7 @@ def live_server(
         body_timeout_s=body_timeout_s,
     )
     with control_plane_runtime(settings) as runtime:
-        server = uvicorn_server(runtime.app)
+        server = uvicorn_server(runtime.app, header_timeout_s=header_timeout_s)
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [runtime.sock]}, daemon=True
         )

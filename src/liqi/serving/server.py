@@ -30,6 +30,7 @@ import uvicorn
 
 from liqi._logging import configure_logging
 from liqi.asgi.cors import CorsPolicy
+from liqi.asgi.header_timeout import DEFAULT_HEADER_TIMEOUT_S, header_timeout_protocol
 from liqi.asgi.listen import bind_socket, url_of
 from liqi.errors import LiqiError, ModelLoadError
 from liqi.serving.app import ServeLimits, ServingApp
@@ -166,13 +167,17 @@ KEEP_ALIVE_S = 5
 
 
 def uvicorn_server(
-    app: ServingApp, *, drain_timeout_s: float = 30.0, log_level: str = "info"
+    app: ServingApp,
+    *,
+    drain_timeout_s: float = 30.0,
+    log_level: str = "info",
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
 ) -> uvicorn.Server:
     """uvicorn with uvloop and httptools, no access log (ours is at debug level)."""
     config = uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
+        http=header_timeout_protocol(header_timeout_s),
         lifespan="on",
         access_log=False,
         proxy_headers=False,

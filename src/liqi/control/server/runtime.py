@@ -21,6 +21,7 @@ from types import FrameType
 import uvicorn
 
 from liqi._version import __version__
+from liqi.asgi.header_timeout import DEFAULT_HEADER_TIMEOUT_S, header_timeout_protocol
 from liqi.asgi.listen import bind_socket, url_for
 from liqi.asgi.types import ASGIApp
 from liqi.config import ServerSettings, write_private_file
@@ -100,14 +101,16 @@ def control_plane_runtime(settings: ServerSettings) -> Iterator[Runtime]:
 KEEP_ALIVE_S = 5
 
 
-def uvicorn_server(app: ASGIApp) -> uvicorn.Server:
+def uvicorn_server(
+    app: ASGIApp, *, header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+) -> uvicorn.Server:
     """uvicorn with uvloop and httptools (the gateway's hot path). The lifespan runs so the
     gateway closes its connections to instances once the requests in flight are done. No
     proxy-headers rewrite: the gateway appends the peer's address to X-Forwarded-For."""
     config = uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
+        http=header_timeout_protocol(header_timeout_s),
         proxy_headers=False,
         log_config=None,
         access_log=False,
