@@ -56,6 +56,8 @@ class ServerSettings:
     port: int = DEFAULT_PORT
     database_url: str | None = None
     max_body_bytes: int = 16 * 1024 * 1024
+    # How long a client has to send a buffered request body [LIQI_BODY_TIMEOUT_S]: then 408.
+    body_timeout_s: float = 60.0
     # A standby model server (TensorFlow imported) for the next TensorFlow instance, so
     # `create`, `scale` and waking from zero skip the import [LIQI_STANDBY=0 turns it off].
     standby: bool = True
@@ -134,6 +136,7 @@ def load_server_settings(
         standby=environ.get("LIQI_STANDBY", "1").strip().lower() not in ("0", "false", "no"),
         cors_origins=_origins(cors_origins or (environ.get("LIQI_CORS_ORIGINS", ""),)),
         staging_timeout_s=_positive(environ, "LIQI_STAGING_TIMEOUT_S", 600.0),
+        body_timeout_s=_positive(environ, "LIQI_BODY_TIMEOUT_S", 60.0),
         staging_max_mb=int(_positive(environ, "LIQI_STAGING_MAX_MB", 4096)),
         **fetch_settings(environ),
         **log_settings(environ),

@@ -28,6 +28,7 @@ turns that body back into the same class (:func:`error_from_body`).
     │   ├── AlreadyExistsError (already_exists)
     │   └── ServerAlreadyRunningError (server_already_running)
     ├── PayloadTooLargeError (payload_too_large, 413, exit 2)
+    ├── RequestTimeoutError (request_timeout, 408, exit 6): a body not received in time
     ├── OverloadedError (overloaded, 503, exit 6): a model's queue is full; retry later
     ├── DeadlineExceededError (deadline_exceeded, 504, exit 6): a request ran out of time
     ├── ModelLoadError (model_load_failed, 500): a model version could not be loaded
@@ -82,6 +83,7 @@ __all__ = [
     "RangeNotSatisfiableError",
     "RequestExpiredError",
     "RequestReplayedError",
+    "RequestTimeoutError",
     "ServerAlreadyRunningError",
     "ServerStartError",
     "SecretKeyMismatchError",
@@ -243,6 +245,14 @@ class PayloadTooLargeError(LiqiError):
     code = "payload_too_large"
     http_status = 413
     exit_code = 2
+
+
+class RequestTimeoutError(LiqiError):
+    """The client did not send the whole request body in time; the connection is closed."""
+
+    code = "request_timeout"
+    http_status = 408
+    exit_code = 6
 
 
 class OverloadedError(LiqiError):

@@ -5,6 +5,7 @@ with its request signature and with a raw token, on real MNIST test images."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import textwrap
 from pathlib import Path
@@ -64,6 +65,30 @@ def test_eas_prediction_readme_example(
     digits = [int(line) for line in done.stdout.split()]
     assert len(digits) == 40
     assert float((np.array(digits) == labels[:40]).mean()) >= 0.85
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Etc/GMT+12"], ids=["utc+14", "utc-12"])
+def test_eas_prediction_signature_in_local_time_is_fresh(
+    eas_python: str,
+    served_with_token: LiveModelServer,
+    mnist_test: tuple[np.ndarray, np.ndarray],
+    tmp_path: Path,
+    zone: str,
+) -> None:
+    """The SDK writes its machine's local time and labels it GMT: the server's freshness
+    check allows for any time zone."""
+    images, _ = mnist_test
+    values = tmp_path / "images.json"
+    values.write_text(json.dumps(images[:2].tolist()))
+    example = tmp_path / "example.py"
+    example.write_text(README_EXAMPLE)
+    command = [eas_python, str(example), served_with_token.url, TOKEN, "signature", str(values)]
+    environ = {**os.environ, "TZ": zone}
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, check=False, env=environ
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.split()) == 2
 
 
 def test_eas_prediction_wrong_token_is_refused(

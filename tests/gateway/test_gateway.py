@@ -301,14 +301,15 @@ def test_signed_request_over_the_limit_is_413(gw: LiveGateway, probes: list[Any]
 # -- no route, no instance, scale from zero ------------------------------------------------------
 
 
-def test_unknown_service_is_404_listing_the_known(gw: LiveGateway, probes: list[Any]) -> None:
+def test_unknown_service_is_404_naming_no_other(gw: LiveGateway, probes: list[Any]) -> None:
     gw.route("svc", ("a", probes[0][1]))
     gw.route("other", ("a", probes[0][1]))
     answer = gw.http.post("/api/predict/nope", content=b"{}")
     assert answer.status_code == 404
-    assert answer.text == "No service 'nope'. Services: other, svc."
+    message = "No service 'nope'. `liqi eas list` shows the services your key may use."
+    assert answer.text == message
     answer = gw.http.post("/api/predict/nope/v2/models/nope/infer", content=b"{}")
-    assert answer.json() == {"error": "No service 'nope'. Services: other, svc."}
+    assert answer.json() == {"error": message}
     assert gw.table.take_request_counts() == {}
 
 
@@ -617,7 +618,7 @@ def test_client_leaving_before_the_answer(gw: LiveGateway, probes: list[Any]) ->
 def test_control_plane_serves_the_gateway_without_access_keys(sqlite_server: LiveServer) -> None:
     answer = httpx.post(f"{sqlite_server.url}/api/predict/nope", content=b"x", trust_env=False)
     assert answer.status_code == 404
-    assert answer.text.startswith("No service 'nope'. Services: ")
+    assert answer.text.startswith("No service 'nope'.")
     assert httpx.get(f"{sqlite_server.url}/healthz", trust_env=False).status_code == 200
     unsigned = httpx.get(f"{sqlite_server.url}/api/v1/whoami", trust_env=False)
     assert unsigned.status_code == 401  # the API still needs a signed request

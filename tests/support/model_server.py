@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from liqi.asgi.header_timeout import DEFAULT_HEADER_TIMEOUT_S
 from liqi.asgi.listen import url_of
 from liqi.serving.app import ServingApp
 from liqi.serving.server import bind, uvicorn_server
@@ -40,10 +41,12 @@ def wait_ready(url: str, timeout_s: float = 120.0, path: str = "/readyz") -> Non
 
 
 @contextmanager
-def live_model_server(app: ServingApp, *, ready: bool = True) -> Iterator[LiveModelServer]:
+def live_model_server(
+    app: ServingApp, *, ready: bool = True, header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+) -> Iterator[LiveModelServer]:
     sock = bind("127.0.0.1", 0, reuse_port=False)
     url = url_of(sock)
-    server = uvicorn_server(app, drain_timeout_s=5)
+    server = uvicorn_server(app, drain_timeout_s=5, header_timeout_s=header_timeout_s)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from liqi.asgi.header_timeout import DEFAULT_HEADER_TIMEOUT_S
 from liqi.client import Client
 from liqi.config import ProfileFile, ServerSettings
 from liqi.control.server.runtime import control_plane_runtime, uvicorn_server
@@ -63,6 +64,8 @@ def live_server(
     allow_private_urls: tuple[str, ...] = ("*",),
     store_endpoints: tuple[str, ...] = (),
     local_model_roots: tuple[Path, ...] = (),
+    body_timeout_s: float = 60.0,
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
 ) -> Iterator[LiveServer]:
     """A control plane for tests. Its model archives are served from 127.0.0.1, so private
     URLs are allowed unless ``allow_private_urls`` says otherwise (tests/security does)."""
@@ -75,9 +78,10 @@ def live_server(
         allow_private_urls=allow_private_urls,
         store_endpoints=store_endpoints,
         local_model_roots=local_model_roots,
+        body_timeout_s=body_timeout_s,
     )
     with control_plane_runtime(settings) as runtime:
-        server = uvicorn_server(runtime.app)
+        server = uvicorn_server(runtime.app, header_timeout_s=header_timeout_s)
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [runtime.sock]}, daemon=True
         )

@@ -2,13 +2,14 @@
 
 A request carries the service's token in ``Authorization`` as the raw token, ``Bearer
 <token>``, or the EAS SDKs' ``EAS <signature>`` (an HMAC over the body's md5, the content
-type, the date and the path, keyed by the token; :func:`liqi.protocols.eas.check_authorization`).
-Comparisons are constant-time.
+type, the date and the path, keyed by the token; :func:`liqi.protocols.eas.check_authorization`),
+whose date must be fresh. Comparisons are constant-time.
 """
 
 from __future__ import annotations
 
 import hmac
+from datetime import datetime, timezone
 
 from liqi.errors import AuthenticationError
 from liqi.protocols import eas
@@ -30,9 +31,11 @@ def token_accepted(
     content_type: str = "",
     date: str = "",
     body: bytes = b"",
+    now: datetime | None = None,
 ) -> bool:
     """Whether ``authorization`` carries ``token`` in one of the accepted forms. ``body`` is
-    needed only when the header is :func:`signed`."""
+    needed only when the header is :func:`signed`; its ``date`` must be fresh against ``now``
+    (default: the current time), else :class:`~liqi.errors.RequestExpiredError`."""
     value = authorization.strip()
     if not value or not token:
         return False
@@ -47,6 +50,7 @@ def token_accepted(
         content_type=content_type,
         date=date,
         path=path,
+        now=now or datetime.now(timezone.utc),
     )
 
 

@@ -18,6 +18,7 @@ at once (:class:`~liqi.errors.OverloadedError`) when ``max_queue_size`` requests
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -55,11 +56,16 @@ class BatchPolicy:
             if isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 raise InvalidRequestError(f"metadata.rpc.{key}={value!r} must be a number.")
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise InvalidRequestError(
                     f"metadata.rpc.{key}={value!r} must be a number."
                 ) from None
+            if not math.isfinite(number) or abs(number) > 1e9:
+                raise InvalidRequestError(
+                    f"metadata.rpc.{key}={value!r} must be a finite number up to 1e9."
+                )
+            return number
 
         return cls(
             max_batch_size=int(number("max_batch_size", 32)) if enabled else 1,

@@ -215,11 +215,38 @@ def framework_kind(name: str) -> FrameworkKind:
 _ROLE_KEYS = {"count": "count", "cpu": "cpu", "memory": "memory_mb", "gpu": "gpu"}
 
 
+# A -Dcluster is two levels deep ({"worker": {"count": 2}}); deeper nesting is refused before
+# parsing, so that a hostile value cannot exhaust the parser's recursion.
+_MAX_CLUSTER_DEPTH = 8
+
+
 def _cluster_error(value: str, problem: str) -> InvalidRequestError:
     return InvalidRequestError(
-        f"Invalid -Dcluster {value!r}: {problem}. Give a JSON object of ps and worker tasks, "
-        f"for example -Dcluster='{CLUSTER_EXAMPLE}'."
+        f"Invalid -Dcluster {value!r:.200}: {problem}. Give a JSON object of ps and worker "
+        f"tasks, for example -Dcluster='{CLUSTER_EXAMPLE}'."
     )
+
+
+def _nesting(text: str) -> int:
+    """The deepest nesting of JSON arrays and objects in ``text`` (strings skipped)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def _role(value: str, role: str, spec: Any) -> dict[str, int]:
@@ -243,9 +270,13 @@ def _role(value: str, role: str, spec: Any) -> dict[str, int]:
 
 def parse_cluster(value: str) -> ClusterSpec:
     """Parse ``-Dcluster`` JSON: roles ``ps`` (optional) and ``worker`` (count ≥ 1)."""
+    if _nesting(value) > _MAX_CLUSTER_DEPTH:
+        raise _cluster_error(
+            value, f"it nests arrays or objects more than {_MAX_CLUSTER_DEPTH} levels deep"
+        )
     try:
         data = json.loads(value)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise _cluster_error(value, f"it is not JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise _cluster_error(value, "it is not a JSON object")

@@ -9,6 +9,7 @@ Pure: no I/O; paths and URIs are checked for form only.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ from liqi.errors import InvalidRequestError
 SERVICE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\$\{[^}]*\}|<[^>]*>")
 MODEL_SCHEMES = ("oss://", "http://", "https://", "file://", "model:")
+# Every number in the document is at most this (1e9 MB, instances, ms, seconds...): beyond it
+# a value is a typo, and ``int()`` of it or a timer set from it could fail later.
+MAX_NUMBER = 1e9
 
 # Fields liqi reads; the rest of EAS's schema is accepted with a warning.
 _TOP = {
@@ -262,15 +266,25 @@ def _bool(value: Any, where: str) -> bool:
     )
 
 
-def _number(value: Any, where: str, *, minimum: float | None = None) -> float:
+def _number(
+    value: Any, where: str, *, minimum: float | None = None, maximum: float = MAX_NUMBER
+) -> float:
+    """A finite number from ``minimum`` (when given) to ``maximum``: JSON's ``1e400`` reads
+    as infinity and ``NaN`` compares false with everything, so both are refused here."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise InvalidRequestError(f"'{where}' must be a number, received {value!r:.40}.")
     try:
         number = float(value)
     except ValueError:
         raise InvalidRequestError(f"'{where}' must be a number, received {value!r:.40}.") from None
+    if not math.isfinite(number):
+        raise InvalidRequestError(f"'{where}' must be a finite number, received {value!r:.40}.")
     if minimum is not None and number < minimum:
         raise InvalidRequestError(f"'{where}' must be {minimum:g} or more, received {value!r}.")
+    if abs(number) > maximum:
+        raise InvalidRequestError(
+            f"'{where}' is out of range: use at most {maximum:g}, received {value!r:.40}."
+        )
     return number
 
 
@@ -299,7 +313,9 @@ def _autoscaler(value: Any) -> AutoscalerSpec | None:
     elif isinstance(strategies, list):  # [{"metricName": "qps", "threshold": 10}]
         for entry in strategies:
             if isinstance(entry, dict) and entry.get("metricName") == "qps":
-                qps = _number(entry.get("threshold"), "autoscaler.scaleStrategies.threshold")
+                qps = _number(
+                    entry.get("threshold"), "autoscaler.scaleStrategies.threshold", minimum=0
+                )
     else:
         raise InvalidRequestError("'autoscaler.strategies' must be an object like {\"qps\": 10}.")
     behavior = value.get("behavior") or {}

@@ -128,8 +128,10 @@ class Gateway:
         table = self.table
         route = table.get(name)
         if route is None:
-            known = ", ".join(table.names()) or "none"
-            raise NotFoundError(f"No service {name!r}. Services: {known}.")
+            # Unsigned: naming the other services would list every project's to anyone.
+            raise NotFoundError(
+                f"No service {name!r}. `liqi eas list` shows the services your key may use."
+            )
         table.count_request(name)
         forwarded, length, authorization = _forwarded_headers(scope)
         body = RequestBody(receive, route.max_body_bytes, self.retry_body_bytes, length)

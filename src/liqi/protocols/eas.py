@@ -31,13 +31,15 @@ import importlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
-from liqi.errors import InvalidRequestError, LiqiError
+from liqi.errors import InvalidRequestError, LiqiError, RequestExpiredError
 from liqi.protocols import eas_predict_pb2
 from liqi.protocols.tensors import InferenceRequest, TensorSpec
 
@@ -62,6 +64,12 @@ _pb: Any = eas_predict_pb2  # generated and untyped: every use below is wrapped 
 _DecodeError: type[Exception] = importlib.import_module("google.protobuf.message").DecodeError
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+# A signed request's Date may be this far from the server's clock...
+MAX_CLOCK_SKEW_S = 15 * 60.0
+# ...after any time-zone offset: the Python SDK sends local time labelled GMT, and local time
+# runs from 12 hours behind UTC (UTC-12) to 14 hours ahead (UTC+14).
+LOCAL_TIME_BEHIND_S = 12 * 3600.0
+LOCAL_TIME_AHEAD_S = 14 * 3600.0
 """What the EAS SDKs send (and sign) unless told otherwise."""
 
 
@@ -460,6 +468,8 @@ def check_authorization(
     content_type: str,
     date: str,
     path: str,
+    now: datetime,
+    max_skew_s: float = MAX_CLOCK_SKEW_S,
 ) -> bool:
     """Whether ``header`` (the ``Authorization`` value) authorizes this request.
 
@@ -467,9 +477,12 @@ def check_authorization(
     HMAC-SHA1, keyed by the token, of :func:`string_to_sign` over the md5 hex of ``body``
     (as computed here, not as claimed by a ``Content-MD5`` header), ``content_type``,
     ``date`` and ``path`` (``/api/predict/<name>[/<sub-path>]``). The md5 may be written
-    without its leading zeros, as the Java SDK does. The date's freshness is not checked:
-    the Python SDK sends local time labelled GMT. An empty ``token`` authorizes nothing.
+    without its leading zeros, as the Java SDK does. An empty ``token`` authorizes nothing.
     All comparisons are constant-time.
+
+    A signed request's ``date`` must be fresh (:func:`date_is_fresh`, against ``now``):
+    a right signature over a stale or unreadable date raises :class:`RequestExpiredError`,
+    so that a captured request cannot be replayed for ever.
     """
     if not header or not token:
         return False
@@ -490,4 +503,25 @@ def check_authorization(
             path=path,
         )
         signed_ok |= hmac.compare_digest(given, _signature(token, message))
+    if signed_ok and not raw_ok and not date_is_fresh(date, now, max_skew_s):
+        raise RequestExpiredError(
+            f"The request's Date {date!r:.60} is too far from the server's clock "
+            f"({format_datetime(now, usegmt=True)}): a signed request must be sent within "
+            f"{max_skew_s / 60:g} minutes of its Date (in GMT; a Date in the signer's local time "
+            "is accepted too). Check the clock and sign the request again."
+        )
     return raw_ok or signed_ok
+
+
+def date_is_fresh(date: str, now: datetime, max_skew_s: float = MAX_CLOCK_SKEW_S) -> bool:
+    """Whether an RFC 1123 ``date`` is within ``max_skew_s`` of ``now``, allowing the
+    eas-prediction Python SDK's quirk: it writes the machine's local time and labels it GMT,
+    so a date off by a time-zone offset (UTC-12 to UTC+14) is accepted too."""
+    try:
+        sent = parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError):
+        return False
+    if sent.tzinfo is None:
+        sent = sent.replace(tzinfo=timezone.utc)
+    ahead_s = (sent - now).total_seconds()
+    return -LOCAL_TIME_BEHIND_S - max_skew_s <= ahead_s <= LOCAL_TIME_AHEAD_S + max_skew_s

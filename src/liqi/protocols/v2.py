@@ -16,6 +16,7 @@ The codecs are symmetric: the server uses :func:`decode_infer_request` and
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ __all__ = [
 
 _NAMES = {dtype: name for name, dtype in DATATYPES.items() if name != "BYTES"}
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+# No body a server takes holds more elements than this; a larger shape is a mistake (and its
+# element count would overflow numpy's arithmetic).
+MAX_ELEMENTS = 2**40
 
 Verb = Literal["server_metadata", "live", "ready", "model_metadata", "model_ready", "infer"]
 
@@ -305,6 +309,11 @@ def _header(entry: Any, role: str) -> tuple[str, tuple[int, ...], np.dtype[Any]]
         raise InvalidRequestError(
             f"The {role} {name!r} needs 'shape', a list of non-negative integers; "
             f"received {shape!r:.60}."
+        )
+    if any(d > MAX_ELEMENTS for d in shape) or math.prod(shape) > MAX_ELEMENTS:
+        raise InvalidRequestError(
+            f"The {role} {name!r} has shape {shape!r:.80}, more than the {MAX_ELEMENTS} "
+            "elements a request can carry; check the shape."
         )
     datatype = entry.get("datatype")
     if datatype not in DATATYPES:

@@ -3,6 +3,7 @@ numpy arrays and back, for every V2 datatype. Used by :mod:`liqi.protocols.v2`."
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -33,7 +34,7 @@ LENGTH = struct.Struct("<I")
 def from_json(
     data: Any, shape: tuple[int, ...], dtype: np.dtype[Any], datatype: str, name: str
 ) -> np.ndarray:
-    count = int(np.prod(shape))
+    count = math.prod(shape)
     if dtype.kind == "O":
         return bytes_from_json(data, shape, count, name)
     try:
@@ -117,7 +118,7 @@ def bytes_from_json(data: Any, shape: tuple[int, ...], count: int, name: str) ->
 def from_binary(
     chunk: memoryview, shape: tuple[int, ...], dtype: np.dtype[Any], name: str
 ) -> np.ndarray:
-    count = int(np.prod(shape))
+    count = math.prod(shape)
     if dtype.kind == "O":
         return bytes_from_binary(chunk, shape, count, name)
     expected = count * dtype.itemsize

@@ -24,6 +24,7 @@ import orjson
 
 from liqi.asgi.cors import CorsPolicy, with_cors
 from liqi.asgi.http import (
+    DEFAULT_BODY_TIMEOUT_S,
     Request,
     Response,
     error_response,
@@ -50,6 +51,7 @@ EAS_PREFIX = "/api/predict/"
 class ServeLimits:
     max_body_bytes: int = 64 * 2**20
     request_timeout_s: float = 60.0
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S  # to receive a request's body: then 408
 
 
 class ServingApp:
@@ -171,7 +173,10 @@ class ServingApp:
             headers = headers_of(scope)
             body = b""
             if method in ("POST", "PUT"):
-                body = await read_body(headers, receive, self.limits.max_body_bytes)
+                limits = self.limits
+                body = await read_body(
+                    headers, receive, limits.max_body_bytes, limits.body_timeout_s
+                )
             if self.token is not None:
                 self._authorize(Request(method, scope["path"], headers, body))
             request = Request(method, path, headers, body)

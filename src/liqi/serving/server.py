@@ -30,6 +30,7 @@ import uvicorn
 
 from liqi._logging import configure_logging
 from liqi.asgi.cors import CorsPolicy
+from liqi.asgi.header_timeout import DEFAULT_HEADER_TIMEOUT_S, header_timeout_protocol
 from liqi.asgi.listen import bind_socket, url_of
 from liqi.errors import LiqiError, ModelLoadError
 from liqi.serving.app import ServeLimits, ServingApp
@@ -161,20 +162,29 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+# An idle keep-alive connection is closed after this long (uvicorn's timeout_keep_alive).
+KEEP_ALIVE_S = 5
+
+
 def uvicorn_server(
-    app: ServingApp, *, drain_timeout_s: float = 30.0, log_level: str = "info"
+    app: ServingApp,
+    *,
+    drain_timeout_s: float = 30.0,
+    log_level: str = "info",
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
 ) -> uvicorn.Server:
     """uvicorn with uvloop and httptools, no access log (ours is at debug level)."""
     config = uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
+        http=header_timeout_protocol(header_timeout_s),
         lifespan="on",
         access_log=False,
         proxy_headers=False,
         log_config=None,
         log_level=log_level,
         timeout_graceful_shutdown=int(max(1, drain_timeout_s)),
+        timeout_keep_alive=KEEP_ALIVE_S,
         backlog=2048,
     )
     return _Server(config)

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import itertools
 import re
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from liqi.errors import InvalidRequestError, LiqiError
+from liqi.errors import InvalidRequestError, LiqiError, RequestExpiredError
 from liqi.protocols import eas, eas_predict_pb2
 from liqi.protocols.tensors import TensorSpec
 
@@ -35,6 +36,7 @@ SHAPES = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)
 TOKEN = "YTg2ZjE0ZjM4ZmE3OTc0NzYxZDMwNjBiMTQ3MmU5NTUwMTM1NDVmNA=="
 PATH = "/api/predict/mnist_saved_model_example"
 DATE = "Mon, 02 Jan 2006 15:04:05 GMT"
+SIGNED_AT = datetime(2006, 1, 2, 15, 4, 5, tzinfo=timezone.utc)
 CONTENT_TYPE = "application/octet-stream"
 NOT_A_REQUEST = re.escape("not a valid tensorflow.eas.PredictRequest")
 
@@ -386,6 +388,7 @@ def _check(header: str | None, **changes: Any) -> bool:
         "content_type": CONTENT_TYPE,
         "date": DATE,
         "path": PATH,
+        "now": SIGNED_AT,
     }
     request.update(changes)
     return eas.check_authorization(header, **request)
@@ -462,3 +465,42 @@ def test_wrong_or_missing_credentials_are_rejected(header: str | None) -> None:
 def test_empty_token_authorizes_nothing() -> None:
     assert not _check("", token="")
     assert not _check(_sdk_authorization("", _good_body()), token="")
+
+
+@pytest.mark.parametrize(
+    ("server_minus_date", "fresh"),
+    [
+        (timedelta(0), True),
+        (timedelta(minutes=14), True),
+        (timedelta(minutes=-14), True),
+        (timedelta(hours=8), True),  # a date 8 h behind: the local time of UTC-8...
+        (timedelta(hours=-8), True),  # ...or 8 h ahead: the local time of UTC+8
+        (timedelta(hours=12, minutes=14), True),
+        (timedelta(hours=-14, minutes=-14), True),
+        (timedelta(hours=12, minutes=16), False),
+        (timedelta(hours=-14, minutes=-16), False),
+        (timedelta(days=2), False),
+        (timedelta(days=-2), False),
+    ],
+)
+def test_signed_date_must_be_fresh(server_minus_date: timedelta, fresh: bool) -> None:
+    header = _sdk_authorization(TOKEN, _good_body())
+    now = SIGNED_AT + server_minus_date
+    if fresh:
+        assert _check(header, now=now)
+    else:
+        with pytest.raises(RequestExpiredError) as caught:
+            _check(header, now=now)
+        assert DATE in caught.value.message
+
+
+def test_unreadable_date_of_a_signed_request_is_refused() -> None:
+    body = _good_body()
+    for date in ("", "yesterday", "Mon, 99 Foo 2006 15:04:05 GMT"):
+        header = eas.sign_request(token=TOKEN, body=body, date=date, path=PATH)["Authorization"]
+        with pytest.raises(RequestExpiredError):
+            _check(header, body=body, date=date)
+
+
+def test_raw_token_needs_no_date() -> None:
+    assert _check(TOKEN, date="", now=SIGNED_AT + timedelta(days=30))

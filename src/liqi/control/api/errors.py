@@ -10,13 +10,15 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from liqi.errors import ConflictError, InvalidRequestError, LiqiError
+from liqi.errors import ConflictError, InvalidRequestError, LiqiError, RequestTimeoutError
 
 logger = logging.getLogger(__name__)
 
 
 def error_response(exc: LiqiError) -> JSONResponse:
-    return JSONResponse(exc.to_body(), status_code=exc.http_status)
+    # A 408 leaves the rest of the body unread: the connection cannot serve another request.
+    headers = {"connection": "close"} if isinstance(exc, RequestTimeoutError) else None
+    return JSONResponse(exc.to_body(), status_code=exc.http_status, headers=headers)
 
 
 def describe_validation(exc: RequestValidationError) -> str:

@@ -1,8 +1,11 @@
 """The control plane's authentication middleware: every ``/api/`` request is checked by the
 :class:`~liqi.control.identity.auth.Authenticator` before any route runs.
 
-The whole body is read (bounded by ``max_body_bytes``) before the app sees the request, so a
-request is authenticated before its body is parsed, and its hash is checked against the signed
+What the headers alone can show is checked before any body is read (the signature headers are
+there and well formed, the date is fresh, the access key is active), so nothing of a request
+from a stranger is buffered. Then the whole body is read (bounded by ``max_body_bytes``, and
+by ``body_timeout_s``: 408) before the app sees the request, so a request is authenticated
+before its body is parsed, and its hash is checked against the signed
 ``X-Liqi-Content-SHA256``. The principal is put in ``scope["liqi.principal"]``.
 
 Uploads (routes matching ``streamed``) are not buffered: the headers are authenticated first,
@@ -19,6 +22,7 @@ import re
 import anyio.to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from liqi.asgi.http import DEFAULT_BODY_TIMEOUT_S, body_timeout
 from liqi.control.api.errors import error_response
 from liqi.control.identity.auth import (
     BODY_CHECK_SCOPE_KEY,
@@ -42,12 +46,14 @@ class AuthMiddleware:
         authenticator: Authenticator,
         prefix: str,
         max_body_bytes: int,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
         streamed: re.Pattern[str] | None = None,
     ) -> None:
         self.app = app
         self.authenticator = authenticator
         self.prefix = prefix
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -60,10 +66,16 @@ class AuthMiddleware:
             and self.streamed.match(scope["path"])
         )
         try:
-            body = None if is_streamed else await self._read_body(scope, receive)
             headers = {
                 k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
             }
+            body = None
+            if not is_streamed:
+                if _has_body(headers):  # nothing of an unauthenticated body is buffered
+                    await anyio.to_thread.run_sync(
+                        lambda: self.authenticator.check_headers(headers)
+                    )
+                body = await self._read_body(scope, receive)
             raw_path = scope.get("raw_path") or scope["path"].encode()
             principal = await anyio.to_thread.run_sync(
                 lambda: self.authenticator.authenticate(
@@ -120,18 +132,24 @@ class AuthMiddleware:
                 )
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise PayloadTooLargeError(
-                    f"Request body is over the limit of {self.max_body_bytes} bytes for "
-                    "control-plane requests."
-                )
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        with body_timeout(self.body_timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    break
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise PayloadTooLargeError(
+                        f"Request body is over the limit of {self.max_body_bytes} bytes for "
+                        "control-plane requests."
+                    )
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
         return b"".join(chunks)
+
+
+def _has_body(headers: dict[str, str]) -> bool:
+    length = headers.get("content-length", "")
+    return "transfer-encoding" in headers or (length != "0" and length != "")

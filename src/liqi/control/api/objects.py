@@ -25,6 +25,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
 from liqi.control.api.deps import DB, PlaneDep, Who
+from liqi.control.identity import accounts
 from liqi.control.identity.accounts import Principal
 from liqi.control.identity.auth import BODY_CHECK_SCOPE_KEY, BodyCheck
 from liqi.control.server.plane import ControlPlane
@@ -299,9 +300,13 @@ def _copy_one(src: Store, src_key: str, dst: Store, dst_key: str, same: bool) ->
 # -- presigned URLs ---------------------------------------------------------------------------
 
 
-def _presign_signature(p: ControlPlane, method: str, bucket: str, key: str, expires: int) -> str:
+def _presign_signature(
+    p: ControlPlane, method: str, bucket: str, key: str, expires: int, access_id: str
+) -> str:
+    """The URL's signature; it covers the access id of the key that asked for the URL, which
+    must still be active (and still allowed) whenever the URL is used."""
     secret = p.box.derive_key("presigned-url")
-    text = f"{method}\n{bucket}\n{key}\n{expires}".encode()
+    text = f"{method}\n{bucket}\n{key}\n{expires}\n{access_id}".encode()
     return hmac.new(secret, text, hashlib.sha256).hexdigest()
 
 
@@ -316,17 +321,24 @@ def sign_url(
     external = store.presign(body.key, method=body.method, expires_s=body.expires_s)
     if external:
         return SignOut(url=external, method=body.method, expires_at=expires_at)
-    sig = _presign_signature(p, body.method, bucket, body.key, expires)
+    sig = _presign_signature(p, body.method, bucket, body.key, expires, who.access_id)
     base = str(request.base_url).rstrip("/")
-    url = f"{base}/presigned/{bucket}/{quote(body.key)}?expires={expires}&signature={sig}"
+    query = f"expires={expires}&access_id={who.access_id}&signature={sig}"
+    url = f"{base}/presigned/{bucket}/{quote(body.key)}?{query}"
     return SignOut(url=url, method=body.method, expires_at=expires_at)
 
 
 def _check_presigned(
-    p: ControlPlane, method: str, bucket: str, key: str, expires: int, signature: str
+    p: ControlPlane,
+    method: str,
+    bucket: str,
+    key: str,
+    expires: int,
+    access_id: str,
+    signature: str,
 ) -> Store:
     check_key(key, allow_folder=False)
-    expected = _presign_signature(p, method, bucket, key, expires)
+    expected = _presign_signature(p, method, bucket, key, expires, access_id)
     if not hmac.compare_digest(expected, signature):
         raise AuthenticationError("This presigned URL is not valid for this object and method.")
     if expires < time.time():
@@ -334,25 +346,36 @@ def _check_presigned(
             "This presigned URL has expired; ask for a new one with `liqi oss sign`."
         )
     with p.sessions() as session:
-        return p.stores.store_for(buckets.get_bucket(session, bucket))
+        signer = accounts.find_active_key(session, access_id)
+        if signer is None:
+            raise AuthenticationError(
+                f"The access key {access_id} that signed this presigned URL was revoked; ask "
+                "for a new one with `liqi oss sign`."
+            )
+        found = buckets.get_bucket(session, bucket)
+        # The URL allows no more than its signer may still do.
+        buckets.check_access(
+            session, accounts.load_principal(session, signer), found, write=method == "PUT"
+        )
+        return p.stores.store_for(found)
 
 
 @presigned_router.get("/presigned/{bucket}/{key:path}")
 def presigned_get(
-    bucket: str, key: str, expires: int, signature: str, request: Request
+    bucket: str, key: str, expires: int, signature: str, request: Request, access_id: str = ""
 ) -> Response:
     p: ControlPlane = request.app.state.plane
-    store = _check_presigned(p, "GET", bucket, key, expires, signature)
+    store = _check_presigned(p, "GET", bucket, key, expires, access_id, signature)
     return _download(store, key, request.headers.get("range"))
 
 
 @presigned_router.put("/presigned/{bucket}/{key:path}")
 async def presigned_put(
-    bucket: str, key: str, expires: int, signature: str, request: Request
+    bucket: str, key: str, expires: int, signature: str, request: Request, access_id: str = ""
 ) -> ObjectOut:
     p: ControlPlane = request.app.state.plane
     store = await anyio.to_thread.run_sync(
-        lambda: _check_presigned(p, "PUT", bucket, key, expires, signature)
+        lambda: _check_presigned(p, "PUT", bucket, key, expires, access_id, signature)
     )
     content_type = request.headers.get("content-type")
     info = await anyio.to_thread.run_sync(

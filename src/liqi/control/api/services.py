@@ -298,7 +298,8 @@ def service_logs(
     rows = catalog.instances_of(session, service)
     if instance is None:
         chosen = rows[-1].id if rows else _newest_dir(p, service.name)
-    elif instance in {r.id for r in rows} or (p.services_dir / service.name / instance).is_dir():
+    elif instance in {r.id for r in rows} or instance in _instance_dirs(p, service.name):
+        # Looked up, never joined as given: a path would read another folder's instance.log.
         chosen = instance
     else:
         raise NotFoundError(
@@ -317,6 +318,12 @@ def service_logs(
         offset=piece.offset - (len(piece.data) - len(data)),
         final=not live and len(data) < LOG_CHUNK_MAX - 3,
     )
+
+
+def _instance_dirs(p: ControlPlane, name: str) -> set[str]:
+    """The names of the service's instance folders (an instance's log outlives its row)."""
+    folder = p.services_dir / name
+    return {d.name for d in folder.iterdir() if d.is_dir()} if folder.is_dir() else set()
 
 
 def _newest_dir(p: ControlPlane, name: str) -> str | None:

@@ -52,6 +52,15 @@ class Authenticator:
         # Nonces outlive the freshness window on both sides of the clock.
         self._nonces = NonceCache(window_s=2 * signing.MAX_CLOCK_SKEW_S + 60)
 
+    def check_headers(self, headers: dict[str, str]) -> None:
+        """What can be checked before the body is read: the signature headers are present and
+        well formed, the date is within the clock window, the access key exists and is
+        active. A request that fails here is refused before its body is received."""
+        parsed, _, _, _ = self._parse(headers)
+        with self._sessions() as session:
+            if _usable(accounts.find_active_key(session, parsed.access_id), self._clock()) is None:
+                raise _unknown_key(parsed.access_id)
+
     def authenticate(
         self,
         *,
@@ -62,6 +71,44 @@ class Authenticator:
         body: bytes | None,
     ) -> accounts.Principal:
         """Check the signature; ``body`` None means the caller checks the body hash later."""
+        parsed, date_text, nonce, claimed_hash = self._parse(headers)
+        now = self._clock()
+        if body is not None and hashlib.sha256(body).hexdigest() != claimed_hash:
+            raise SignatureMismatchError(
+                f"The body does not match its {signing.CONTENT_HASH_HEADER} header: it was "
+                "changed after signing."
+            )
+        with self._sessions.begin() as session:
+            key = _usable(accounts.find_active_key(session, parsed.access_id), now)
+            if key is None:
+                raise _unknown_key(parsed.access_id)
+            text = signing.string_to_sign(
+                method=method,
+                path=path,
+                raw_query=raw_query,
+                content_sha256=claimed_hash,
+                date=date_text,
+                nonce=nonce,
+            )
+            expected = signing.signature(self._box.decrypt(key.secret_ciphertext), text)
+            if not signing.signatures_match(expected, parsed.signature):
+                raise SignatureMismatchError(
+                    f"Signature mismatch for access id {parsed.access_id!r}: the access key "
+                    "secret is wrong, or the request was changed after signing. Check "
+                    "access_key in your profile (`liqi config show`)."
+                )
+            if not self._nonces.remember(f"{parsed.access_id}:{nonce}", self._monotonic()):
+                raise RequestReplayedError(
+                    "This signed request was already received once; sign each request anew."
+                )
+            _check_scope(session, key, method, path, raw_query)
+            if key.last_used_at is None or now - key.last_used_at > LAST_USED_GRANULARITY:
+                key.last_used_at = now
+            return accounts.load_principal(session, key)
+
+    def _parse(self, headers: dict[str, str]) -> tuple[signing.ParsedAuthorization, str, str, str]:
+        """Checks 2 to 6 of docs/auth.md: the parsed Authorization header, the date text, the
+        nonce and the claimed body hash."""
         header = headers.get("authorization")
         if not header:
             raise AuthenticationError(
@@ -96,52 +143,29 @@ class Authenticator:
                 f"{signing.format_date(now)}; requests more than 15 minutes away are refused. "
                 "Check this machine's clock and send a newly signed request."
             )
-        if body is not None and hashlib.sha256(body).hexdigest() != claimed_hash:
-            raise SignatureMismatchError(
-                f"The body does not match its {signing.CONTENT_HASH_HEADER} header: it was "
-                "changed after signing."
-            )
-        with self._sessions.begin() as session:
-            key = accounts.find_active_key(session, parsed.access_id)
-            if key is not None and key.expires_at is not None and key.expires_at <= now:
-                key = None  # an expired workload key: refused like a revoked one
-            if key is None:
-                raise AuthenticationError(
-                    f"Unknown or revoked access id {parsed.access_id!r}. Check access_id in your "
-                    "profile (`liqi config show`) or ask an admin for a key."
-                )
-            text = signing.string_to_sign(
-                method=method,
-                path=path,
-                raw_query=raw_query,
-                content_sha256=claimed_hash,
-                date=date_text,
-                nonce=nonce,
-            )
-            expected = signing.signature(self._box.decrypt(key.secret_ciphertext), text)
-            if not signing.signatures_match(expected, parsed.signature):
-                raise SignatureMismatchError(
-                    f"Signature mismatch for access id {parsed.access_id!r}: the access key "
-                    "secret is wrong, or the request was changed after signing. Check "
-                    "access_key in your profile (`liqi config show`)."
-                )
-            if not self._nonces.remember(f"{parsed.access_id}:{nonce}", self._monotonic()):
-                raise RequestReplayedError(
-                    "This signed request was already received once; sign each request anew."
-                )
-            _check_scope(session, key, method, path, raw_query)
-            if key.last_used_at is None or now - key.last_used_at > LAST_USED_GRANULARITY:
-                key.last_used_at = now
-            return accounts.load_principal(session, key)
+        return parsed, date_text, nonce, claimed_hash
+
+
+def _unknown_key(access_id: str) -> AuthenticationError:
+    return AuthenticationError(
+        f"Unknown or revoked access id {access_id!r}. Check access_id in your profile "
+        "(`liqi config show`) or ask an admin for a key."
+    )
+
+
+def _usable(key: AccessKey | None, now: datetime) -> AccessKey | None:
+    """The key, unless it is an expired workload key (refused like a revoked one)."""
+    if key is not None and key.expires_at is not None and key.expires_at <= now:
+        return None
+    return key
 
 
 def _check_scope(session: Session, key: AccessKey, method: str, path: str, query: str) -> None:
     """A workload key may only make the requests its scope allows."""
     if key.scope_json is None:
         return
-    if not workload_keys.allows(
-        session, WorkloadScope.from_json(key.scope_json), method, path, query
-    ):
+    scope = WorkloadScope.from_json(key.scope_json)
+    if not workload_keys.allows(session, scope, method, path, query):
         raise PermissionDeniedError(
             f"Access id {key.access_id!r} is a workload key: it may only read the model of the "
             "service instance it was made for."

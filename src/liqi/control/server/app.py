@@ -50,6 +50,7 @@ def build_api(plane: ControlPlane) -> FastAPI:
         authenticator=plane.authenticator,
         prefix="/api/",
         max_body_bytes=plane.settings.max_body_bytes,
+        body_timeout_s=plane.settings.body_timeout_s,
         streamed=STREAMED_PATHS,
     )
     return app

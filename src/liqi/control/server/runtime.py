@@ -21,6 +21,7 @@ from types import FrameType
 import uvicorn
 
 from liqi._version import __version__
+from liqi.asgi.header_timeout import DEFAULT_HEADER_TIMEOUT_S, header_timeout_protocol
 from liqi.asgi.listen import bind_socket, url_for
 from liqi.asgi.types import ASGIApp
 from liqi.config import ServerSettings, write_private_file
@@ -96,18 +97,25 @@ def control_plane_runtime(settings: ServerSettings) -> Iterator[Runtime]:
             logger.info("control plane stopped")
 
 
-def uvicorn_server(app: ASGIApp) -> uvicorn.Server:
+# An idle keep-alive connection is closed after this long (uvicorn's timeout_keep_alive).
+KEEP_ALIVE_S = 5
+
+
+def uvicorn_server(
+    app: ASGIApp, *, header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+) -> uvicorn.Server:
     """uvicorn with uvloop and httptools (the gateway's hot path). The lifespan runs so the
     gateway closes its connections to instances once the requests in flight are done. No
     proxy-headers rewrite: the gateway appends the peer's address to X-Forwarded-For."""
     config = uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
+        http=header_timeout_protocol(header_timeout_s),
         proxy_headers=False,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,
+        timeout_keep_alive=KEEP_ALIVE_S,
         lifespan="on",
     )
     return uvicorn.Server(config)

@@ -2,8 +2,9 @@
 
 A key may read (write) a bucket when it has a role in the bucket's project, or in a project the
 bucket is granted to for reading (writing). Managing the bucket (``rb``, grants) needs the
-admin role in its project. Refusals name the exact ``liqi oss grant`` command that would allow
-the access (the seed's RoleArn step).
+admin role in its project. A bucket a key has neither a role in nor a grant to answers exactly
+like a missing one (404); a refusal for a bucket the key can see names the exact
+``liqi oss grant`` command that would allow the access (the seed's RoleArn step).
 """
 
 from __future__ import annotations
@@ -54,10 +55,16 @@ def get_bucket(session: Session, name: str) -> Bucket:
         select(Bucket).where(Bucket.name == name).options(selectinload(Bucket.grants))
     ).first()
     if bucket is None:
-        raise BucketNotFoundError(
-            f"Bucket {name!r} does not exist. Create it with `liqi oss mb oss://{name}`."
-        )
+        raise _not_found(name)
     return bucket
+
+
+def _not_found(name: str) -> BucketNotFoundError:
+    """The answer for a missing bucket, and for one the caller has no access to at all: the
+    same status and text, so that a key cannot probe for other projects' buckets."""
+    return BucketNotFoundError(
+        f"Bucket {name!r} does not exist. Create it with `liqi oss mb oss://{name}`."
+    )
 
 
 def project_names(session: Session, ids: list[int]) -> dict[int, str]:
@@ -68,8 +75,11 @@ def project_names(session: Session, ids: list[int]) -> dict[int, str]:
 def check_access(
     session: Session, who: Principal, bucket: Bucket, *, write: bool = False, manage: bool = False
 ) -> None:
-    """Raise PermissionDeniedError unless ``who`` may read (write, manage) ``bucket``."""
+    """Raise PermissionDeniedError unless ``who`` may read (write, manage) ``bucket``; a
+    bucket ``who`` has neither a role in nor a grant to answers as if it did not exist."""
     role = who.role_in(bucket.project_id)
+    if role is None and not any(grant.project_id in who.roles for grant in bucket.grants):
+        raise _not_found(bucket.name)
     if manage:
         if role is Role.ADMIN:
             return
