@@ -123,7 +123,8 @@ def test_start_ready_adopt_and_stop(
     started.append((handle, spec))
     assert handle.backend == "local"
     assert backend.status(handle, spec).phase is InstancePhase.STARTING
-    assert InstanceSpec.from_json((Path(spec.dir) / "spec.json").read_text()) == spec
+    assert InstanceSpec.from_json((Path(spec.dir) / "spec.json").read_text()) == spec.redacted()
+    assert "s3cret" not in (Path(spec.dir) / "spec.json").read_text()  # no secret at rest
     ready = wait_phase(backend, handle, spec, InstancePhase.READY)
     assert ready.url is not None
     assert ready.rss_mb is not None
