@@ -7,7 +7,7 @@ environment built from an allow-list, inside a cgroup that holds its memory, pid
 limits and is killed as a whole when the workload ends. :class:`SandboxedProcess` is the seam.
 """
 
-from liqi.sandbox.detect import sandbox_available
+from liqi.sandbox.detect import choose_isolation, sandbox_available
 from liqi.sandbox.policy import SandboxPolicy
 from liqi.sandbox.process import SandboxedProcess, safe_env
 from liqi.sandbox.users import workload_user, workload_user_name
@@ -15,6 +15,7 @@ from liqi.sandbox.users import workload_user, workload_user_name
 __all__ = [
     "SandboxPolicy",
     "SandboxedProcess",
+    "choose_isolation",
     "safe_env",
     "sandbox_available",
     "workload_user",

@@ -151,6 +151,14 @@ class Cgroup:
             with contextlib.suppress(OSError):
                 folder.parent.rmdir()  # the shared base, when no other workload is in it
 
+    def peak_memory_bytes(self) -> int:
+        """The most memory the workload used at once (0 when the kernel does not say)."""
+        if self.layout.version == 2:
+            text = _read(self.dirs[""] / "memory.peak")
+        else:
+            text = _read(self.dirs["memory"] / "memory.max_usage_in_bytes")
+        return int(text) if text and text.strip().isdigit() else 0
+
     def limit_reason(self) -> str | None:
         """Why the kernel stopped the workload: its memory or its process limit, or None."""
         if self.layout.version == 2:

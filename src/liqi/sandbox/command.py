@@ -80,7 +80,7 @@ def bwrap_argv(
         host = Path("/") / link
         if host.is_symlink():
             cmd += ["--symlink", os.readlink(host), str(host)]
-    cmd += ["--proc", "/proc", "--dev", "/dev"]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm"]
     cmd += ["--perms", "1777", "--size", str(policy.tmp_mb * MB), "--tmpfs", "/tmp"]
     cmd += ["--perms", "0755", "--dir", "/etc"]
     readable = _existing(["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"])

@@ -10,6 +10,7 @@ import sys
 import uuid
 from pathlib import Path
 
+from liqi.errors import ConfigError
 from liqi.sandbox.cgroups import Cgroup, detect_layout
 from liqi.sandbox.command import bwrap_argv
 from liqi.sandbox.policy import SandboxPolicy
@@ -49,3 +50,28 @@ def sandbox_available() -> tuple[bool, str]:
         detail = (done.stderr.strip() or f"exit code {done.returncode}")[-300:]
         return False, f"bwrap cannot run a sandboxed Python here: {detail}"
     return True, ""
+
+
+def choose_isolation(requested: str | None) -> tuple[str, str]:
+    """("sandbox" | "none", a warning or ""): the isolation to run with.
+
+    None (not set) means the sandbox where this machine can have one, else "none" with a
+    warning that says why.
+
+    Raises:
+        ConfigError: "sandbox" was asked for and this machine cannot sandbox.
+    """
+    if requested == "none":
+        return "none", "isolation is 'none': user code runs as the server's own user, unconfined"
+    ok, reason = sandbox_available()
+    if ok:
+        return "sandbox", ""
+    if requested == "sandbox":
+        raise ConfigError(
+            f"Isolation 'sandbox' is not available here: {reason}. Fix that, or run with "
+            "--isolation none (LIQI_ISOLATION=none) on a machine only trusted users use."
+        )
+    return "none", (
+        f"no sandbox on this machine ({reason}): user code runs as the server's own user, "
+        "unconfined; set LIQI_ISOLATION=none to say that is intended"
+    )

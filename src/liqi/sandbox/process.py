@@ -75,6 +75,9 @@ class SandboxedProcess:
     def limit_reason(self) -> str | None:
         return self.cgroup.limit_reason()
 
+    def peak_memory_bytes(self) -> int:
+        return self.cgroup.peak_memory_bytes()
+
     def close(self) -> None:
         """Kill what is left and remove the cgroup."""
         self.cgroup.remove()
