@@ -47,6 +47,10 @@ def default_home(environ: Mapping[str, str]) -> Path:
     return Path(home).expanduser() if home else Path.home() / ".liqi"
 
 
+#: How the processes that run user code are confined (ServerSettings.isolation).
+ISOLATIONS = ("sandbox", "none")
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """Everything ``liqi server run`` needs. Build with :func:`load_server_settings`."""
@@ -65,6 +69,9 @@ class ServerSettings:
     # processor, a warm-up file) [LIQI_STAGING_TIMEOUT_S, LIQI_STAGING_MAX_MB].
     staging_timeout_s: float = 600.0
     staging_max_mb: int = 4096
+    # "sandbox": job tasks run in liqi.sandbox; "none": as the server's user. None: sandbox
+    # where this machine can (see liqi.sandbox.choose_isolation) [LIQI_ISOLATION, --isolation].
+    isolation: str | None = None
     # server.log and each instance.log rotate at this size, keeping this many old files.
     log_max_mb: float = DEFAULT_MAX_MB
     log_backups: int = DEFAULT_BACKUPS
@@ -105,8 +112,15 @@ def load_server_settings(
     host: str | None = None,
     port: int | None = None,
     cors_origins: tuple[str, ...] = (),
+    isolation: str | None = None,
 ) -> ServerSettings:
     """Server settings from flags (the keyword arguments) over ``LIQI_*`` variables."""
+    chosen_isolation = isolation or environ.get("LIQI_ISOLATION", "").strip().lower() or None
+    if chosen_isolation not in (None, *ISOLATIONS):
+        raise ConfigError(
+            f"Isolation {chosen_isolation!r} is not one of {', '.join(ISOLATIONS)} "
+            "(--isolation or LIQI_ISOLATION; unset: sandbox where available)."
+        )
     port_text = environ.get("LIQI_PORT")
     env_port: int | None = None
     if port_text:
@@ -127,6 +141,7 @@ def load_server_settings(
         cors_origins=_origins(cors_origins or (environ.get("LIQI_CORS_ORIGINS", ""),)),
         staging_timeout_s=_positive(environ, "LIQI_STAGING_TIMEOUT_S", 600.0),
         staging_max_mb=int(_positive(environ, "LIQI_STAGING_MAX_MB", 4096)),
+        isolation=chosen_isolation,
         **log_settings(environ),
     )
 
