@@ -23,6 +23,7 @@ from liqi.sandbox import (
     sandbox_available,
     workload_user,
 )
+from liqi.sandbox.cgroups import Cgroup, detect_layout, sweep_stale
 
 PROJECT = "sbxtest"
 
@@ -313,3 +314,14 @@ def test_the_cgroup_is_removed_on_close(home: Path, user: tuple[int, int] | None
     proc.close()
     assert proc.poll() is not None
     assert not any(folder.exists() for folder in proc.cgroup.dirs.values())
+
+
+def test_empty_cgroups_left_by_a_killed_supervisor_are_swept() -> None:
+    layout = detect_layout()
+    assert not isinstance(layout, str), layout
+    left = Cgroup(layout, "left-behind-by-a-kill")
+    left.create(memory_mb=64, pids_max=8, cpu=None)
+    assert all(folder.is_dir() for folder in left.dirs.values())
+    assert sweep_stale(layout, min_age_s=3600) == 0  # too young: its process may be joining
+    assert sweep_stale(layout, min_age_s=0) >= len(left.dirs)
+    assert not any(folder.exists() for folder in left.dirs.values())

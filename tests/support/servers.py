@@ -56,10 +56,19 @@ def wait_healthy(url: str, timeout_s: float = 30.0) -> None:
 
 @contextmanager
 def live_server(
-    home: Path, database_url: str | None, *, cors_origins: tuple[str, ...] = ()
+    home: Path,
+    database_url: str | None,
+    *,
+    cors_origins: tuple[str, ...] = (),
+    isolation: str | None = None,
 ) -> Iterator[LiveServer]:
     settings = ServerSettings(
-        home=home, host="127.0.0.1", port=0, database_url=database_url, cors_origins=cors_origins
+        home=home,
+        host="127.0.0.1",
+        port=0,
+        database_url=database_url,
+        cors_origins=cors_origins,
+        isolation=isolation,
     )
     with control_plane_runtime(settings) as runtime:
         server = uvicorn_server(runtime.app)

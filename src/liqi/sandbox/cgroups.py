@@ -183,6 +183,32 @@ class Cgroup:
         return None
 
 
+def sweep_stale(layout: Layout | None = None, min_age_s: float = 5.0) -> int:
+    """Remove workload cgroups left empty by a supervisor that was killed before it could
+    (a cgroup with a process in it cannot be removed, so a running workload's stays); the
+    young ones are skipped: their process may be about to join. Returns how many went."""
+    found = layout or detect_layout()
+    if isinstance(found, str):
+        return 0
+    removed = 0
+    now = time.time()
+    for base in found.bases.values():
+        try:
+            children = [p for p in base.iterdir() if p.is_dir()]
+        except OSError:
+            continue
+        for child in children:
+            try:
+                members = _read(child / "cgroup.procs")
+                if members is None or members.strip() or now - child.stat().st_mtime < min_age_s:
+                    continue
+                child.rmdir()
+                removed += 1
+            except OSError:
+                continue
+    return removed
+
+
 def _own_cgroups() -> dict[str, str]:
     """controller -> this process's cgroup path ('' for the unified hierarchy)."""
     found: dict[str, str] = {}

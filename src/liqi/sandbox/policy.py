@@ -24,7 +24,7 @@ class SandboxPolicy:
     readable: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     memory_mb: int | None = None
-    pids_max: int | None = 512
+    pids_max: int | None = 2048  # threads count too (TensorFlow starts many)
     cpu: float | None = None
     tmp_mb: int = 256
 

@@ -31,6 +31,7 @@ import psutil
 
 from liqi.backends.jobs import LaunchPlan, TaskResult, TaskSpec
 from liqi.sandbox import SandboxedProcess, SandboxPolicy
+from liqi.sandbox.cgroups import sweep_stale
 
 TICK_S = 0.1
 MB = 1024 * 1024
@@ -159,6 +160,8 @@ class Supervisor:
                 sandboxed.close()
             except Exception as exc:  # the result must still be written
                 sys.stderr.write(f"cannot close the sandbox of task {name}: {exc!r}\n")
+        if self.sandboxes:
+            sweep_stale()  # those of jobs whose supervisor was killed
 
     def run(self) -> TaskResult:
         self.start()

@@ -27,6 +27,7 @@ from liqi.control.ticker import Ticker
 from liqi.core.jobs import JobState, check_transition
 from liqi.errors import LiqiError
 from liqi.sandbox import SandboxPolicy, safe_env, workload_user
+from liqi.sandbox.cgroups import sweep_stale
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +138,8 @@ class JobRunner(Ticker):
         result = status.result
         if result is None:
             self._set(job_id, JobState.LOST, reason=status.detail)
+            if self.sandbox:
+                sweep_stale()  # the lost supervisor could not remove its tasks' cgroups
             return
         state = JobState(result.state)
         reason = result.reason
