@@ -325,3 +325,22 @@ def test_empty_cgroups_left_by_a_killed_supervisor_are_swept() -> None:
     assert sweep_stale(layout, min_age_s=3600) == 0  # too young: its process may be joining
     assert sweep_stale(layout, min_age_s=0) >= len(left.dirs)
     assert not any(folder.exists() for folder in left.dirs.values())
+
+
+def test_liqi_home_stays_hidden_under_a_readable_folder(run: Run, home: Path) -> None:
+    """A Python environment installed above LIQI_HOME is bound whole; the home is not."""
+    home.parent.chmod(0o755)  # as a Python environment's folder would be
+    code, out, _ = run(
+        "import os\n"
+        f"print('home', sorted(os.listdir({str(home)!r})))\n"
+        f"print('config', os.path.exists({str(home / 'config.toml')!r}))\n"
+        "open('made.txt', 'w').write('x')\n"
+        f"print('parent', os.path.isdir({str(home.parent)!r}))\n",
+        readable=(str(home.parent),),
+        hidden=(str(home),),
+    )
+    assert code == 0, out
+    assert "home ['jobs']" in out
+    assert "config False" in out
+    assert "parent True" in out
+    assert (home / "jobs" / "mine" / "work" / "made.txt").exists()

@@ -82,22 +82,7 @@ def bwrap_argv(
             cmd += ["--symlink", os.readlink(host), str(host)]
     cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm"]
     cmd += ["--perms", "1777", "--size", str(policy.tmp_mb * MB), "--tmpfs", "/tmp"]
-    cmd += ["--perms", "0755", "--dir", "/etc"]
-    readable = _existing(["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"])
-    readable += _existing(ETC_FILES) + _existing(python_paths()) + _existing(policy.readable)
-    binds = [(p, "--ro-bind") for p in _outermost(readable)]
-    binds += [(p, "--bind") for p in _outermost(_existing(policy.writable))]
-    binds.sort(key=lambda b: (b[0].count("/"), b[0]))
-    made: set[str] = {"/", "/tmp", "/etc", "/proc", "/dev"}
-    for path, kind in binds:
-        if Path(path).is_symlink() and Path("/") / path.strip("/").split("/")[0] == Path(path):
-            continue  # a top-level link such as /lib -> usr/lib is made above
-        for parent in reversed(Path(path).parents):
-            if str(parent) not in made:
-                made.add(str(parent))
-                cmd += ["--perms", "0755", "--dir", str(parent)]
-        made.add(path)
-        cmd += [kind, path, path]
+    cmd += _mounts(policy)
     cmd += ["--chdir", cwd]
     if policy.uid is not None and os.geteuid() == 0:
         setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
@@ -110,8 +95,42 @@ def bwrap_argv(
     return cmd
 
 
+def _mounts(policy: SandboxPolicy) -> list[str]:
+    """What of the host exists inside: the system and Python read-only, the policy's folders,
+    an empty folder over each hidden path that something bound contains; parents first."""
+    cmd: list[str] = []
+    cmd += ["--perms", "0755", "--dir", "/etc"]
+    readable = _existing(["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"])
+    readable += _existing(ETC_FILES) + _existing(python_paths()) + _existing(policy.readable)
+    binds = [(p, "--ro-bind") for p in _outermost(readable)]
+    binds += [(p, "--bind") for p in _outermost(_existing(policy.writable))]
+    bound = [p for p, _ in binds]
+    for path in _existing(policy.hidden):
+        if any(_inside(path, outer) and path != outer for outer in bound):
+            binds.append((path, "--tmpfs"))  # an empty folder over it, before what is inside
+    binds.sort(key=lambda b: (b[0].count("/"), b[0], b[1] != "--tmpfs"))
+    made: set[str] = {"/", "/tmp", "/etc", "/proc", "/dev"}
+    for path, kind in binds:
+        if Path(path).is_symlink() and Path("/") / path.strip("/").split("/")[0] == Path(path):
+            continue  # a top-level link such as /lib -> usr/lib is made above
+        for parent in reversed(Path(path).parents):
+            if str(parent) not in made:
+                made.add(str(parent))
+                cmd += ["--perms", "0755", "--dir", str(parent)]
+        made.add(path)
+        if kind == "--tmpfs":
+            cmd += ["--perms", "0755", kind, path]
+        else:
+            cmd += [kind, path, path]
+    return cmd
+
+
 def _existing(paths: Iterable[str]) -> list[str]:
     return [os.path.abspath(p) for p in paths if p and os.path.lexists(p)]
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def _outermost(paths: list[str]) -> list[str]:
@@ -119,6 +138,6 @@ def _outermost(paths: list[str]) -> list[str]:
     unique = sorted(set(paths), key=lambda p: (p.count("/"), p))
     kept: list[str] = []
     for path in unique:
-        if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in kept):
+        if not any(_inside(path, k) for k in kept):
             kept.append(path)
     return kept

@@ -14,7 +14,10 @@ class SandboxPolicy:
     when liqi does not run as root). ``writable`` folders are bound read-write, ``readable``
     paths read-only; nothing else of the host's files exists in the sandbox except the Python
     environment and the system's libraries (read-only) and a private ``/tmp`` of ``tmp_mb``.
-    ``env`` is the whole environment of the process: never ``os.environ``.
+    ``env`` is the whole environment of the process: never ``os.environ``. ``hidden`` paths
+    (LIQI_HOME) are covered by an empty folder should anything bound contain them (a Python
+    environment installed above LIQI_HOME); the ``writable``/``readable`` folders inside them
+    still show.
     """
 
     name: str
@@ -22,6 +25,7 @@ class SandboxPolicy:
     gid: int | None = None
     writable: tuple[str, ...] = ()
     readable: tuple[str, ...] = ()
+    hidden: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     memory_mb: int | None = None
     pids_max: int | None = 2048  # threads count too (TensorFlow starts many)
@@ -38,6 +42,7 @@ class SandboxPolicy:
                 **data,
                 "writable": tuple(data.get("writable", ())),
                 "readable": tuple(data.get("readable", ())),
+                "hidden": tuple(data.get("hidden", ())),
                 "env": dict(data.get("env", {})),
             }
         )

@@ -112,7 +112,9 @@ class JobRunner(Ticker):
 
             def sandbox(folder: Path) -> SandboxPolicy:
                 user = workload_user(str(project_id))
-                return staging.job_sandbox(job_id, folder, spec, user, safe_env(os.environ))
+                env = safe_env(os.environ)
+                home = self.jobs_dir.parent
+                return staging.job_sandbox(job_id, folder, spec, user, env, home)
 
         try:
             plan = staging.stage(self.sessions, self.stores, job_id, spec, job_dir, sandbox)

@@ -276,10 +276,12 @@ def job_sandbox(
     spec: JobSpec,
     user: tuple[int, int] | None,
     env: dict[str, str],
+    home: Path,
 ) -> SandboxPolicy:
     """The sandbox of a job's tasks: ``work/`` and ``buckets/`` writable, ``inputs/`` and
     ``volumes/`` read-only, nothing else of the job's folder (its manifest, its logs, its plan)
-    nor of LIQI_HOME. ``env`` is the base of every task's environment (an allow-list)."""
+    nor of LIQI_HOME (``home``, hidden even if a readable path holds it). ``env`` is the base
+    of every task's environment (an allow-list)."""
     for name in ("work", "buckets", "inputs", "volumes"):
         (job_dir / name).mkdir(parents=True, exist_ok=True)
     return SandboxPolicy(
@@ -288,6 +290,7 @@ def job_sandbox(
         gid=user[1] if user else None,
         writable=(str(job_dir / "work"), str(job_dir / "buckets")),
         readable=(str(job_dir / "inputs"), str(job_dir / "volumes")),
+        hidden=(str(home),),
         env=env,
         memory_mb=spec.resources.memory_mb,
     )
