@@ -39,7 +39,9 @@ def workload_user(project: str) -> tuple[int, int] | None:
     if found is not None:
         return found
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-    with open(_LOCK, "a") as lock:
+    # O_NOFOLLOW: root never opens a link someone else left at the lock's path
+    fd = os.open(_LOCK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         found = _lookup(name)  # another process may have made it while we waited
         if found is not None:
