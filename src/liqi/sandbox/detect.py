@@ -23,6 +23,8 @@ def sandbox_available() -> tuple[bool, str]:
     """(True, "") when workloads can run sandboxed here, else (False, why)."""
     if shutil.which("bwrap") is None:
         return False, "bubblewrap (bwrap) is not installed: apt-get install bubblewrap"
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        return False, "setpriv (util-linux) is not installed: it drops to the workload user"
     if os.geteuid() != 0:
         userns = Path("/proc/sys/user/max_user_namespaces")
         if userns.exists() and userns.read_text().strip() == "0":
