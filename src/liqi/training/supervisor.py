@@ -226,11 +226,13 @@ def _signal_workload(sandboxed: SandboxedProcess, sig: signal.Signals) -> None:
 
 
 def _give(policy: SandboxPolicy) -> None:
-    """Make the writable folders the workload user's (when liqi is root and there is one)."""
+    """Make the job's folders the workload user's (when liqi is root and there is one): the
+    writable ones to write, the readable ones to read whatever the server's umask was (the
+    sandbox binds those read-only, so owning them does not let it change them)."""
     if policy.uid is None or os.geteuid() != 0:
         return
     gid = policy.gid if policy.gid is not None else policy.uid
-    for top in policy.writable:
+    for top in (*policy.writable, *policy.readable):
         for root, dirs, files in os.walk(top):
             for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
                 os.lchown(name, policy.uid, gid)
