@@ -1,8 +1,10 @@
 """Job overhead: submit -> the script's first line, against a bare `python script.py`; and the
 wall time of mnist_softmax.py inside a job against running it directly.
 
-Run: .venv/bin/python benchmarks/jobs_overhead.py [--rounds N]
+Run: .venv/bin/python benchmarks/jobs_overhead.py [--rounds N] [--isolation]
 Prints a Markdown table; numbers are medians over the rounds, measured in one run.
+With --isolation it measures only submit -> first line, with the sandbox and without
+(``isolation`` "sandbox" and "none"), rounds interleaved.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support.servers import live_server  # noqa: E402
 
+from liqi.client import Client  # noqa: E402
 from liqi.datasets.mnist_reader import builtin_dir  # noqa: E402
+from liqi.sandbox import SandboxedProcess, SandboxPolicy, safe_env, workload_user  # noqa: E402
 
 FIRST_LINE = "import time\nprint('FIRST', time.time(), flush=True)\n"
 
@@ -40,10 +44,84 @@ def bare_first_line(script: Path) -> float:
     return first_line_time(out.stdout) - start
 
 
+def submit_to_first_line(client: Client, uri: str) -> float:
+    start = time.time()
+    job = client.submit_job(uri)
+    done = client.wait_job(job.id, timeout_s=60)
+    assert done.state == "SUCCEEDED", done.reason
+    return first_line_time("".join(client.follow_logs(job.id, follow=False))) - start
+
+
+def compare_isolation(rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        script = tmp / "first.py"
+        script.write_text(FIRST_LINE)
+        times: dict[str, list[float]] = {"none": [], "sandbox": []}
+        with (
+            live_server(tmp / "a", None, isolation="none") as plain,
+            live_server(tmp / "b", None, isolation="sandbox") as boxed,
+            plain.admin() as plain_client,
+            boxed.admin() as boxed_client,
+        ):
+            clients = {"none": plain_client, "sandbox": boxed_client}
+            uris = {name: c.add_resource(script).uri for name, c in clients.items()}
+            for name in times:  # one warm-up job each
+                submit_to_first_line(clients[name], uris[name])
+            for _ in range(rounds):
+                for name in times:
+                    times[name].append(submit_to_first_line(clients[name], uris[name]))
+        spawned: dict[str, list[float]] = {"none": [], "sandbox": []}
+        for _ in range(rounds):
+            for name in spawned:
+                spawned[name].append(spawn_to_first_line(script, name == "sandbox"))
+    none, boxed_ms = (statistics.median(times[n]) * 1000 for n in ("none", "sandbox"))
+    bare, boxed_spawn = (statistics.median(spawned[n]) * 1000 for n in ("none", "sandbox"))
+    print("| measure | isolation none | isolation sandbox | sandbox adds |")
+    print("|---|---|---|---|")
+    print(
+        f"| `submit` to first line | {none:.0f} ms | {boxed_ms:.0f} ms | {boxed_ms - none:.0f} ms |"
+    )
+    print(
+        f"| process start to first line | {bare:.0f} ms | {boxed_spawn:.0f} ms | "
+        f"{boxed_spawn - bare:.0f} ms |"
+    )
+
+
+def spawn_to_first_line(script: Path, sandboxed: bool) -> float:
+    """The script's first line after starting it directly, or in a SandboxedProcess (its
+    cgroup made and removed, the workload user and bwrap's namespaces)."""
+    argv = [sys.executable, str(script)]
+    start = time.time()
+    if not sandboxed:
+        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        return first_line_time(out) - start
+    folder = Path(tempfile.mkdtemp())
+    script.parent.chmod(0o755)  # the workload user reads it (a TemporaryDirectory is 0700)
+    user = workload_user("bench")
+    policy = SandboxPolicy(
+        name="bench",
+        uid=user[0] if user else None,
+        gid=user[1] if user else None,
+        readable=(str(script.parent),),
+        env=safe_env({}),
+    )
+    with open(folder / "out", "wb") as log:
+        process = SandboxedProcess(policy, argv, "/", stdout=log)
+    process.wait()
+    process.close()
+    return first_line_time((folder / "out").read_text()) - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=10)
-    rounds = parser.parse_args().rounds
+    parser.add_argument("--isolation", action="store_true", help="sandbox against none only")
+    args = parser.parse_args()
+    rounds = args.rounds
+    if args.isolation:
+        compare_isolation(rounds)
+        return
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         script = tmp / "first.py"

@@ -47,6 +47,10 @@ def default_home(environ: Mapping[str, str]) -> Path:
     return Path(home).expanduser() if home else Path.home() / ".liqi"
 
 
+#: How the processes that run user code are confined (ServerSettings.isolation).
+ISOLATIONS = ("sandbox", "none")
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """Everything ``liqi server run`` needs. Build with :func:`load_server_settings`."""
@@ -75,6 +79,9 @@ class ServerSettings:
     allow_private_urls: tuple[str, ...] = ()
     store_endpoints: tuple[str, ...] = ()
     local_model_roots: tuple[Path, ...] = ()
+    # "sandbox": job tasks run in liqi.sandbox; "none": as the server's user. None: sandbox
+    # where this machine can (see liqi.sandbox.choose_isolation) [LIQI_ISOLATION, --isolation].
+    isolation: str | None = None
     # server.log and each instance.log rotate at this size, keeping this many old files.
     log_max_mb: float = DEFAULT_MAX_MB
     log_backups: int = DEFAULT_BACKUPS
@@ -115,8 +122,15 @@ def load_server_settings(
     host: str | None = None,
     port: int | None = None,
     cors_origins: tuple[str, ...] = (),
+    isolation: str | None = None,
 ) -> ServerSettings:
     """Server settings from flags (the keyword arguments) over ``LIQI_*`` variables."""
+    chosen_isolation = isolation or environ.get("LIQI_ISOLATION", "").strip().lower() or None
+    if chosen_isolation not in (None, *ISOLATIONS):
+        raise ConfigError(
+            f"Isolation {chosen_isolation!r} is not one of {', '.join(ISOLATIONS)} "
+            "(--isolation or LIQI_ISOLATION; unset: sandbox where available)."
+        )
     port_text = environ.get("LIQI_PORT")
     env_port: int | None = None
     if port_text:
@@ -139,6 +153,7 @@ def load_server_settings(
         body_timeout_s=_positive(environ, "LIQI_BODY_TIMEOUT_S", 60.0),
         staging_max_mb=int(_positive(environ, "LIQI_STAGING_MAX_MB", 4096)),
         **fetch_settings(environ),
+        isolation=chosen_isolation,
         **log_settings(environ),
     )
 

@@ -49,6 +49,17 @@ def pid_in(log: str) -> int:
     return int(found.group(1))
 
 
+def processes_in(home: Path, job_id: str) -> list[int]:
+    """Live processes working in the job's folder: its tasks (sandboxed or not, whose own pid
+    may be their namespace's), and whatever they started."""
+    folder = str(home / "jobs" / job_id / "work")
+    found = []
+    for process in psutil.process_iter(["cwd", "status"]):
+        if process.info.get("cwd") == folder and process.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(process.pid)
+    return found
+
+
 def still_running(pid: int, script: str) -> bool:
     """Whether the task process ``pid`` (running ``script``) is alive; not fooled by a reused
     pid or by a zombie."""
@@ -88,6 +99,7 @@ def test_tf1_between_graph_job_trains_and_stops_its_parameter_server(
     ps = task_log(home, job_id, "ps:0")
     assert "ps 0 serving the variables" in ps
     assert not still_running(pid_in(ps), script.name)
+    assert processes_in(home, job_id) == []
 
 
 @pytest.mark.timeout(300)
@@ -151,3 +163,4 @@ def test_a_failing_worker_fails_the_job_and_stops_the_other_tasks(
         log = task_log(home, job_id, task)
         assert "started" in log
         assert not still_running(pid_in(log), script.name), task
+    assert processes_in(home, job_id) == []

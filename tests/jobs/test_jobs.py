@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
 from pathlib import Path
 
@@ -33,7 +34,7 @@ HELD = """
     import os, sys, time
     print({first!r}, flush=True)
     deadline = time.monotonic() + 120
-    while not os.path.exists({release!r}):
+    while not os.path.exists("release"):
         if time.monotonic() > deadline:
             sys.exit("the test never released this job")
         time.sleep(0.02)
@@ -41,10 +42,16 @@ HELD = """
 """
 
 
-def held_job(first: str, release: Path) -> str:
-    """A job that prints ``first``, then waits until the test creates ``release`` (a job
+def held_job(first: str) -> str:
+    """A job that prints ``first``, then waits until the test calls :func:`release` (a job
     cannot run ahead of the test's checks, however loaded the machine) and prints "done"."""
-    return HELD.format(first=first, release=str(release))
+    return HELD.format(first=first)
+
+
+def release(home: Path, job_id: str) -> None:
+    """Let a held job go on: a file in its working folder, the only place of the machine a
+    sandboxed job sees besides its inputs."""
+    (home / "jobs" / job_id / "work" / "release").touch()
 
 
 WRITER = """
@@ -162,9 +169,8 @@ def test_kill_cancels_a_running_job_and_uploads_nothing(
 
 
 def test_logs_stream_while_the_job_runs(sqlite_server: LiveServer, tmp_path: Path) -> None:
-    release = tmp_path / "release"
     with sqlite_server.admin() as admin:
-        script = add_script(admin, tmp_path, "held.py", held_job("first line", release))
+        script = add_script(admin, tmp_path, "held.py", held_job("first line"))
         job = admin.submit_job(script)
         seen = ""
         for text in admin.follow_logs(job.id):
@@ -174,7 +180,7 @@ def test_logs_stream_while_the_job_runs(sqlite_server: LiveServer, tmp_path: Pat
         # The job cannot go on before the release: the first line came while it runs.
         assert admin.get_job(job.id).state == "RUNNING"
         assert "done" not in seen
-        release.touch()
+        release(sqlite_server.home, job.id)
         final = admin.wait_job(job.id, timeout_s=60)
         assert final.state == "SUCCEEDED"
         assert "done" in logs(admin, job.id)
@@ -226,9 +232,9 @@ def test_datasets_are_staged_read_only(sqlite_server: LiveServer, tmp_path: Path
 
 def test_jobs_survive_a_control_plane_restart(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    release = tmp_path / "release"  # the jobs run until the second control plane is up
+    # the jobs run until the second control plane is up and releases them
     with live_server(home, None) as first, first.admin() as admin:
-        script = add_script(admin, tmp_path, "restart.py", held_job("working", release))
+        script = add_script(admin, tmp_path, "restart.py", held_job("working"))
         kept = admin.submit_job(script)
         doomed = admin.submit_job(script)
         wait_until(
@@ -243,9 +249,10 @@ def test_jobs_survive_a_control_plane_restart(tmp_path: Path) -> None:
         cmdline = proc.info["cmdline"] or []
         if job_dir in cmdline and "liqi.training.supervisor" in cmdline:
             for member in [*proc.children(recursive=True), proc]:
-                member.kill()
+                with contextlib.suppress(psutil.NoSuchProcess):  # a task dies with its bwrap
+                    member.kill()
     with live_server(home, None) as second, second.admin() as admin:
-        release.touch()
+        release(home, kept.id)
         assert admin.wait_job(kept.id, timeout_s=60).state == "SUCCEEDED"
         assert "done" in logs(admin, kept.id)
         lost = admin.wait_job(doomed.id, timeout_s=30)

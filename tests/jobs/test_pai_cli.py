@@ -108,7 +108,6 @@ def test_failed_job_exits_8_and_status_shows_why(sqlite_server: LiveServer, tmp_
 
 
 def test_distributed_ps_and_workers(sqlite_server: LiveServer, tmp_path: Path) -> None:
-    marker = tmp_path / "ps-started"
     body = """
         import json, os, sys, time
         flags = dict(a.lstrip("-").split("=", 1) for a in sys.argv[1:] if "=" in a)
@@ -123,7 +122,7 @@ def test_distributed_ps_and_workers(sqlite_server: LiveServer, tmp_path: Path) -
             if os.path.exists(MARKER):
                 break
             time.sleep(0.1)
-    """.replace("MARKER", repr(str(marker)))
+    """.replace("MARKER", repr("ps-started"))  # the tasks share their working folder
     home = sqlite_server.home
     script = write(tmp_path, "dist.py", body)
     run(home, "resource", "add", str(script))

@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
         "liqi.archives",
         "liqi.logs",
         "liqi._logging",
+        "liqi.sandbox",  # confining user code: only errors below it
     },
     {"liqi.client"},  # the SDK: an instance reads oss:// models through it
     {"liqi.backends", "liqi.serving", "liqi.training"},

@@ -36,10 +36,19 @@ class CliContext:
         return Client(profile=self.profile, environ=self.environ)
 
     def server_settings(
-        self, host: str | None = None, port: int | None = None, cors_origins: tuple[str, ...] = ()
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        cors_origins: tuple[str, ...] = (),
+        isolation: str | None = None,
     ) -> ServerSettings:
         return load_server_settings(
-            self.environ, home=self.home, host=host, port=port, cors_origins=cors_origins
+            self.environ,
+            home=self.home,
+            host=host,
+            port=port,
+            cors_origins=cors_origins,
+            isolation=isolation,
         )
 
 

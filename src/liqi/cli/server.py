@@ -10,7 +10,7 @@ import click
 from liqi._logging import configure_logging
 from liqi.cli.context import CliContext, pass_cli
 from liqi.cli.output import echo_json, fields, output_option
-from liqi.config import DEFAULT_HOST, DEFAULT_PORT
+from liqi.config import DEFAULT_HOST, DEFAULT_PORT, ISOLATIONS, ServerSettings
 from liqi.control.server import daemon
 
 host_option = click.option(
@@ -32,6 +32,21 @@ cors_option = click.option(
     "comma-separated].",
 )
 
+isolation_option = click.option(
+    "--isolation",
+    type=click.Choice(ISOLATIONS),
+    default=None,
+    help="How job tasks run: 'sandbox' (their own user, namespaces and cgroup; needs "
+    "bubblewrap and cgroups) or 'none' (as the server's user) [env LIQI_ISOLATION; default "
+    "sandbox where this machine can].",
+)
+
+
+def _isolation(settings: ServerSettings) -> tuple[str, str]:
+    from liqi.sandbox import choose_isolation
+
+    return choose_isolation(settings.isolation)
+
 
 @click.group()
 def server() -> None:
@@ -42,6 +57,7 @@ def server() -> None:
 @host_option
 @port_option
 @cors_option
+@isolation_option
 @click.option(
     "--log-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -54,10 +70,11 @@ def run(
     host: str | None,
     port: int | None,
     cors_origins: tuple[str, ...],
+    isolation: str | None,
     log_file: Path | None,
 ) -> None:
     """Run the control plane in the foreground until Ctrl-C or SIGTERM."""
-    settings = obj.server_settings(host, port, cors_origins)
+    settings = obj.server_settings(host, port, cors_origins, isolation)
     if log_file is not None:
         from liqi.logs.capture import capture_output
 
@@ -76,6 +93,7 @@ def run(
 @host_option
 @port_option
 @cors_option
+@isolation_option
 @click.option(
     "--timeout",
     "timeout_s",
@@ -90,10 +108,12 @@ def start(
     host: str | None,
     port: int | None,
     cors_origins: tuple[str, ...],
+    isolation: str | None,
     timeout_s: float,
 ) -> None:
     """Start the control plane in the background; return once it is healthy."""
-    settings = obj.server_settings(host, port, cors_origins)
+    settings = obj.server_settings(host, port, cors_origins, isolation)
+    mode, warning = _isolation(settings)
     before = daemon.server_status(settings)
     status = daemon.start_server(settings, timeout_s=timeout_s)
     url = status.record.url if status.record else "?"
@@ -107,6 +127,9 @@ def start(
             click.echo("Removed a stale pid file left by a server that is gone.")
         click.echo(f"liqi server started (pid {pid}) at {url}")
         click.echo(f"Home: {settings.home}   Log: {daemon.log_file(settings)}")
+        click.echo(f"Isolation: {mode}")
+    if warning:
+        click.echo(f"Warning: {warning}", err=True)
 
 
 @server.command()
@@ -158,9 +181,11 @@ def _instances_running(services_dir: Path) -> int:
 @pass_cli
 def status(obj: CliContext, output: str) -> None:
     """Show whether the control plane is running, with pid, URL, version and uptime."""
-    state = daemon.server_status(obj.server_settings())
+    settings = obj.server_settings()
+    state = daemon.server_status(settings)
+    mode, warning = _isolation(settings)
     if output == "json":
-        echo_json(state.as_dict())
+        echo_json({**state.as_dict(), "isolation": mode, "isolation_warning": warning or None})
         return
     if state.stale_cleaned:
         click.echo("Removed a stale pid file left by a server that is gone.")
@@ -174,8 +199,11 @@ def status(obj: CliContext, output: str) -> None:
             ("version", info["version"]),
             ("uptime", f"{uptime:.0f}s" if isinstance(uptime, float) else None),
             ("home", info["home"]),
+            ("isolation", mode),
         ]
     )
+    if warning:
+        click.echo(f"Warning: {warning}", err=True)
 
 
 @server.command()

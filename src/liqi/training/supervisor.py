@@ -6,6 +6,11 @@ its own process group, output to its log file), enforces the plan's timeout and 
 over the whole process tree, stops parameter servers when the workers are done, and writes
 ``<job_dir>/result.json`` (atomically) when everything has ended. SIGTERM asks it to cancel the
 job: the tasks get SIGTERM, then SIGKILL after the grace period.
+
+When the plan has a ``sandbox`` policy, each task runs in a :class:`~liqi.sandbox.SandboxedProcess`
+(its own cgroup, namespaces and workload user); the supervisor stays outside and reports. When
+the job ends, however it ends, every task's cgroup is killed and removed: nothing a job started
+survives it.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
@@ -25,6 +30,8 @@ from types import FrameType
 import psutil
 
 from liqi.backends.jobs import LaunchPlan, TaskResult, TaskSpec
+from liqi.sandbox import SandboxedProcess, SandboxPolicy
+from liqi.sandbox.cgroups import sweep_stale
 
 TICK_S = 0.1
 MB = 1024 * 1024
@@ -38,6 +45,8 @@ class Supervisor:
     def __init__(self, plan: LaunchPlan) -> None:
         self.plan = plan
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.sandboxes: dict[str, SandboxedProcess] = {}
+        self.policy = SandboxPolicy.from_dict(plan.sandbox) if plan.sandbox else None
         self.specs: dict[str, TaskSpec] = {t.name: t for t in plan.tasks}
         self.cancelled = False
         self.peak_rss = 0
@@ -47,7 +56,12 @@ class Supervisor:
         self.cancelled = True
 
     def start(self) -> None:
+        if self.policy is not None:
+            _give(self.policy)
         for task in self.plan.tasks:
+            if self.policy is not None:
+                self.start_sandboxed(task, self.policy)
+                continue
             env = {**os.environ, **task.env, "PYTHONUNBUFFERED": "1"}
             log = open(task.log, "ab")  # noqa: SIM115 - the child holds it; closed at exit
             self.procs[task.name] = subprocess.Popen(
@@ -60,6 +74,20 @@ class Supervisor:
                 start_new_session=True,
             )
             log.close()
+
+    def start_sandboxed(self, task: TaskSpec, policy: SandboxPolicy) -> None:
+        env = {**policy.env, **task.env, "PYTHONUNBUFFERED": "1"}
+        name = f"{policy.name}-{task.name.replace(':', '-')}"
+        with open(task.log, "ab") as log:
+            sandboxed = SandboxedProcess(
+                replace(policy, name=name, env=env),
+                task.argv,
+                task.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.sandboxes[task.name] = sandboxed
+        self.procs[task.name] = sandboxed.popen
 
     def tree_rss(self) -> int:
         total = 0
@@ -77,31 +105,63 @@ class Supervisor:
     def stop_all(self, names: list[str] | None = None) -> None:
         targets = [n for n in (names or list(self.procs)) if self.procs[n].poll() is None]
         for name in targets:
-            _signal_group(self.procs[name].pid, signal.SIGTERM)
+            if name in self.sandboxes:
+                _signal_workload(self.sandboxes[name], signal.SIGTERM)
+            else:
+                _signal_group(self.procs[name].pid, signal.SIGTERM)
         deadline = time.monotonic() + self.plan.grace_s
         while time.monotonic() < deadline and any(self.procs[n].poll() is None for n in targets):
             time.sleep(TICK_S)
         for name in targets:
-            if self.procs[name].poll() is None:
+            if name in self.sandboxes:
+                self.sandboxes[name].cgroup.kill()
+            elif self.procs[name].poll() is None:
                 _signal_group(self.procs[name].pid, signal.SIGKILL)
         for name in targets:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.procs[name].wait(timeout=10)
 
+    def code(self, name: str) -> int | None:
+        """The task's exit code; negative when a signal killed it (bwrap says 128 + signal)."""
+        code = self.procs[name].poll()
+        if name in self.sandboxes and code is not None and 128 < code <= 128 + 64:
+            return -(code - 128)
+        return code
+
     def verdict(self) -> tuple[str, str] | None:
         """(state, reason) once the job is over, else None."""
         workers = [n for n, t in self.specs.items() if not t.is_ps]
         for name in workers:
-            code = self.procs[name].poll()
+            code = self.code(name)
             if code is not None and code != 0:
-                return "FAILED", _exit_reason(name, code, len(self.procs) == 1)
-        if all(self.procs[n].poll() == 0 for n in workers):
+                return "FAILED", self.exit_reason(name, code, len(self.procs) == 1)
+        if all(self.code(n) == 0 for n in workers):
             return "SUCCEEDED", ""
         for name, spec in self.specs.items():
-            code = self.procs[name].poll()
+            code = self.code(name)
             if spec.is_ps and code is not None:
-                return "FAILED", _exit_reason(name, code, False) + " before the workers finished"
+                reason = self.exit_reason(name, code, False)
+                return "FAILED", reason + " before the workers finished"
         return None
+
+    def exit_reason(self, name: str, code: int, only: bool) -> str:
+        sandboxed = self.sandboxes.get(name)
+        limit = sandboxed.limit_reason() if sandboxed is not None else None
+        if limit is not None and limit.startswith("out of memory"):
+            return f"memory limit exceeded: {limit}"
+        if limit is not None:
+            return f"{_exit_reason(name, code, only)}: {limit}"
+        return _exit_reason(name, code, only)
+
+    def close(self) -> None:
+        """Kill and remove every task's cgroup: nothing the job started outlives it."""
+        for name, sandboxed in self.sandboxes.items():
+            try:
+                sandboxed.close()
+            except Exception as exc:  # the result must still be written
+                sys.stderr.write(f"cannot close the sandbox of task {name}: {exc!r}\n")
+        if self.sandboxes:
+            sweep_stale()  # those of jobs whose supervisor was killed
 
     def run(self) -> TaskResult:
         self.start()
@@ -130,7 +190,9 @@ class Supervisor:
             time.sleep(TICK_S)
 
     def result(self, state: str, reason: str) -> TaskResult:
-        codes = {name: proc.poll() for name, proc in self.procs.items()}
+        codes = {name: self.code(name) for name in self.procs}
+        sandboxed = sum(s.peak_memory_bytes() for s in self.sandboxes.values())
+        self.peak_rss = max(self.peak_rss, sandboxed)
         chief = next(iter(self.procs), None)
         return TaskResult(
             state=state,
@@ -152,6 +214,28 @@ def _exit_reason(name: str, code: int, only: bool) -> str:
             signame = f"signal {-code}"
         return f"{who} was killed by {signame}"
     return f"{who} exited with code {code}"
+
+
+def _signal_workload(sandboxed: SandboxedProcess, sig: signal.Signals) -> None:
+    """Signal the workload's own processes; bwrap (outside, and its init inside) ends with
+    them and hands the script's exit status back."""
+    for pid in sandboxed.cgroup.pids():
+        with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
+            if psutil.Process(pid).name() != "bwrap":
+                os.kill(pid, sig)
+
+
+def _give(policy: SandboxPolicy) -> None:
+    """Make the job's folders the workload user's (when liqi is root and there is one): the
+    writable ones to write, the readable ones to read whatever the server's umask was (the
+    sandbox binds those read-only, so owning them does not let it change them)."""
+    if policy.uid is None or os.geteuid() != 0:
+        return
+    gid = policy.gid if policy.gid is not None else policy.uid
+    for top in (*policy.writable, *policy.readable):
+        for root, dirs, files in os.walk(top):
+            for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                os.lchown(name, policy.uid, gid)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -197,6 +281,8 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # the job must always end with a result
         supervisor.stop_all()
         result = supervisor.result("FAILED", f"the supervisor failed: {exc!r}")
+    finally:
+        supervisor.close()
     write_result(job_dir, result)
     return 0
 

@@ -26,6 +26,8 @@ from liqi.control.storage.buckets import StoreRegistry
 from liqi.control.ticker import Ticker
 from liqi.core.jobs import JobState, check_transition
 from liqi.errors import LiqiError
+from liqi.sandbox import SandboxPolicy, safe_env, workload_user
+from liqi.sandbox.cgroups import sweep_stale
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +51,11 @@ class JobRunner(Ticker):
         *,
         max_running: int | None = None,
         tick_s: float = 0.2,
+        sandbox: bool = False,
     ) -> None:
         self.sessions = sessions
+        # Run every job's tasks in liqi.sandbox (isolation "sandbox" in the server settings).
+        self.sandbox = sandbox
         self.stores = stores
         self.backend = backend
         self.jobs_dir = jobs_dir
@@ -95,15 +100,24 @@ class JobRunner(Ticker):
                 .order_by(Job.created_at)
                 .limit(capacity)
             )
-            pending = [(job.id, job.spec_json) for job in session.scalars(stmt)]
-        for job_id, spec_json in pending:
-            self._launch(job_id, spec_json)
+            pending = [(job.id, job.spec_json, job.project_id) for job in session.scalars(stmt)]
+        for job_id, spec_json, project_id in pending:
+            self._launch(job_id, spec_json, project_id)
 
-    def _launch(self, job_id: str, spec_json: str) -> None:
+    def _launch(self, job_id: str, spec_json: str, project_id: int) -> None:
         spec = spec_from_json(spec_json)
         job_dir = self.job_dir(job_id)
+        sandbox = None
+        if self.sandbox:
+
+            def sandbox(folder: Path) -> SandboxPolicy:
+                user = workload_user(str(project_id))
+                env = safe_env(os.environ)
+                home = self.jobs_dir.parent
+                return staging.job_sandbox(job_id, folder, spec, user, env, home)
+
         try:
-            plan = staging.stage(self.sessions, self.stores, job_id, spec, job_dir)
+            plan = staging.stage(self.sessions, self.stores, job_id, spec, job_dir, sandbox)
             handle = self.backend.launch(plan)
         except (LiqiError, OSError) as exc:
             logger.warning("job_id=%s could not start: %s", job_id, exc)
@@ -126,6 +140,8 @@ class JobRunner(Ticker):
         result = status.result
         if result is None:
             self._set(job_id, JobState.LOST, reason=status.detail)
+            if self.sandbox:
+                sweep_stale()  # the lost supervisor could not remove its tasks' cgroups
             return
         state = JobState(result.state)
         reason = result.reason

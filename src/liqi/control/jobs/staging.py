@@ -33,6 +33,7 @@ from liqi.core.jobs import JobSpec
 from liqi.core.odps import parse_resource_uri, parse_volume_uri
 from liqi.core.refs import parse_oss_uri
 from liqi.errors import InvalidRequestError, UploadCancelledError
+from liqi.sandbox import SandboxPolicy
 from liqi.stores.base import ObjectReader, Store, file_chunks
 
 # The runner acts for the control plane: access was checked when the job was submitted.
@@ -205,6 +206,7 @@ def build_plan(
     volumes: dict[str, list[Path]],
     staged: list[StagedBucket],
     checkpoint: StagedBucket | None,
+    sandbox: SandboxPolicy | None = None,
 ) -> LaunchPlan:
     flags: list[str] = []
     env = {"LIQI_JOB_ID": job_id, **spec.env}
@@ -233,7 +235,7 @@ def build_plan(
         task = TaskSpec(
             "chief", (*base, *flags), {**env, "LIQI_TASK": "chief"}, work, str(logs / "chief.log")
         )
-        return _plan(job_id, job_dir, spec, (task,))
+        return _plan(job_id, job_dir, spec, (task,), sandbox)
     ports = _free_ports(spec.cluster.ps + spec.cluster.workers)
     ps_hosts = [f"127.0.0.1:{p}" for p in ports[: spec.cluster.ps]]
     worker_hosts = [f"127.0.0.1:{p}" for p in ports[spec.cluster.ps :]]
@@ -248,15 +250,48 @@ def build_plan(
             task_env = {**env, "TF_CONFIG": tf_config, "LIQI_TASK": f"{role}:{index}"}
             log = str(logs / f"{role}-{index}.log")
             tasks.append(TaskSpec(f"{role}:{index}", argv, task_env, work, log, role == "ps"))
-    return _plan(job_id, job_dir, spec, tuple(tasks))
+    return _plan(job_id, job_dir, spec, tuple(tasks), sandbox)
 
 
-def _plan(job_id: str, job_dir: Path, spec: JobSpec, tasks: tuple[TaskSpec, ...]) -> LaunchPlan:
+def _plan(
+    job_id: str,
+    job_dir: Path,
+    spec: JobSpec,
+    tasks: tuple[TaskSpec, ...],
+    sandbox: SandboxPolicy | None,
+) -> LaunchPlan:
     return LaunchPlan(
         job_id=job_id,
         job_dir=str(job_dir),
         tasks=tasks,
         timeout_s=spec.resources.timeout_s,
+        memory_mb=spec.resources.memory_mb,
+        sandbox=sandbox.to_dict() if sandbox else None,
+    )
+
+
+def job_sandbox(
+    job_id: str,
+    job_dir: Path,
+    spec: JobSpec,
+    user: tuple[int, int] | None,
+    env: dict[str, str],
+    home: Path,
+) -> SandboxPolicy:
+    """The sandbox of a job's tasks: ``work/`` and ``buckets/`` writable, ``inputs/`` and
+    ``volumes/`` read-only, nothing else of the job's folder (its manifest, its logs, its plan)
+    nor of LIQI_HOME (``home``, hidden even if a readable path holds it). ``env`` is the base
+    of every task's environment (an allow-list)."""
+    for name in ("work", "buckets", "inputs", "volumes"):
+        (job_dir / name).mkdir(parents=True, exist_ok=True)
+    return SandboxPolicy(
+        name=f"job-{job_id}",
+        uid=user[0] if user else None,
+        gid=user[1] if user else None,
+        writable=(str(job_dir / "work"), str(job_dir / "buckets")),
+        readable=(str(job_dir / "inputs"), str(job_dir / "volumes")),
+        hidden=(str(home),),
+        env=env,
         memory_mb=spec.resources.memory_mb,
     )
 
@@ -267,8 +302,10 @@ def stage(
     job_id: str,
     spec: JobSpec,
     job_dir: Path,
+    sandbox: Callable[[Path], SandboxPolicy] | None = None,
 ) -> LaunchPlan:
-    """Fetch everything the job needs into ``job_dir`` and return its launch plan."""
+    """Fetch everything the job needs into ``job_dir`` and return its launch plan; with
+    ``sandbox`` (the job folder -> its policy) the plan runs the tasks sandboxed."""
     if job_dir.exists():
         shutil.rmtree(job_dir)
     (job_dir / "work").mkdir(parents=True)
@@ -294,4 +331,5 @@ def stage(
     all_buckets = [*staged, *([checkpoint] if checkpoint else [])]
     manifest = {"buckets": [b.__dict__ for b in all_buckets], "staged": staged_files}
     (job_dir / MANIFEST).write_text(json.dumps(manifest))
-    return build_plan(job_id, spec, job_dir, script, volumes, staged, checkpoint)
+    policy = sandbox(job_dir) if sandbox else None
+    return build_plan(job_id, spec, job_dir, script, volumes, staged, checkpoint, policy)

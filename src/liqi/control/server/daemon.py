@@ -130,6 +130,8 @@ def start_server(settings: ServerSettings, timeout_s: float = START_TIMEOUT_S) -
         env["LIQI_DATABASE_URL"] = settings.database_url
     if settings.cors_origins:
         env["LIQI_CORS_ORIGINS"] = ",".join(settings.cors_origins)
+    if settings.isolation:
+        env["LIQI_ISOLATION"] = settings.isolation
     with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
         proc = subprocess.Popen(
             cmd,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -26,6 +27,9 @@ from liqi.control.services.reconciler import Reconciler, ReconcilerConfig
 from liqi.control.services.staging import StagingLimits
 from liqi.control.storage.buckets import StoreRegistry
 from liqi.gateway.route_table import RouteTable
+from liqi.sandbox import choose_isolation
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,6 +65,11 @@ def open_plane(
 ) -> ControlPlane:
     """Connect to the database, migrate it, and load the server key. Creates LIQI_HOME's
     folders. Raises ConfigError or DatabaseUnavailableError with the reason."""
+    isolation, warning = choose_isolation(settings.isolation)
+    if warning:
+        logger.warning("isolation=%s: %s", isolation, warning)
+    else:
+        logger.info("isolation=%s: job tasks run in liqi.sandbox", isolation)
     engine = create_db_engine(settings.effective_database_url)
     try:
         migrate(engine)
@@ -70,7 +79,9 @@ def open_plane(
         raise
     sessions = session_factory(engine)
     stores = StoreRegistry(settings.store_dir, box)
-    runner = JobRunner(sessions, stores, LocalBackend(), settings.home / "jobs")
+    runner = JobRunner(
+        sessions, stores, LocalBackend(), settings.home / "jobs", sandbox=isolation == "sandbox"
+    )
     routes = RouteTable()
     fetches = FetchPolicy.of(settings)
     services_dir = settings.home / "services"
