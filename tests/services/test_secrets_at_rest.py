@@ -74,6 +74,19 @@ LEAK = textwrap.dedent(
 )
 
 
+def _leaky(name: str) -> dict[str, object]:
+    """A member's Python processor (LEAK, in the bucket) beside the bucket's model."""
+    return {
+        "name": name,
+        "generate_token": "false",
+        "processor_type": "python",
+        "processor_path": f"oss://{BUCKET}/leak/",
+        "processor_entry": "app.py",
+        "model_path": f"oss://{BUCKET}/models/",
+        "metadata": {"instance": 1},
+    }
+
+
 def test_a_processor_that_prints_its_key_gets_only_a_scoped_workload_key(
     plane: LiveServer, admin: Client
 ) -> None:
@@ -84,16 +97,7 @@ def test_a_processor_that_prints_its_key_gets_only_a_scoped_workload_key(
     assert key.secret
     admin.put_object(BUCKET, "leak/app.py", LEAK.encode())
     with plane.client(key.access_id, key.secret) as member:
-        spec = {
-            "name": "leaky",
-            "generate_token": "false",
-            "processor_type": "python",
-            "processor_path": f"oss://{BUCKET}/leak/",
-            "processor_entry": "app.py",
-            "model_path": f"oss://{BUCKET}/models/",
-            "metadata": {"instance": 1},
-        }
-        member.create_service(spec, project=PROJECT)
+        member.create_service(_leaky("leaky"), project=PROJECT)
         try:
             info = wait_running(member, "leaky")
             leaked = httpx.post(info.endpoint, content=b"", timeout=30).json()
@@ -114,16 +118,7 @@ def test_a_workload_key_reads_its_model_and_nothing_else(plane: LiveServer, admi
     admin.put_object(BUCKET, "leak/app.py", LEAK.encode())
     admin.put_object(BUCKET, "private/secret.txt", b"not for instances")
     with plane.client(key.access_id, key.secret) as member:
-        spec = {
-            "name": "leaky2",
-            "generate_token": "false",
-            "processor_type": "python",
-            "processor_path": f"oss://{BUCKET}/leak/",
-            "processor_entry": "app.py",
-            "model_path": f"oss://{BUCKET}/models/",
-            "metadata": {"instance": 1},
-        }
-        member.create_service(spec, project=PROJECT)
+        member.create_service(_leaky("leaky2"), project=PROJECT)
         try:
             info = wait_running(member, "leaky2")
             leaked = httpx.post(info.endpoint, content=b"", timeout=30).json()
