@@ -99,6 +99,7 @@ def _name(session: DB, job: Job) -> str:
 
 @router.post("/jobs", status_code=201)
 def submit_job(body: JobIn, p: PlaneDep, who: Who, session: DB) -> JobOut:
+    p.check_may_run_code(who, "submit jobs")
     spec = JobSpec(
         name=body.name,
         project=body.project,

@@ -165,6 +165,7 @@ Document = Annotated[dict[str, Any], Body(description="The EAS service JSON.")]
 
 @router.post("/services", status_code=201)
 def create_service(document: Document, p: PlaneDep, who: Who, project: str) -> ServiceOut:
+    p.check_may_run_code(who, "deploy services")
     with p.sessions.begin() as session:
         change = catalog.create(
             session,
@@ -199,6 +200,7 @@ def describe_service(name: str, p: PlaneDep, who: Who, session: DB) -> ServiceOu
 def modify_service(
     name: str, patch: Document, p: PlaneDep, who: Who, update_type: str = "merge"
 ) -> ServiceOut:
+    p.check_may_run_code(who, "modify services")
     if update_type not in ("merge", "replace"):
         raise InvalidRequestError(
             f"update_type={update_type!r}: use 'merge' (the default) or 'replace'."

@@ -21,11 +21,13 @@ from liqi.control.db.engine import create_db_engine, migrate, session_factory
 from liqi.control.db.secretbox import SecretBox
 from liqi.control.db.tables import utcnow
 from liqi.control.fetch_policy import FetchPolicy
+from liqi.control.identity.accounts import Principal
 from liqi.control.identity.auth import Authenticator
 from liqi.control.jobs.runner import JobRunner
 from liqi.control.services.reconciler import Reconciler, ReconcilerConfig
 from liqi.control.services.staging import StagingLimits
 from liqi.control.storage.buckets import StoreRegistry
+from liqi.errors import PermissionDeniedError
 from liqi.gateway.route_table import RouteTable
 from liqi.sandbox import choose_isolation
 
@@ -46,6 +48,7 @@ class ControlPlane:
     clock: Callable[[], datetime] = utcnow
     routes: RouteTable = field(default_factory=RouteTable)
     fetches: FetchPolicy = field(default_factory=FetchPolicy)  # what specs may make it reach
+    isolation: str = "none"  # "sandbox": user code runs in liqi.sandbox
     url: str = ""  # where it listens, once it does (endpoints are printed with it)
     started_at: datetime = field(default_factory=utcnow)
     started_monotonic: float = field(default_factory=time.monotonic)
@@ -53,6 +56,16 @@ class ControlPlane:
 
     def uptime_s(self) -> float:
         return round(time.monotonic() - self.started_monotonic, 3)
+
+    def check_may_run_code(self, who: Principal, what: str) -> None:
+        """Without a sandbox, user code would run as the server: only superusers may."""
+        if self.isolation != "sandbox" and not who.is_superuser:
+            raise PermissionDeniedError(
+                f"This server runs user code without a sandbox (isolation {self.isolation!r}), "
+                f"so only a superuser key may {what}. Ask the operator to start it with "
+                "`liqi server start --isolation sandbox` (LIQI_ISOLATION=sandbox; bubblewrap "
+                "and writable cgroups needed, see docs/security.md)."
+            )
 
     def close(self) -> None:
         self.engine.dispose()
@@ -122,5 +135,6 @@ def open_plane(
         routes=routes,
         clock=clock,
         fetches=fetches,
+        isolation=isolation,
     )
     return plane
