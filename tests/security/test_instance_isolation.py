@@ -18,7 +18,7 @@ import pytest
 
 from liqi.client import Client
 from liqi.sandbox import sandbox_available, workload_user_name
-from tests.support.servers import LiveServer
+from tests.support.servers import LiveServer, kill_instances
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -99,10 +99,12 @@ def test_a_processor_sees_nothing_of_the_server_or_another_instance(
             assert (victim_dir / "spec.json").exists()
             url = _deploy(admin, "attacker", tmp_path / "attacker", ATTACK.format(home=str(home)))
             answer = httpx.post(url, content=str(victim_dir / "spec.json").encode(), timeout=30)
-            admin.delete_service("attacker")
-            admin.delete_service("victim")
+            for name in ("attacker", "victim"):
+                admin.delete_service(name)
+                admin.wait_service_deleted(name, timeout_s=60)
     finally:
         del os.environ["LIQI_DATABASE_URL_PROBE"]
+        kill_instances(home)  # instances outlive the control plane: none may outlive the test
     assert answer.status_code == 200, answer.text
     seen = answer.json()
     assert (home / "config.toml").exists()
