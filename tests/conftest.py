@@ -71,6 +71,9 @@ def s3_server() -> Iterator[str]:
 def mnist_saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The seed's MNIST softmax model, exported once per session by the real TF1 example."""
     out = tmp_path_factory.mktemp("mnist_export")
+    # pytest's folders are private to root; a sandboxed instance reads a local model path as
+    # its project's workload user, so the path must be readable by others (docs/services.md)
+    out.chmod(0o755)
     volumes = f"{builtin_dir() / 'train'},{builtin_dir() / 'test'}"
     script = str(EXAMPLES / "mnist_softmax.py")
     command = [sys.executable, "-m", "liqi.training.launcher", "--tf1", script]

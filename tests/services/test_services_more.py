@@ -28,12 +28,13 @@ pytestmark = pytest.mark.timeout(300)
 
 def _pids(instance_id: str) -> list[int]:
     """Processes working in the instance's folder (a standby server that became the instance
-    has no instance id in its command line)."""
+    has no instance id in its command line), but bwrap's own init in a sandboxed one's."""
     return [
         p.info["pid"]
-        for p in psutil.process_iter(["pid", "cwd", "status"])
+        for p in psutil.process_iter(["pid", "cwd", "status", "name"])
         if (p.info["cwd"] or "").endswith(f"/{instance_id}")
         and p.info["status"] != psutil.STATUS_ZOMBIE
+        and p.info["name"] != "bwrap"
     ]
 
 

@@ -40,6 +40,9 @@ class InstanceSpec:
     env: dict[str, str] = field(default_factory=dict)  # extra environment (LIQI_ENDPOINT...)
     host: str = "127.0.0.1"
     port: int = 0  # 0: a free port, reported in InstanceStatus.url
+    # A SandboxPolicy.to_dict() (isolation "sandbox"): the process runs in liqi.sandbox, in
+    # the cgroup named after ``instance_id``; None: as the control plane's user, unconfined.
+    sandbox: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

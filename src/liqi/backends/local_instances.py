@@ -9,6 +9,12 @@ failed, stopped: see :mod:`liqi.serving.state_file`): status comes from that fil
 process table, with no HTTP call. A process is recognised by the ``--instance-id`` marker in
 its command line, so a recycled pid is never taken for it. ``memory_mb`` is enforced on each
 :meth:`status` call over the process and its children (its log writer among them).
+
+An instance whose spec carries a ``sandbox`` policy runs in :mod:`liqi.sandbox` (bubblewrap,
+without ``--die-with-parent``, so it outlives the control plane): its handle is the host pid
+of bwrap, its cgroup is named after the instance id (a restarted control plane finds it), it
+is stopped by signalling the cgroup's members and killed with the cgroup; the cgroup's memory
+limit holds too, and its OOM kill is the reason. The standby server is never used for it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -41,6 +48,9 @@ from liqi.backends.instances import (
 from liqi.errors import BackendError
 from liqi.logs.reading import read_tail
 from liqi.logs.rotation import LogLimits
+from liqi.sandbox import SandboxPolicy
+from liqi.sandbox.cgroups import Cgroup, detect_layout
+from liqi.sandbox.command import bwrap_argv
 from liqi.serving.state_file import CLAIM_FILE, READY_FILE, ServerState, read_state
 
 SPEC_FILE = "spec.json"
@@ -121,21 +131,24 @@ class LocalInstanceBackend(InstanceBackend):
             for stale in (STATE_FILE, OOM_FILE, STOP_FILE):
                 (folder / stale).unlink(missing_ok=True)
             (folder / SPEC_FILE).write_text(spec.redacted().to_json())
-            if _wants_tensorflow(spec) and self._standby_dir is not None:
+            if spec.sandbox is not None:
+                process = self._start_sandboxed(spec, extra)
+            elif _wants_tensorflow(spec) and self._standby_dir is not None:
                 claimed = self._claim_standby(spec, extra)
                 self._spawn_standby()
                 if claimed is not None:
                     return claimed
-            with open(folder / LOG_FILE, "ab") as log:
-                process = subprocess.Popen(
-                    serve_command(spec, self._log_limits),
-                    cwd=folder,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,  # until `liqi serve --log-file` captures its own output
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # outlives the control plane; own process group
-                )
+            if spec.sandbox is None:
+                with open(folder / LOG_FILE, "ab") as log:
+                    process = subprocess.Popen(
+                        serve_command(spec, self._log_limits),
+                        cwd=folder,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,  # until `liqi serve --log-file` captures its own output
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,  # outlives the control plane; own group
+                    )
         except OSError as exc:
             raise BackendError(
                 f"Cannot start instance {spec.instance_id} of service {spec.service!r} in "
@@ -145,6 +158,42 @@ class LocalInstanceBackend(InstanceBackend):
         with self._lock:
             self._children[spec.instance_id] = process
         return InstanceHandle(self.name, str(process.pid))
+
+    def _start_sandboxed(
+        self, spec: InstanceSpec, extra: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
+        """``liqi serve`` in bubblewrap, in the cgroup named after the instance; its
+        environment is the policy's allow-list plus the spec's own."""
+        assert spec.sandbox is not None
+        policy = SandboxPolicy.from_dict(spec.sandbox)
+        policy = replace(policy, env={**policy.env, **extra})
+        (Path(spec.dir) / LOG_FILE).touch()  # before _give: the server writes and rotates it
+        _give(policy, Path(spec.dir))
+        cgroup = instance_cgroup(spec.instance_id)
+        cgroup.remove()  # a stale one of an earlier start of this id
+        cgroup.create(policy.memory_mb, policy.pids_max, policy.cpu)
+        cmd = bwrap_argv(
+            policy,
+            serve_command(spec, self._log_limits),
+            spec.dir,
+            cgroup.procs_files,
+            die_with_parent=False,
+        )
+        try:
+            with open(Path(spec.dir) / LOG_FILE, "ab") as log:
+                return subprocess.Popen(
+                    cmd,
+                    cwd="/",
+                    env={},
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    close_fds=True,
+                    start_new_session=True,
+                )
+        except OSError:
+            cgroup.remove()
+            raise
 
     # -- standby --------------------------------------------------------------------------
 
@@ -225,7 +274,7 @@ class LocalInstanceBackend(InstanceBackend):
         folder = Path(spec.dir)
         alive, code = self._poll(pid, spec.instance_id)
         if not alive:
-            return _exited(pid, folder, code)
+            return self._ended(pid, spec, code)
         self._kill_if_overdue(pid, spec)
         rss = _tree_rss(pid)
         if spec.memory_mb is not None and rss > spec.memory_mb * MB:
@@ -234,15 +283,31 @@ class LocalInstanceBackend(InstanceBackend):
                     f"out of memory: RSS {math.ceil(rss / MB)} MB exceeded the limit of "
                     f"{spec.memory_mb} MB (metadata.memory)"
                 )
-            _kill_group(pid, signal.SIGKILL)
+            _kill(pid, spec, signal.SIGKILL)
             alive, code = self._wait_gone(pid, spec.instance_id, timeout_s=1.0)
             if not alive:
-                return _exited(pid, folder, code)
-        state = _own_state(folder, pid)
+                return self._ended(pid, spec, code)
+        state = _own_state(folder, pid, spec)
         if state is not None and state.state == "ready":
             return InstanceStatus(InstancePhase.READY, url=state.url, rss_mb=rss // MB)
         url = state.url if state is not None else None
         return InstanceStatus(InstancePhase.STARTING, url=url, rss_mb=rss // MB)
+
+    def _ended(self, pid: int, spec: InstanceSpec, code: int | None) -> InstanceStatus:
+        """The status of a gone instance; a sandboxed one's cgroup says whether the kernel
+        killed it at its limit, and is removed."""
+        folder = Path(spec.dir)
+        if spec.sandbox is not None:
+            if code is not None and 128 < code <= 128 + 64:
+                code = -(code - 128)  # bwrap reports a signal as 128 + its number
+            cgroup = instance_cgroup(spec.instance_id)
+            limit = cgroup.limit_reason()
+            if limit is not None and not (folder / OOM_FILE).exists():
+                with contextlib.suppress(OSError):
+                    (folder / OOM_FILE).write_text(limit)
+            with contextlib.suppress(OSError):
+                cgroup.remove()
+        return _exited(pid, folder, code, spec)
 
     def _poll(self, pid: int, instance_id: str) -> tuple[bool, int | None]:
         """(alive, exit code): the code only for a process this object started."""
@@ -279,7 +344,7 @@ class LocalInstanceBackend(InstanceBackend):
         if earlier is None or deadline < earlier:
             with contextlib.suppress(OSError):  # the timer below still enforces it
                 stop_file.write_text(repr(deadline))
-        _kill_group(pid, signal.SIGTERM)
+        _kill(pid, spec, signal.SIGTERM)
         timer = threading.Timer(grace_s, self._kill_if_overdue, args=(pid, spec))
         timer.daemon = True
         timer.start()
@@ -291,7 +356,44 @@ class LocalInstanceBackend(InstanceBackend):
         if deadline is None or time.time() < deadline:
             return
         if self._poll(pid, spec.instance_id)[0]:
-            _kill_group(pid, signal.SIGKILL)
+            _kill(pid, spec, signal.SIGKILL)
+
+
+def instance_cgroup(instance_id: str) -> Cgroup:
+    """The cgroup of a sandboxed instance, found again by its id after a restart."""
+    layout = detect_layout()
+    if isinstance(layout, str):
+        raise BackendError(f"Cannot sandbox instance {instance_id}: {layout}")
+    return Cgroup(layout, f"instance-{instance_id}")
+
+
+def _kill(pid: int, spec: InstanceSpec, sig: signal.Signals) -> None:
+    """Signal the instance: its process group, or (sandboxed) every process of its cgroup
+    but bwrap's own (they end with the server and hand its exit status back); SIGKILL
+    empties the cgroup."""
+    if spec.sandbox is None:
+        _kill_group(pid, sig)
+        return
+    cgroup = instance_cgroup(spec.instance_id)
+    if sig == signal.SIGKILL:
+        with contextlib.suppress(BackendError):
+            cgroup.kill()
+        return
+    for member in cgroup.pids():
+        with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
+            if psutil.Process(member).name() != "bwrap":
+                os.kill(member, sig)
+
+
+def _give(policy: SandboxPolicy, folder: Path) -> None:
+    """Make the instance's folder the workload user's, to write its log and state (when
+    liqi is root and there is one). Readable paths stay whose they are."""
+    if policy.uid is None or os.geteuid() != 0:
+        return
+    gid = policy.gid if policy.gid is not None else policy.uid
+    for root, dirs, files in os.walk(folder):
+        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+            os.lchown(name, policy.uid, gid)
 
 
 def is_instance(pid: int, instance_id: str) -> bool:
@@ -354,14 +456,18 @@ def _read_deadline(path: Path) -> float | None:
         return None
 
 
-def _own_state(folder: Path, pid: int) -> ServerState | None:
-    """The state file, if this very process wrote it (not one before it)."""
+def _own_state(folder: Path, pid: int, spec: InstanceSpec) -> ServerState | None:
+    """The state file, if this very process wrote it (not one before it). A sandboxed
+    server writes its pid inside its PID namespace: there, the file is this start's because
+    :meth:`LocalInstanceBackend.start` removed the one before."""
     state = read_state(folder / STATE_FILE)
-    return state if state is not None and state.pid == pid else None
+    if state is None:
+        return None
+    return state if spec.sandbox is not None or state.pid == pid else None
 
 
-def _exited(pid: int, folder: Path, code: int | None) -> InstanceStatus:
-    state = _own_state(folder, pid)
+def _exited(pid: int, folder: Path, code: int | None, spec: InstanceSpec) -> InstanceStatus:
+    state = _own_state(folder, pid, spec)
     if code is None and state is not None:
         code = state.exit_code
     try:

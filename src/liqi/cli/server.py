@@ -164,14 +164,19 @@ def stop(obj: CliContext, timeout_s: float) -> None:
 
 
 def _instances_running(services_dir: Path) -> int:
-    """Model-server processes working in this home's services folder."""
+    """Model-server processes working in this home's services folder (bwrap's own init in
+    a sandboxed instance's folder is not one)."""
     import psutil
 
     prefix = str(services_dir) + "/"
     count = 0
-    for process in psutil.process_iter(["cwd", "status"]):
+    for process in psutil.process_iter(["cwd", "status", "name"]):
         cwd = process.info.get("cwd") or ""
-        if cwd.startswith(prefix) and process.info.get("status") != psutil.STATUS_ZOMBIE:
+        if (
+            cwd.startswith(prefix)
+            and process.info.get("status") != psutil.STATUS_ZOMBIE
+            and process.info.get("name") != "bwrap"
+        ):
             count += 1
     return count
 

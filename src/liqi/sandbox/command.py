@@ -66,11 +66,15 @@ def bwrap_argv(
     cwd: str,
     cgroup_procs: Sequence[str] = (),
     bwrap: str | None = None,
+    die_with_parent: bool = True,
 ) -> list[str]:
-    """The full command that runs ``argv`` in ``cwd`` under ``policy``."""
+    """The full command that runs ``argv`` in ``cwd`` under ``policy``; ``die_with_parent``
+    False for a workload that outlives its starter (a model-server instance)."""
     exe = bwrap or shutil.which("bwrap") or "bwrap"
     cmd = [exe, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-    cmd += ["--die-with-parent", "--new-session", "--hostname", "liqi-sandbox"]
+    if die_with_parent:
+        cmd.append("--die-with-parent")
+    cmd += ["--new-session", "--hostname", "liqi-sandbox"]
     if os.geteuid() != 0:
         cmd.append("--unshare-user")
     cmd.append("--clearenv")

@@ -82,7 +82,7 @@ def open_plane(
     if warning:
         logger.warning("isolation=%s: %s", isolation, warning)
     else:
-        logger.info("isolation=%s: job tasks run in liqi.sandbox", isolation)
+        logger.info("isolation=%s: job tasks and instances run in liqi.sandbox", isolation)
     engine = create_db_engine(settings.effective_database_url)
     try:
         migrate(engine)
@@ -105,7 +105,10 @@ def open_plane(
         stores,
         instance_backend
         or LocalInstanceBackend(
-            standby_dir=services_dir / ".standby" if settings.standby else None,
+            # No standby server under the sandbox: it would run unconfined (not yet sandboxed)
+            standby_dir=services_dir / ".standby"
+            if settings.standby and isolation != "sandbox"
+            else None,
             log_limits=settings.log_limits,
         ),
         routes,
@@ -118,6 +121,7 @@ def open_plane(
                 max_bytes=settings.staging_max_mb * 2**20,
             ),
             fetches=fetches,
+            sandbox=isolation == "sandbox",
         ),
         endpoint=lambda: plane.url,
         clock=clock,

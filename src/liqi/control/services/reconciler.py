@@ -71,6 +71,7 @@ class ReconcilerConfig:
     staging: StagingLimits = field(default_factory=StagingLimits)
     staging_workers: int = 2
     fetches: FetchPolicy = field(default_factory=FetchPolicy)
+    sandbox: bool = False  # isolation "sandbox": instances run in liqi.sandbox
 
 
 class Reconciler(Ticker):
@@ -398,6 +399,7 @@ class Reconciler(Ticker):
                 stores=staging.stores_for(session, spec, self.stores),
                 policy=self.config.fetches,
                 trusted=staging.written_by_superuser(session, service, row.version),
+                sandbox_project=str(service.project_id) if self.config.sandbox else None,
             )
         except (LiqiError, OSError) as exc:
             message = exc.message if isinstance(exc, LiqiError) else str(exc)

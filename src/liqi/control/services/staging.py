@@ -22,7 +22,9 @@ database, read by the tick) and does the transfers, each bounded by :class:`Stag
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -48,6 +50,7 @@ from liqi.control.storage.buckets import StoreRegistry
 from liqi.core.refs import parse_oss_uri
 from liqi.core.service_spec import ServiceSpec
 from liqi.errors import InvalidRequestError, StagingCancelledError, StoreError
+from liqi.sandbox import SandboxPolicy, safe_env, workload_user
 from liqi.stores.base import Store
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,15 @@ log = logging.getLogger(__name__)
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 CHUNK_BYTES = 1 << 20
+#: What a sandboxed instance takes from the control plane's environment besides
+#: :data:`liqi.sandbox.SAFE_ENV`: how ``liqi serve`` behaves, never a secret.
+INSTANCE_ENV = (
+    "LIQI_CORS_ORIGINS",
+    "LIQI_TF_LOG_LEVEL",
+    "TF_CPP_MIN_LOG_LEVEL",
+    "OMP_NUM_THREADS",
+    "CUDA_VISIBLE_DEVICES",
+)
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,8 @@ class StagingOrder:
     stores: dict[str, Store] = field(default_factory=dict)  # buckets of oss:// files, by name
     policy: FetchPolicy = field(default_factory=FetchPolicy)
     trusted: bool = False  # the version's author is an active superuser key
+    # isolation "sandbox": the project whose workload user the instance runs as (its id)
+    sandbox_project: str | None = None
 
 
 def written_by_superuser(session: Session, service: Service, version: int) -> bool:
@@ -188,7 +202,7 @@ def stage(
         warmup = str(transfer.copy_object(warmup, order.stores, order.instance_dir / name))
     elif warmup:
         warmup = str(Path(warmup.removeprefix("file://")).expanduser().absolute())
-    return instance_spec(
+    staged = instance_spec(
         spec,
         instance_id=order.instance_id,
         instance_dir=order.instance_dir,
@@ -199,6 +213,44 @@ def stage(
         credentials=order.credentials,
         warmup_file=warmup,
     )
+    if order.sandbox_project is None:
+        return staged
+    user = workload_user(order.sandbox_project)
+    env = safe_env(os.environ, **{k: os.environ[k] for k in INSTANCE_ENV if k in os.environ})
+    return instance_sandbox(staged, user, env, order.home, order.cache_dir)
+
+
+def instance_sandbox(
+    spec: InstanceSpec,
+    user: tuple[int, int] | None,
+    env: dict[str, str],
+    home: Path,
+    cache_dir: Path,
+) -> InstanceSpec:
+    """``spec`` run in liqi.sandbox: its folder writable, its model (when local), processor,
+    warm-up file and the cache of unpacked archives read-only, nothing else of LIQI_HOME
+    (``home``). It fetches ``oss://`` and ``model:`` models into a cache of its own
+    (``LIQI_HOME`` is ``<its folder>/home`` inside). The network is shared: it reaches the
+    control plane. ``env`` is the allow-list its environment starts from (no secret: the
+    policy is written to ``spec.json``); the spec's own ``env`` and token are added at start.
+    """
+    folder = Path(spec.dir)
+    own_home = folder / "home"
+    own_home.mkdir(parents=True, exist_ok=True)
+    local_model = spec.model_uri if not spec.model_uri.startswith(("oss://", "model:")) else None
+    readable = [local_model, spec.processor_path, spec.warmup_file, str(cache_dir / "archives")]
+    policy = SandboxPolicy(
+        name=f"instance-{spec.instance_id}",
+        uid=user[0] if user else None,
+        gid=user[1] if user else None,
+        writable=(str(folder),),
+        readable=tuple(p for p in readable if p),
+        hidden=(str(home),),
+        env=env,
+        memory_mb=spec.memory_mb,
+    )
+    as_json = json.loads(json.dumps(policy.to_dict()))  # as spec.json gives it back
+    return replace(spec, env={**spec.env, "LIQI_HOME": str(own_home)}, sandbox=as_json)
 
 
 def instance_spec(
