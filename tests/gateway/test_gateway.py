@@ -22,7 +22,7 @@ from liqi.core.batching import BatchPolicy
 from liqi.datasets.mnist_reader import builtin_dir, read_data_sets
 from liqi.gateway.app import Gateway, with_gateway
 from liqi.gateway.route_table import RouteTable, ServiceRoute, Upstream
-from liqi.protocols import eas, tfserving, v2
+from liqi.protocols import eas, eas_signature, tfserving, v2
 from liqi.serving.app import ServeLimits
 from liqi.serving.manager import ModelOptions
 from liqi.serving.server import ServeOptions, build_app
@@ -244,14 +244,16 @@ def test_token_forms_accepted(gw: LiveGateway, instances: list[LiveModelServer])
     gw.route("mnist", ("i-a", instances[0].url), token=TOKEN)
     body = eas.encode_predict_request({"images": np.zeros((1, 784), np.float32)})
     date = email.utils.formatdate(usegmt=True)
-    signed = eas.sign_request(token=TOKEN, body=body, date=date, path="/api/predict/mnist")
+    signed = eas_signature.sign_request(
+        token=TOKEN, body=body, date=date, path="/api/predict/mnist"
+    )
     for headers in ({"Authorization": TOKEN}, {"Authorization": f"Bearer {TOKEN}"}, signed):
         answer = gw.http.post("/api/predict/mnist", content=body, headers=headers)
         assert answer.status_code == 200, (headers, answer.text)
         assert eas_scores(answer.content).shape == (1, 10)
     json_path = "/api/predict/mnist/v1/models/mnist:predict"
     json_body = b'{"instances": [{"images": [0.0]}]}'
-    signed = eas.sign_request(
+    signed = eas_signature.sign_request(
         token=TOKEN, body=json_body, date=date, path=json_path, content_type="application/json"
     )
     answer = gw.http.post(json_path, content=json_body, headers=signed)
@@ -287,7 +289,9 @@ def test_signed_request_over_the_limit_is_413(gw: LiveGateway, probes: list[Any]
     gw.route("svc", ("a", probes[0][1]), token=TOKEN, max_body_bytes=1000)
     body = b"x" * 5000
     date = email.utils.formatdate(usegmt=True)
-    signed = eas.sign_request(token=TOKEN, body=body, date=date, path="/api/predict/svc/echo")
+    signed = eas_signature.sign_request(
+        token=TOKEN, body=body, date=date, path="/api/predict/svc/echo"
+    )
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is found while reading
         for _ in range(10):

@@ -21,7 +21,8 @@ import pytest
 from liqi.client import Client
 from liqi.control.fetch_policy import FetchPolicy
 from liqi.control.services import staging
-from liqi.control.services.staging import StagingLimits, StagingOrder
+from liqi.control.services.staging import StagingOrder
+from liqi.control.services.transfer import StagingLimits
 from liqi.core.service_spec import parse_service_spec
 from liqi.errors import LiqiError, NotFoundError, PermissionDeniedError, StoreError
 from tests.support.servers import LiveServer, live_server

@@ -16,7 +16,7 @@ import pytest
 
 from liqi.client import Client
 from liqi.errors import BucketNotFoundError, NotFoundError, PermissionDeniedError
-from liqi.protocols import eas
+from liqi.protocols import eas_signature
 from liqi.serving.app import ServeLimits
 from liqi.serving.server import ProcessorOptions, ServeOptions, build_app
 from tests.integration.test_auth import admin_pair
@@ -333,7 +333,9 @@ def test_stale_eas_signature_is_refused_by_the_gateway(
 
     def send_signed(at: datetime) -> httpx.Response:
         date = format_datetime(at, usegmt=True)
-        headers = eas.sign_request(token=created.token or "", body=body, date=date, path=path)
+        headers = eas_signature.sign_request(
+            token=created.token or "", body=body, date=date, path=path
+        )
         return httpx.post(f"{sqlite_server.url}{path}", content=body, headers=headers, timeout=30)
 
     now = datetime.now(timezone.utc)

@@ -16,7 +16,7 @@ import tritonclient.http as triton
 
 from liqi.core.batching import BatchPolicy
 from liqi.datasets.mnist_reader import builtin_dir, read_data_sets
-from liqi.protocols import eas, tfserving
+from liqi.protocols import eas, eas_signature, tfserving
 from liqi.serving.app import ServeLimits
 from liqi.serving.manager import ModelOptions
 from liqi.serving.server import ServeOptions, build_app
@@ -299,9 +299,13 @@ def test_token_raw_bearer_and_eas_signature(mnist_saved_model: Path, tmp_path: P
         bearer = {"Authorization": f"Bearer {TOKEN}"}
         assert http.get("/v1/models/mnist", headers=bearer).status_code == 200
         date = email.utils.formatdate(usegmt=True)
-        signed = eas.sign_request(token=TOKEN, body=body, date=date, path="/api/predict/mnist")
+        signed = eas_signature.sign_request(
+            token=TOKEN, body=body, date=date, path="/api/predict/mnist"
+        )
         assert http.post("/api/predict/mnist", content=body, headers=signed).status_code == 200
-        forged = eas.sign_request(token="other", body=body, date=date, path="/api/predict/mnist")
+        forged = eas_signature.sign_request(
+            token="other", body=body, date=date, path="/api/predict/mnist"
+        )
         assert http.post("/api/predict/mnist", content=body, headers=forged).status_code == 401
         assert http.get("/healthz").status_code == 200  # health stays open
 

@@ -2,7 +2,8 @@
 
 A request carries the service's token in ``Authorization`` as the raw token, ``Bearer
 <token>``, or the EAS SDKs' ``EAS <signature>`` (an HMAC over the body's md5, the content
-type, the date and the path, keyed by the token; :func:`liqi.protocols.eas.check_authorization`),
+type, the date and the path, keyed by the token;
+:func:`liqi.protocols.eas_signature.check_authorization`),
 whose date must be fresh. Comparisons are constant-time.
 """
 
@@ -12,7 +13,7 @@ import hmac
 from datetime import datetime, timezone
 
 from liqi.errors import AuthenticationError
-from liqi.protocols import eas
+from liqi.protocols import eas_signature
 
 WWW_AUTHENTICATE = (b"www-authenticate", b'Bearer realm="liqi"')
 
@@ -42,7 +43,7 @@ def token_accepted(
     scheme, _, rest = value.partition(" ")
     if scheme.lower() == "bearer":
         return hmac.compare_digest(rest.strip().encode(), token.encode())
-    return eas.check_authorization(
+    return eas_signature.check_authorization(
         value,
         token=token,
         method=method,

@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -46,11 +45,12 @@ from liqi.backends.instances import (
     InstanceStatus,
 )
 from liqi.errors import BackendError
-from liqi.logs.reading import read_tail
+from liqi.logs.reading import last_error_line
 from liqi.logs.rotation import LogLimits
 from liqi.sandbox import SandboxPolicy
 from liqi.sandbox.cgroups import Cgroup, detect_layout
 from liqi.sandbox.command import bwrap_argv
+from liqi.sandbox.users import give_to_workload_user
 from liqi.serving.state_file import CLAIM_FILE, READY_FILE, ServerState, read_state
 
 SPEC_FILE = "spec.json"
@@ -59,9 +59,7 @@ STATE_FILE = "state.json"
 OOM_FILE = "oom"  # the out-of-memory reason, once the backend killed the instance for it
 STOP_FILE = "stop-deadline"  # when a stopped instance gets SIGKILL (epoch seconds)
 MB = 1024 * 1024
-_LOG_TAIL_BYTES = 16 * 1024
 log_warning = logging.getLogger(__name__).warning
-_ERROR_LINE = re.compile(r"^(Error: |[\w.]*(Error|Exception)\b)")
 
 
 def serve_command(spec: InstanceSpec, log: LogLimits | None = None) -> list[str]:
@@ -168,7 +166,7 @@ class LocalInstanceBackend(InstanceBackend):
         policy = SandboxPolicy.from_dict(spec.sandbox)
         policy = replace(policy, env={**policy.env, **extra})
         (Path(spec.dir) / LOG_FILE).touch()  # before _give: the server writes and rotates it
-        _give(policy, Path(spec.dir))
+        give_to_workload_user(policy, Path(spec.dir))
         cgroup = instance_cgroup(spec.instance_id)
         cgroup.remove()  # a stale one of an earlier start of this id
         cgroup.create(policy.memory_mb, policy.pids_max, policy.cpu)
@@ -385,17 +383,6 @@ def _kill(pid: int, spec: InstanceSpec, sig: signal.Signals) -> None:
                 os.kill(member, sig)
 
 
-def _give(policy: SandboxPolicy, folder: Path) -> None:
-    """Make the instance's folder the workload user's, to write its log and state (when
-    liqi is root and there is one). Readable paths stay whose they are."""
-    if policy.uid is None or os.geteuid() != 0:
-        return
-    gid = policy.gid if policy.gid is not None else policy.uid
-    for root, dirs, files in os.walk(folder):
-        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
-            os.lchown(name, policy.uid, gid)
-
-
 def is_instance(pid: int, instance_id: str) -> bool:
     """Whether ``pid`` is a live (not zombie) process carrying ``instance_id`` in its argv,
     or a standby server that was handed that instance."""
@@ -494,18 +481,5 @@ def _describe_exit(code: int, log: Path) -> str:
         return f"killed by signal {-code} ({name})"
     if code == 0:
         return "exited with code 0"
-    last = _last_error(log)
+    last = last_error_line(log)
     return f"exited with code {code}" + (f": {last}" if last else f"; see {log}")
-
-
-def _last_error(log: Path) -> str:
-    """The last error line of the log (the CLI's ``Error: ...``, an exception's last line),
-    else its last line."""
-    try:
-        tail = read_tail(log, _LOG_TAIL_BYTES).decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    errors = [line for line in lines if _ERROR_LINE.match(line)]
-    chosen = errors[-1] if errors else (lines[-1] if lines else "")
-    return chosen[:500]

@@ -34,7 +34,7 @@ from liqi.errors import (
     ServerUnavailableError,
     UnexpectedResponseError,
 )
-from liqi.protocols import eas, tfserving, v2
+from liqi.protocols import eas, eas_signature, tfserving, v2
 from liqi.protocols.tensors import conform_inputs
 
 __all__ = [
@@ -186,7 +186,7 @@ class PredictCodec:
                 headers["Authorization"] = self.token
             else:
                 headers.update(
-                    eas.sign_request(
+                    eas_signature.sign_request(
                         token=self.token,
                         body=body,
                         date=self._now(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,3 +137,20 @@ def _placed(path: Path, found: _Found, starts: dict[int, int]) -> list[_Segment]
         for s, nxt in itertools.pairwise(segments)
     ]
     return [*trimmed, *segments[-1:]] if segments else []
+
+
+_ERROR_LINE = re.compile(r"^(Error: |[\w.]*(Error|Exception)\b)")
+_TAIL_BYTES = 16 * 1024
+
+
+def last_error_line(log: Path) -> str:
+    """The last error line of a log (the CLI's ``Error: ...``, an exception's last line),
+    else its last line; '' when it cannot be read."""
+    try:
+        tail = read_tail(log, _TAIL_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    errors = [line for line in lines if _ERROR_LINE.match(line)]
+    chosen = errors[-1] if errors else (lines[-1] if lines else "")
+    return chosen[:500]

@@ -32,6 +32,7 @@ import psutil
 from liqi.backends.jobs import LaunchPlan, TaskResult, TaskSpec
 from liqi.sandbox import SandboxedProcess, SandboxPolicy
 from liqi.sandbox.cgroups import sweep_stale
+from liqi.sandbox.users import give_to_workload_user
 
 TICK_S = 0.1
 MB = 1024 * 1024
@@ -57,7 +58,7 @@ class Supervisor:
 
     def start(self) -> None:
         if self.policy is not None:
-            _give(self.policy)
+            give_to_workload_user(self.policy)
         for task in self.plan.tasks:
             if self.policy is not None:
                 self.start_sandboxed(task, self.policy)
@@ -223,19 +224,6 @@ def _signal_workload(sandboxed: SandboxedProcess, sig: signal.Signals) -> None:
         with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
             if psutil.Process(pid).name() != "bwrap":
                 os.kill(pid, sig)
-
-
-def _give(policy: SandboxPolicy) -> None:
-    """Make the job's folders the workload user's (when liqi is root and there is one): the
-    writable ones to write, the readable ones to read whatever the server's umask was (the
-    sandbox binds those read-only, so owning them does not let it change them)."""
-    if policy.uid is None or os.geteuid() != 0:
-        return
-    gid = policy.gid if policy.gid is not None else policy.uid
-    for top in (*policy.writable, *policy.readable):
-        for root, dirs, files in os.walk(top):
-            for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
-                os.lchown(name, policy.uid, gid)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

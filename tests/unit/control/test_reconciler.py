@@ -30,7 +30,8 @@ from liqi.control.identity.bootstrap import ensure_bootstrapped
 from liqi.control.identity.workload_keys import WorkloadScope
 from liqi.control.services import catalog, staging
 from liqi.control.services.reconciler import START_ATTEMPTS, Reconciler, ReconcilerConfig
-from liqi.control.services.staging import StagingLimits, StagingOrder
+from liqi.control.services.staging import StagingOrder
+from liqi.control.services.transfer import StagingLimits
 from liqi.control.storage import buckets
 from liqi.control.storage.buckets import ExternalStore, StoreRegistry
 from liqi.errors import StoreError

@@ -15,7 +15,8 @@ import pytest
 
 from liqi.control.fetch_policy import FetchPolicy
 from liqi.control.services import staging
-from liqi.control.services.staging import StagingLimits, StagingOrder
+from liqi.control.services.staging import StagingOrder
+from liqi.control.services.transfer import StagingLimits
 from liqi.core.service_spec import parse_service_spec
 from liqi.errors import ArchiveError, InvalidRequestError, StagingCancelledError, StoreError
 from liqi.stores.local import LocalStore

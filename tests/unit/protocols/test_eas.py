@@ -17,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from liqi.errors import InvalidRequestError, LiqiError, RequestExpiredError
-from liqi.protocols import eas, eas_predict_pb2
+from liqi.protocols import eas, eas_predict_pb2, eas_signature
 from liqi.protocols.tensors import TensorSpec
 
 pb: Any = eas_predict_pb2
@@ -391,7 +391,7 @@ def _check(header: str | None, **changes: Any) -> bool:
         "now": SIGNED_AT,
     }
     request.update(changes)
-    return eas.check_authorization(header, **request)
+    return eas_signature.check_authorization(header, **request)
 
 
 def _body_with_leading_zero_md5() -> bytes:
@@ -418,7 +418,7 @@ def test_java_sdk_md5_without_leading_zeros_is_accepted() -> None:
 def test_sign_request_makes_headers_the_check_accepts() -> None:
     body = _good_body()
 
-    headers = eas.sign_request(token=TOKEN, body=body, date=DATE, path=PATH)
+    headers = eas_signature.sign_request(token=TOKEN, body=body, date=DATE, path=PATH)
 
     assert headers["Authorization"] == _sdk_authorization(TOKEN, body)
     assert headers["Content-MD5"] == hashlib.md5(body).hexdigest()
@@ -497,7 +497,9 @@ def test_signed_date_must_be_fresh(server_minus_date: timedelta, fresh: bool) ->
 def test_unreadable_date_of_a_signed_request_is_refused() -> None:
     body = _good_body()
     for date in ("", "yesterday", "Mon, 99 Foo 2006 15:04:05 GMT"):
-        header = eas.sign_request(token=TOKEN, body=body, date=date, path=PATH)["Authorization"]
+        header = eas_signature.sign_request(token=TOKEN, body=body, date=date, path=PATH)[
+            "Authorization"
+        ]
         with pytest.raises(RequestExpiredError):
             _check(header, body=body, date=date)
 

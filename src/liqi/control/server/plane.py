@@ -25,7 +25,7 @@ from liqi.control.identity.accounts import Principal
 from liqi.control.identity.auth import Authenticator
 from liqi.control.jobs.runner import JobRunner
 from liqi.control.services.reconciler import Reconciler, ReconcilerConfig
-from liqi.control.services.staging import StagingLimits
+from liqi.control.services.transfer import StagingLimits
 from liqi.control.storage.buckets import StoreRegistry
 from liqi.errors import PermissionDeniedError
 from liqi.gateway.route_table import RouteTable

@@ -36,7 +36,8 @@ from liqi.control.identity import workload_keys
 from liqi.control.services import catalog, staging
 from liqi.control.services.scaling import ServiceScalers
 from liqi.control.services.stager import Stager, StagingOutcome
-from liqi.control.services.staging import StagingLimits, StagingOrder
+from liqi.control.services.staging import StagingOrder
+from liqi.control.services.transfer import StagingLimits
 from liqi.control.storage.buckets import StoreRegistry
 from liqi.control.ticker import Ticker
 from liqi.core.service_spec import ServiceSpec
