@@ -81,10 +81,7 @@ def key_for(
 ) -> WorkloadKey:
     """The workload's active key, or a new one (its old ones revoked) when it has none, it
     expired or its scope changed."""
-    found = session.scalars(
-        select(AccessKey).where(AccessKey.workload == workload, AccessKey.revoked_at.is_(None))
-    ).all()
-    for key in found:
+    for key in _active(session, workload):
         usable = key.scope_json == scope.to_json() and (
             key.expires_at is None or key.expires_at > now + ttl / 10
         )
@@ -102,10 +99,14 @@ def key_for(
 
 def revoke(session: Session, workload: str, now: datetime) -> None:
     """Revoke every key of ``workload`` (it ended)."""
-    for key in session.scalars(
-        select(AccessKey).where(AccessKey.workload == workload, AccessKey.revoked_at.is_(None))
-    ):
+    for key in _active(session, workload):
         key.revoked_at = now
+
+
+def _active(session: Session, workload: str) -> list[AccessKey]:
+    """The workload's keys that are not revoked."""
+    stmt = select(AccessKey).where(AccessKey.workload == workload, AccessKey.revoked_at.is_(None))
+    return list(session.scalars(stmt))
 
 
 def allows(session: Session, scope: WorkloadScope, method: str, path: str, query: str) -> bool:

@@ -38,9 +38,9 @@ from sqlalchemy.orm import Session
 from liqi.archives import extract, single_folder
 from liqi.backends.instances import InstanceSpec
 from liqi.control.db.secretbox import SecretBox
-from liqi.control.db.tables import AccessKey, Service, ServiceVersion
+from liqi.control.db.tables import Service, ServiceVersion
 from liqi.control.fetch_policy import FetchPolicy, is_local_path
-from liqi.control.identity import workload_keys
+from liqi.control.identity import accounts, workload_keys
 from liqi.control.identity.workload_keys import WorkloadScope
 from liqi.control.services.transfer import StagingLimits, Transfer
 from liqi.control.storage import buckets
@@ -102,9 +102,7 @@ def written_by_superuser(session: Session, service: Service, version: int) -> bo
             ServiceVersion.service_id == service.id, ServiceVersion.version == version
         )
     ).first()
-    key = session.scalars(
-        select(AccessKey).where(AccessKey.access_id == author, AccessKey.revoked_at.is_(None))
-    ).first()
+    key = accounts.find_active_key(session, author) if author else None
     return key is not None and key.is_superuser
 
 
