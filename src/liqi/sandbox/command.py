@@ -69,7 +69,9 @@ def bwrap_argv(
     die_with_parent: bool = True,
 ) -> list[str]:
     """The full command that runs ``argv`` in ``cwd`` under ``policy``; ``die_with_parent``
-    False for a workload that outlives its starter (a model-server instance)."""
+    False for a workload that outlives its starter (a model-server instance). Start it with
+    ``policy.env`` as its whole environment (``Popen(env=policy.env)``): the environment is not
+    on the command line, which every user of the host can read."""
     exe = bwrap or shutil.which("bwrap") or "bwrap"
     cmd = [exe, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if die_with_parent:
@@ -77,9 +79,6 @@ def bwrap_argv(
     cmd += ["--new-session", "--hostname", "liqi-sandbox"]
     if os.geteuid() != 0:
         cmd.append("--unshare-user")
-    cmd.append("--clearenv")
-    for key, value in sorted(policy.env.items()):
-        cmd += ["--setenv", key, value]
     for link in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         host = Path("/") / link
         if host.is_symlink():
@@ -109,6 +108,7 @@ def _mounts(policy: SandboxPolicy) -> list[str]:
     binds = [(p, "--ro-bind") for p in _outermost(readable)]
     binds += [(p, "--bind") for p in _outermost(_existing(policy.writable))]
     bound = [p for p, _ in binds]
+    binds += [(inside, "--bind") for inside in policy.binds]  # from its host folder
     for path in _existing(policy.hidden):
         if any(_inside(path, outer) and path != outer for outer in bound):
             binds.append((path, "--tmpfs"))  # an empty folder over it, before what is inside
@@ -125,7 +125,7 @@ def _mounts(policy: SandboxPolicy) -> list[str]:
         if kind == "--tmpfs":
             cmd += ["--perms", "0755", kind, path]
         else:
-            cmd += [kind, path, path]
+            cmd += [kind, policy.binds.get(path, path), path]
     return cmd
 
 

@@ -14,7 +14,10 @@ class SandboxPolicy:
     when liqi does not run as root). ``writable`` folders are bound read-write, ``readable``
     paths read-only; nothing else of the host's files exists in the sandbox except the Python
     environment and the system's libraries (read-only) and a private ``/tmp`` of ``tmp_mb``.
-    ``env`` is the whole environment of the process: never ``os.environ``. ``hidden`` paths
+    ``binds`` maps a path inside to a host folder bound read-write there (a model-server
+    instance sees its folder at ``/instance``, whatever the host calls it).
+    ``env`` is the whole environment of the process: never ``os.environ``; it reaches the
+    process through its starter's environment, never its command line. ``hidden`` paths
     (LIQI_HOME) are covered by an empty folder should anything bound contain them (a Python
     environment installed above LIQI_HOME); the ``writable``/``readable`` folders inside them
     still show.
@@ -26,6 +29,7 @@ class SandboxPolicy:
     writable: tuple[str, ...] = ()
     readable: tuple[str, ...] = ()
     hidden: tuple[str, ...] = ()
+    binds: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     memory_mb: int | None = None
     pids_max: int | None = 2048  # threads count too (TensorFlow starts many)
@@ -44,5 +48,6 @@ class SandboxPolicy:
                 "readable": tuple(data.get("readable", ())),
                 "hidden": tuple(data.get("hidden", ())),
                 "env": dict(data.get("env", {})),
+                "binds": dict(data.get("binds", {})),
             }
         )
