@@ -44,6 +44,7 @@ ATTACK = """
                 for name in ("config.toml", "secret.key", "liqi.db", "services", "store")
             }}
             seen["victim"] = attempt(data.decode())
+            seen["own"] = attempt("/instance")
             seen["env"] = sorted(os.environ)
             seen["uid"] = os.getuid()
             seen["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
@@ -113,7 +114,8 @@ def test_a_processor_sees_nothing_of_the_server_or_another_instance(
     assert seen["secret.key"] == "FileNotFoundError"
     assert seen["liqi.db"] == "FileNotFoundError"
     assert seen["store"] == "FileNotFoundError"
-    assert seen["services"] == ["attacker"]  # only its own instance's folder exists
+    assert seen["services"] == "FileNotFoundError"  # nothing of LIQI_HOME exists
+    assert "spec.json" in seen["own"]  # its own folder, at /instance
     assert seen["victim"] == "FileNotFoundError"
     assert "LIQI_DATABASE_URL_PROBE" not in seen["env"]
     assert max(seen["pids"]) < 100  # its own PID namespace: none of the host's processes

@@ -33,6 +33,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import psutil
+
 from liqi.backends.instances import SANDBOX_DIR, InstanceSpec
 from liqi.errors import BackendError
 from liqi.sandbox import SandboxPolicy
@@ -104,6 +106,23 @@ class StandbyPool:
         self._max = max_standbys
         self._standbys: dict[str, Standby] = {}
         self._lock = threading.Lock()
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Remove the folders of standbys an earlier control plane left: unclaimed ones ended
+        with it; a claimed unconfined one keeps its folder while it runs (the folder names
+        its instance)."""
+        folders: list[Path] = []
+        with contextlib.suppress(OSError):
+            folders = [f for f in self._folder.glob("standby-*") if f.is_dir()]
+        if not folders:
+            return
+        running = " ".join(
+            " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])
+        )
+        for folder in folders:
+            if not (folder / CLAIM_FILE).exists() or str(folder) not in running:
+                shutil.rmtree(folder, ignore_errors=True)
 
     # -- claim ----------------------------------------------------------------------------
 
