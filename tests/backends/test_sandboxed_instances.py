@@ -187,6 +187,8 @@ def test_a_sandboxed_standby_server_becomes_the_next_instance(
         gone = wait_phase(adopted, warm, second, InstancePhase.EXITED, timeout_s=60)
         assert gone.exit_code == 0, gone
         assert not any(d.exists() for d in cgroup.dirs.values())
+        own = wait_phase(backend, warm, second, InstancePhase.EXITED)  # the starter reaps it
+        assert own.exit_code == 0
         backend.stop(cold, first, grace_s=60)
         wait_phase(backend, cold, first, InstancePhase.EXITED, timeout_s=60)
     finally:
