@@ -22,7 +22,6 @@ from liqi.sandbox import (
     SandboxedProcess,
     SandboxPolicy,
     safe_env,
-    sandbox_available,
     workload_user,
 )
 from liqi.sandbox.cgroups import Cgroup, detect_layout, sweep_stale
@@ -31,11 +30,7 @@ PROJECT = "sbxtest"
 
 Run = Callable[..., tuple[int, str, SandboxedProcess]]
 
-
-@pytest.fixture(autouse=True)
-def _require_sandbox() -> None:
-    ok, reason = sandbox_available()
-    assert ok, f"this machine cannot sandbox workloads: {reason}"
+pytestmark = pytest.mark.usefixtures("require_sandbox")
 
 
 @pytest.fixture
