@@ -26,7 +26,7 @@ def explain_error(error: str, policy: SandboxPolicy) -> str:
         )
     if any(mark in error for mark in _ENOSPC):
         return (
-            f"the sandbox's /tmp holds {policy.tmp_mb} MB (tmp_mb); write large files in the "
-            "working folder instead"
+            f"if it was writing to /tmp: the sandbox's /tmp holds {policy.tmp_mb} MB (tmp_mb); "
+            "write large files in the working folder instead"
         )
     return ""
