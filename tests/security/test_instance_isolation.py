@@ -9,18 +9,16 @@ cannot sandbox fails these tests with the reason instead of skipping them.
 from __future__ import annotations
 
 import os
-import textwrap
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from liqi.client import Client
-from liqi.sandbox import sandbox_available, workload_user_name
+from liqi.sandbox import workload_user_name
 from tests.support.servers import LiveServer, kill_instances
+from tests.support.workloads import deploy_processor
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("require_sandbox")]
 
 ATTACK = """
     import json, os
@@ -60,34 +58,6 @@ ECHO = """
 """
 
 
-@pytest.fixture(autouse=True)
-def _require_sandbox() -> None:
-    ok, reason = sandbox_available()
-    assert ok, f"this machine cannot sandbox workloads: {reason}"
-
-
-def _deploy(admin: Client, name: str, folder: Path, code: str) -> str:
-    folder.mkdir(parents=True)
-    (folder / "app.py").write_text(textwrap.dedent(code))
-    spec = {
-        "name": name,
-        "generate_token": "false",
-        "processor_type": "python",
-        "processor_path": str(folder),
-        "processor_entry": "app.py",
-        "metadata": {"instance": 1},
-    }
-    admin.create_service(spec)
-    deadline = time.monotonic() + 120
-    while True:
-        info = admin.get_service(name)
-        if info.state == "RUNNING" or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert info.state == "RUNNING", info
-    return info.endpoint
-
-
 def test_a_processor_sees_nothing_of_the_server_or_another_instance(
     sqlite_server: LiveServer, tmp_path: Path
 ) -> None:
@@ -95,10 +65,11 @@ def test_a_processor_sees_nothing_of_the_server_or_another_instance(
     os.environ["LIQI_DATABASE_URL_PROBE"] = "secret-from-the-control-plane"
     try:
         with sqlite_server.admin() as admin:
-            _deploy(admin, "victim", tmp_path / "victim", ECHO)
+            deploy_processor(admin, "victim", tmp_path / "victim", ECHO)
             [victim_dir] = (home / "services" / "victim").iterdir()
             assert (victim_dir / "spec.json").exists()
-            url = _deploy(admin, "attacker", tmp_path / "attacker", ATTACK.format(home=str(home)))
+            attack = ATTACK.format(home=str(home))
+            url = deploy_processor(admin, "attacker", tmp_path / "attacker", attack).endpoint
             answer = httpx.post(url, content=str(victim_dir / "spec.json").encode(), timeout=30)
             for name in ("attacker", "victim"):
                 admin.delete_service(name)

@@ -260,7 +260,7 @@ class LocalInstanceBackend(InstanceBackend):
         if cgroup is not None:
             if code is not None and 128 < code <= 128 + 64:
                 code = -(code - 128)  # bwrap reports a signal as 128 + its number
-            limit = cgroup.limit_reason()
+            limit = cgroup.limit_reason("metadata.memory")
             if limit is not None and not (folder / OOM_FILE).exists():
                 with contextlib.suppress(OSError):
                     (folder / OOM_FILE).write_text(limit)

@@ -187,8 +187,9 @@ class Cgroup:
             text = _read(self.dirs["memory"] / "memory.max_usage_in_bytes")
         return int(text) if text and text.strip().isdigit() else 0
 
-    def limit_reason(self) -> str | None:
-        """Why the kernel stopped the workload: its memory or its process limit, or None."""
+    def limit_reason(self, memory_setting: str = "memory_mb") -> str | None:
+        """Why the kernel stopped the workload: its memory limit (named as the user sets it,
+        ``memory_setting``) or its process limit, or None."""
         if self.layout.version == 2:
             folder = self.dirs[""]
             memory = _counters(folder / "memory.events")
@@ -205,9 +206,13 @@ class Cgroup:
             pids_limit = _read(self.dirs["pids"] / "pids.max")
         if oom:
             mb = int(limit) // MB if limit and limit.strip().isdigit() else None
-            return f"out of memory: killed at its limit of {mb} MB (memory_mb)"
+            return f"out of memory: killed at its limit of {mb} MB ({memory_setting})"
         if pids_hit:
-            return f"process limit reached: {(pids_limit or '').strip()} processes (pids_max)"
+            count = (pids_limit or "").strip()
+            return (
+                f"process limit reached: {count} processes and threads (the sandbox's "
+                "pids_max); start fewer"
+            )
         return None
 
 

@@ -1,8 +1,9 @@
 """The sandbox's command line: bubblewrap, the workload user, and joining the cgroup.
 
-``sh -c`` (tiny, no Python start-up) writes its own pid into the cgroup's ``cgroup.procs``
-files and then execs ``bwrap``; so the process is in its cgroup before anything of the workload
-runs, and everything it forks stays there. bwrap (run as root, or unprivileged with a user
+``sh -c`` (tiny, no Python start-up) sets the open-files limit (soft and hard; inherited by
+everything it execs and forks), writes its own pid into the cgroup's ``cgroup.procs`` files and
+then execs ``bwrap``; so the process is in its cgroup before anything of the workload runs, and
+everything it forks stays there. bwrap (run as root, or unprivileged with a user
 namespace) makes the mount, PID, IPC and UTS namespaces; as root, ``setpriv`` inside then drops
 to the workload user with no supplementary groups and no capabilities.
 """
@@ -10,6 +11,7 @@ to the workload user with no supplementary groups and no capabilities.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import site
 import sys
@@ -21,8 +23,12 @@ from liqi.sandbox.policy import SandboxPolicy
 
 MB = 1024 * 1024
 
-# Joins each cgroup named before "--", then execs the rest; exit 125 when a join fails.
-_JOIN = 'while [ "$1" != "--" ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+# Sets the open-files limit to $1 (soft and hard), joins each cgroup named after it up to
+# "--", then execs the rest; exit 125 when either fails.
+_JOIN = (
+    'ulimit -n "$1" || exit 125; shift; '
+    'while [ "$1" != "--" ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+)
 
 #: What of /etc a Python process needs: users and groups, name resolution, TLS roots.
 ETC_FILES = (
@@ -93,9 +99,17 @@ def bwrap_argv(
         cmd += [setpriv, f"--reuid={policy.uid}", f"--regid={gid}", "--clear-groups"]
         cmd += ["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
     cmd += list(argv)
-    if cgroup_procs:
-        cmd = ["/bin/sh", "-c", _JOIN, "liqi-sandbox", *cgroup_procs, "--", *cmd]
-    return cmd
+    nofile = str(_nofile(policy.nofile))
+    return ["/bin/sh", "-c", _JOIN, "liqi-sandbox", nofile, *cgroup_procs, "--", *cmd]
+
+
+def _nofile(wanted: int) -> int:
+    """The open-files limit to set: ``wanted``, or the caller's own hard limit when that is
+    lower and only root could raise it."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if os.geteuid() == 0 or hard == resource.RLIM_INFINITY:
+        return wanted
+    return min(wanted, hard)
 
 
 def _mounts(policy: SandboxPolicy) -> list[str]:

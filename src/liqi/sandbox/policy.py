@@ -20,7 +20,8 @@ class SandboxPolicy:
     process through its starter's environment, never its command line. ``hidden`` paths
     (LIQI_HOME) are covered by an empty folder should anything bound contain them (a Python
     environment installed above LIQI_HOME); the ``writable``/``readable`` folders inside them
-    still show.
+    still show. ``nofile`` bounds the files each of its processes may have open (soft and hard
+    limit: the workload cannot raise it).
     """
 
     name: str
@@ -35,6 +36,7 @@ class SandboxPolicy:
     pids_max: int | None = 2048  # threads count too (TensorFlow starts many)
     cpu: float | None = None
     tmp_mb: int = 256
+    nofile: int = 4096
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
