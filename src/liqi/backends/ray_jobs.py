@@ -74,13 +74,15 @@ def _first_line(message: str | None) -> str:
 
 
 def _user_output(text: str) -> bytes:
-    """The Ray job's log without what Ray writes before the entrypoint runs."""
+    """The Ray job's log from the entrypoint's first line on: Ray writes its own lines
+    ("Runtime env is setting up", "Running entrypoint for job ...") before it, and nothing of
+    the job's output exists until that last one is there."""
     data = text.encode("utf-8", errors="replace")
     at = data.find(RAY_PREAMBLE)
-    if at == 0 or (at > 0 and data[at - 1 : at] == b"\n"):
-        end = data.find(b"\n", at)
-        return b"" if end < 0 else data[end + 1 :]
-    return data
+    while at > 0 and data[at - 1 : at] != b"\n":
+        at = data.find(RAY_PREAMBLE, at + 1)
+    end = data.find(b"\n", at) if at >= 0 else -1
+    return b"" if end < 0 else data[end + 1 :]
 
 
 def _connect(address: str, timeout_s: float) -> JobSubmissionClient:
