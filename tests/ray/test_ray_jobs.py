@@ -180,6 +180,22 @@ def test_a_new_backend_reattaches_from_the_stored_handle(ray_head: RayHead, tmp_
     assert log_of(plan) == f"hello from {plan.job_id}\nreleased\n"
 
 
+def test_a_second_launch_of_the_same_job_stops_the_first(
+    backend: RayJobBackend, tmp_path: Path
+) -> None:
+    """The control plane stopped after submitting but before storing the handle: the job is
+    still PENDING and is launched again. The Ray job of the first launch must not run on,
+    unknown to liqi."""
+    plan = make_plan(tmp_path, HELD)
+    handle = backend.launch(plan)
+    with pytest.raises(BackendError, match=f"already had a Ray job {handle.ref} .* stopped"):
+        backend.launch(plan)
+    status = wait_for_end(backend, handle, plan)
+    assert status.result is not None
+    assert status.result.state == "CANCELLED"
+    wait_until(lambda: not processes_of(plan), "the job's processes to be gone", timeout_s=30)
+
+
 def test_an_unknown_handle_is_a_job_ray_does_not_know(
     backend: RayJobBackend, tmp_path: Path
 ) -> None:

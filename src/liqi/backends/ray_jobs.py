@@ -179,8 +179,13 @@ class RayJobBackend(Backend):
         except (OSError, RuntimeError, ValueError) as exc:
             if "already exists" in str(exc):
                 self._stop_stale(ref)
-            else:
-                self._forget_client()
+                raise BackendError(
+                    f"The Ray cluster at {self.address} already had a Ray job {ref} from an "
+                    "earlier start of this job (the control plane stopped before recording "
+                    "it); it was stopped so that nothing runs unknown to liqi. Submit the job "
+                    "again."
+                ) from None
+            self._forget_client()
             raise BackendError(
                 f"Cannot submit job {plan.job_id} to the Ray cluster at {self.address}: {exc}"
             ) from None
