@@ -140,6 +140,19 @@ def test_exit_3_fails_with_the_reason_and_the_log(backend: RayJobBackend, tmp_pa
     assert log_of(plan) == "about to fail\n"
 
 
+def test_the_plans_timeout_is_enforced_by_the_driver(
+    backend: RayJobBackend, tmp_path: Path
+) -> None:
+    plan = make_plan(tmp_path, HELD, timeout_s=1.0)  # held: it would wait for 120 s
+    status = wait_for_end(backend, backend.launch(plan), plan)
+    assert status.result is not None
+    assert (status.result.state, status.result.reason) == (
+        "FAILED",
+        "timed out after 1 s (timeout_s)",
+    )
+    wait_until(lambda: not processes_of(plan), "the job's processes to be gone", timeout_s=30)
+
+
 def test_kill_of_a_running_job_cancels_it_and_leaves_nothing_running(
     backend: RayJobBackend, tmp_path: Path
 ) -> None:
