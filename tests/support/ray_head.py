@@ -140,8 +140,13 @@ class RayHead:
         found: dict[int, psutil.Process] = {}
         for proc in psutil.process_iter(["cmdline"]):
             with contextlib.suppress(psutil.Error, ProcessLookupError):
-                mine = self.session_id and os.getsid(proc.pid) == self.session_id
                 cmdline = proc.info["cmdline"] or []
+                # In the session, and a Ray process (not one that reused the session's pid).
+                mine = (
+                    self.session_id
+                    and os.getsid(proc.pid) == self.session_id
+                    and any("ray" in arg for arg in cmdline)
+                )
                 if mine or any(m in arg for arg in cmdline for m in marks):
                     found[proc.pid] = proc
         for proc in list(found.values()):
