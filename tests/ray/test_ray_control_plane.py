@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from liqi.backends.jobs import LaunchPlan
 from liqi.backends.ray_jobs import RayJobBackend
 from liqi.client import Client
 from tests.support.ray_head import RayHead
@@ -65,11 +66,13 @@ def test_a_job_on_ray_succeeds_with_its_logs_and_outputs(
     with ray_server.admin() as admin:
         admin.create_bucket("models", project="default")
         script = add_script(admin, tmp_path, "writer.py", WRITER)
-        job = admin.submit_job(script, buckets=["oss://models/out/"], resources={"cpu": 1})
+        job = admin.submit_job(script, buckets=["oss://models/out/"], resources={"cpu": 2})
         done = admin.wait_job(job.id, timeout_s=120)
         logs = "".join(admin.follow_logs(job.id, follow=False))
         assert done.state == "SUCCEEDED", (done.reason, logs)
         assert logs == f"job {job.id} on ray\n"
+        plan = (ray_server.home / "jobs" / job.id / "plan.json").read_text()
+        assert LaunchPlan.from_json(plan).cpu == 2.0  # what Ray was asked to reserve
         admin.get_object("models", "out/model.txt", tmp_path / "model.txt")
         assert (tmp_path / "model.txt").read_bytes() == b"weights"
 
