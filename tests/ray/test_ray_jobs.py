@@ -73,6 +73,22 @@ def log_of(plan: LaunchPlan) -> str:
     return Path(plan.tasks[0].log).read_text()
 
 
+def assert_nothing_left(plan: LaunchPlan) -> None:
+    """Nothing of the job runs any more (what is left is named if it does)."""
+
+    def gone() -> bool:
+        return not processes_of(plan)
+
+    try:
+        wait_until(gone, "the job's processes to be gone", timeout_s=30)
+    except AssertionError:
+        left = []
+        for proc in processes_of(plan):
+            with contextlib.suppress(psutil.Error):
+                left.append((proc.pid, proc.ppid(), proc.status(), proc.cmdline()))
+        raise AssertionError(f"the job's processes are still running: {left}") from None
+
+
 def processes_of(plan: LaunchPlan) -> list[psutil.Process]:
     """The driver and task processes of the job, found by its folder on their command line."""
     found = []
@@ -150,7 +166,7 @@ def test_the_plans_timeout_is_enforced_by_the_driver(
         "FAILED",
         "timed out after 1 s (timeout_s)",
     )
-    wait_until(lambda: not processes_of(plan), "the job's processes to be gone", timeout_s=30)
+    assert_nothing_left(plan)
 
 
 def test_kill_of_a_running_job_cancels_it_and_leaves_nothing_running(
@@ -169,7 +185,7 @@ def test_kill_of_a_running_job_cancels_it_and_leaves_nothing_running(
     assert status.result.state == "CANCELLED"
     assert "released" not in log_of(plan)
     assert f"hello from {plan.job_id}" in log_of(plan)
-    wait_until(lambda: not processes_of(plan), "the job's processes to be gone", timeout_s=30)
+    assert_nothing_left(plan)
     backend.cancel(handle)  # a second kill of an ended job is harmless
 
 
@@ -206,7 +222,7 @@ def test_a_second_launch_of_the_same_job_stops_the_first(
     status = wait_for_end(backend, handle, plan)
     assert status.result is not None
     assert status.result.state == "CANCELLED"
-    wait_until(lambda: not processes_of(plan), "the job's processes to be gone", timeout_s=30)
+    assert_nothing_left(plan)
 
 
 def test_an_unknown_handle_is_a_job_ray_does_not_know(
@@ -239,7 +255,7 @@ def test_a_job_whose_driver_dies_fails_with_the_reason(
     assert status.result.reason.startswith("liqi's driver on Ray ended without a result: ")
     assert "exit code" in status.result.reason
     # The task died with its driver: nothing of the job is left running.
-    wait_until(lambda: not processes_of(plan), "the job's processes to be gone", timeout_s=30)
+    assert_nothing_left(plan)
 
 
 def test_plans_the_ray_backend_cannot_run_yet_are_refused(

@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
@@ -61,10 +62,18 @@ def job_folder(argv: list[str]) -> Path:
     return Path(argv[1])
 
 
-def _die_with_parent() -> None:
-    """In the task, before exec: SIGKILL when the driver dies (Linux)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _die_with(parent: int) -> Callable[[], None]:
+    """For the task, between fork and exec: SIGKILL when the driver dies (Linux). A driver
+    that died before this ran (``ray job stop`` SIGKILLs it 3 s after SIGTERM) is caught by
+    the parent check that follows."""
+
+    def arm() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return arm
 
 
 def _tree_rss(proc: subprocess.Popen[bytes]) -> int:
@@ -97,7 +106,13 @@ class Driver:
     def on_signal(self, _signum: int, _frame: FrameType | None) -> None:
         self.cancelled = True
 
+    def is_cancelled(self) -> bool:
+        """Asked anew each time (set by the signal handler at any moment)."""
+        return self.cancelled
+
     def run(self, task: TaskSpec) -> TaskResult:
+        if self.is_cancelled():  # stopped while the driver was starting: never start the task
+            return self.result("CANCELLED", "killed on request", None)
         env = {**os.environ, **task.env, "PYTHONUNBUFFERED": "1"}
         sys.stdout.flush()
         proc = subprocess.Popen(
@@ -107,13 +122,13 @@ class Driver:
             stdin=subprocess.DEVNULL,
             stdout=sys.stdout.fileno(),
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,  # not thread-safe; the driver has no threads
+            preexec_fn=_die_with(os.getpid()),  # not thread-safe; the driver has no threads
         )
         began = time.monotonic()
         limit = self.plan.memory_mb
         while True:
             # A kill first: `ray job stop` signals the task too, which may end before we look.
-            if self.cancelled:
+            if self.is_cancelled():
                 return self.stop(proc, "CANCELLED", "killed on request")
             code = proc.poll()
             if code is not None:
