@@ -26,20 +26,25 @@ def ray_head(request: pytest.FixtureRequest) -> Iterator[RayHead]:
     say(
         request,
         f"ray head: dashboard {head.dashboard_url}, started in {head.started_s:.1f} s, "
-        f"{len(head.pids)} processes, {head.rss_mb()} MB RSS",
+        f"{len(head.pids)} processes, {head.rss_mb()} MB summed RSS",
     )
     try:
         yield head
     finally:
         rss_mb = head.rss_mb()
         head.stop()
-        say(request, f"ray head: {rss_mb} MB RSS at the end, stopped in {head.stopped_s:.1f} s")
+        say(
+            request,
+            f"ray head: {rss_mb} MB summed RSS at the end; stopped in {head.stopped_s:.1f} s",
+        )
 
 
 def say(request: pytest.FixtureRequest, line: str) -> None:
     """A line on pytest's terminal (not captured); printed under xdist, which has none."""
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None:
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
         print(line)
-    else:
+        return
+    with capture.global_and_fixture_disabled():
         reporter.write_line(line)
