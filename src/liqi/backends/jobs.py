@@ -34,6 +34,8 @@ class LaunchPlan:
     timeout_s: float | None = None
     memory_mb: int | None = None
     grace_s: float = 10.0
+    # CPUs the job asks for (JobSpec resources): what a cluster backend reserves for it.
+    cpu: float = 1.0
     # A liqi.sandbox.SandboxPolicy as a dict: each task runs inside it (its env and name are
     # the task's); None runs the tasks as the supervisor's own user, unconfined.
     sandbox: dict[str, Any] | None = None

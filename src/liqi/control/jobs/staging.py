@@ -266,6 +266,7 @@ def _plan(
         tasks=tasks,
         timeout_s=spec.resources.timeout_s,
         memory_mb=spec.resources.memory_mb,
+        cpu=spec.resources.cpu,
         sandbox=sandbox.to_dict() if sandbox else None,
     )
 

@@ -1,0 +1,50 @@
+"""One Ray head per test session (per xdist worker), started on free loopback ports.
+
+Ray is an extra (``liqi[ray]``): without it the tests here are skipped with the reason, except
+in CI (``CI=true``), where a missing Ray is a failure, not a silent skip.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.ray_head import RayHead
+
+
+@pytest.fixture(scope="session")
+def ray_head(request: pytest.FixtureRequest) -> Iterator[RayHead]:
+    if importlib.util.find_spec("ray") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Ray is not installed (CI=true): scripts/setup-test-env installs it")
+        pytest.skip("Ray is not installed: pip install 'liqi[ray]' (or scripts/setup-test-env)")
+    head = RayHead.create()
+    head.start()
+    say(
+        request,
+        f"ray head: dashboard {head.dashboard_url}, started in {head.started_s:.1f} s, "
+        f"{len(head.pids)} processes, {head.rss_mb()} MB summed RSS",
+    )
+    try:
+        yield head
+    finally:
+        rss_mb = head.rss_mb()
+        head.stop()
+        say(
+            request,
+            f"ray head: {rss_mb} MB summed RSS at the end; stopped in {head.stopped_s:.1f} s",
+        )
+
+
+def say(request: pytest.FixtureRequest, line: str) -> None:
+    """A line on pytest's terminal (not captured); printed under xdist, which has none."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        print(line)
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(line)
