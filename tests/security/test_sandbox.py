@@ -350,11 +350,33 @@ def test_the_cgroup_is_removed_on_close(home: Path, user: tuple[int, int] | None
     assert not any(folder.exists() for folder in proc.cgroup.dirs.values())
 
 
+def test_no_cpu_cgroup_without_a_cpu_limit() -> None:
+    """A cpu cgroup of its own would make all workloads together weigh as one process of the
+    host's under contention: only a CPU limit joins the cpu controller."""
+    layout = detect_layout()
+    assert not isinstance(layout, str), layout
+    if layout.version != 1 or "cpu" not in layout.bases:
+        pytest.skip("no cgroup v1 cpu controller here: v2 enables cpu only for a limit")
+    plain = Cgroup(layout, "no-cpu-limit")
+    limited = Cgroup(layout, "cpu-limit")
+    try:
+        plain.create(memory_mb=64, pids_max=8, cpu=None)
+        limited.create(memory_mb=64, pids_max=8, cpu=0.5)
+        assert not plain.dirs["cpu"].exists()
+        assert all(f.rsplit("/", 2)[0] != str(plain.dirs["cpu"]) for f in plain.procs_files)
+        assert (limited.dirs["cpu"] / "cpu.cfs_quota_us").read_text().strip() == "50000"
+        plain.set_limits(None, None, 0.25)  # a limit later: the cpu cgroup is made then
+        assert (plain.dirs["cpu"] / "cpu.cfs_quota_us").read_text().strip() == "25000"
+    finally:
+        plain.remove()
+        limited.remove()
+
+
 def test_empty_cgroups_left_by_a_killed_supervisor_are_swept() -> None:
     layout = detect_layout()
     assert not isinstance(layout, str), layout
     left = Cgroup(layout, "left-behind-by-a-kill")
-    left.create(memory_mb=64, pids_max=8, cpu=None)
+    left.create(memory_mb=64, pids_max=8, cpu=0.5)
     assert all(folder.is_dir() for folder in left.dirs.values())
     assert sweep_stale(layout, min_age_s=3600) == 0  # too young: its process may be joining
     assert sweep_stale(layout, min_age_s=0) >= len(left.dirs)

@@ -4,7 +4,12 @@ Both layouts are supported. cgroup v2 (the unified hierarchy, at ``/sys/fs/cgrou
 ``/sys/fs/cgroup/unified`` beside v1) is used when it has the ``memory`` and ``pids``
 controllers; otherwise cgroup v1, one folder per controller (``memory``, ``pids``, ``cpu``).
 A workload's cgroup is made under the control plane's own cgroup (``.../liqi/<name>``), so the
-limits the control plane was given still hold over its workloads.
+limits the control plane was given still hold over its workloads. The ``cpu`` controller is
+joined only for a CPU limit: in a ``cpu`` cgroup of their own, all workloads together would
+weigh as much as one process of the host's when the CPU is contended (one ``cpu.shares``, or
+``cpu.weight``, for the whole ``liqi`` parent), so without a limit they stay where the control
+plane is and are scheduled like its other processes (benchmarks/RESULTS.md, "Instance
+sandbox").
 """
 
 from __future__ import annotations
@@ -62,15 +67,16 @@ class Cgroup:
     @property
     def procs_files(self) -> list[str]:
         """The files a process writes its pid to, to join this cgroup."""
-        return [str(d / "cgroup.procs") for d in self.dirs.values()]
+        return [str(d / "cgroup.procs") for d in self.dirs.values() if d.is_dir()]
 
     def create(self, memory_mb: int | None, pids_max: int | None, cpu: float | None) -> None:
         try:
             if self.layout.version == 2:
-                self._make_v2()
+                self._make_v2(with_cpu=cpu is not None)
             else:
-                for folder in self.dirs.values():
-                    folder.mkdir(parents=True, exist_ok=True)
+                for controller, folder in self.dirs.items():
+                    if controller != "cpu" or cpu is not None:
+                        folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             self.remove()
             raise BackendError(f"Cannot create the workload's cgroup {self.name}: {exc}") from None
@@ -93,12 +99,13 @@ class Cgroup:
                 f"Cannot set the limits of the workload's cgroup {self.name}: {exc}"
             ) from None
 
-    def _make_v2(self) -> None:
+    def _make_v2(self, with_cpu: bool) -> None:
         path = self.dirs[""]
         base = path.parent
         base.mkdir(exist_ok=True)
         available = set((_read(base.parent / "cgroup.controllers") or "").split())
-        wanted = [c for c in ("memory", "pids", "cpu") if c in available]
+        controllers = ("memory", "pids", "cpu") if with_cpu else ("memory", "pids")
+        wanted = [c for c in controllers if c in available]
         for folder in (base.parent, base):
             (folder / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in wanted))
         path.mkdir(exist_ok=True)
@@ -124,9 +131,20 @@ class Cgroup:
         if pids_max is not None:
             (self.dirs["pids"] / "pids.max").write_text(str(pids_max))
         if cpu is not None and "cpu" in self.dirs:
+            self._join_cpu_v1()
             period = self.dirs["cpu"] / "cpu.cfs_period_us"
             period.write_text(str(CPU_PERIOD_US))
             (self.dirs["cpu"] / "cpu.cfs_quota_us").write_text(str(int(cpu * CPU_PERIOD_US)))
+
+    def _join_cpu_v1(self) -> None:
+        """Make the ``cpu`` cgroup (only a CPU limit needs one) and move the members in."""
+        folder = self.dirs["cpu"]
+        if folder.is_dir():
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError, OSError):
+                (folder / "cgroup.procs").write_text(str(pid))
 
     def memory_bytes(self) -> int:
         """The memory its processes use now (0 when the kernel does not say)."""
