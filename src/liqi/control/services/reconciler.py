@@ -4,9 +4,8 @@ Each tick, for each service: ask the InstanceBackend how its instances stand (re
 out of memory), restart crashed ones after a backoff, follow :func:`plan_rollout` (start new
 instances, drain old ones: out of the gateway's routes first, stopped once they have no
 request in flight), publish the ready instances to the gateway's RouteTable, and write the
-service's state and reason. Desired state lives in the database and instances are found again
-from their handles, so after a control-plane restart the loop re-adopts what still runs. A
-tick reads every record in two queries; a steady service (``steady.py``) costs no other.
+service's state and reason (a steady service, ``steady.py``: its route only). State lives in
+the database, instances are found from their handles: a restarted loop re-adopts them.
 
 A tick does no network or file transfer: a new instance is STAGING while the
 :class:`~liqi.control.services.stager.Stager`'s workers fetch what it needs (a model archive,
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from liqi.backends.instances import InstanceBackend, InstanceHandle, InstancePhase, InstanceSpec
@@ -196,10 +195,11 @@ class Reconciler(Ticker):
                     f"({self.scalers.qps(service.name):.1f} requests/s)",
                 )
                 service.want = autoscaled
-            for row in catalog.instances_of(session, service):
+            rows = catalog.instances_of(session, service)
+            for row in rows:
                 self._observe(session, service, row)
             session.flush()
-            rows = catalog.instances_of(session, service)
+            rows = [r for r in rows if inspect(r).persistent]  # read once: removals only
             if service.deleting:
                 for row in rows:
                     self._drain(session, row)
@@ -212,7 +212,7 @@ class Reconciler(Ticker):
                     self._drain(session, row)
             else:
                 self._roll(session, service, rows)
-            self._settle(session, service)
+            self._settle(session, service, rows)
 
     def _observe(self, session: Session, service: Service, row: ServiceInstance) -> None:
         """Bring one instance row up to date with what the backend (or the stager) sees."""
@@ -366,7 +366,7 @@ class Reconciler(Ticker):
         for instance_id in plan.drain:
             self._drain(session, by_id[instance_id])
         for _ in range(plan.start):
-            self._start_new(session, service)
+            rows.append(self._start_new(session, service))
 
     def _drain(self, session: Session, row: ServiceInstance) -> None:
         """Take the instance out of service, whatever its state: staging is cancelled, a
@@ -387,7 +387,7 @@ class Reconciler(Ticker):
         elif state is InstanceState.CRASHED:
             self._remove(session, row)
 
-    def _start_new(self, session: Session, service: Service) -> None:
+    def _start_new(self, session: Session, service: Service) -> ServiceInstance:
         version = service.current_version
         instance_id = f"{service.name}-v{version}-{secrets.token_hex(3)}"
         now = self.clock()
@@ -406,6 +406,7 @@ class Reconciler(Ticker):
             session, service.id, f"instance {instance_id} staging (version {version})"
         )
         self._submit(session, service, row)
+        return row
 
     def _submit(self, session: Session, service: Service, row: ServiceInstance) -> None:
         """Hand the instance to the stager; what the order needs from the database is read
@@ -433,9 +434,9 @@ class Reconciler(Ticker):
 
     # -- what the service shows -----------------------------------------------------------
 
-    def _settle(self, session: Session, service: Service) -> None:
+    def _settle(self, session: Session, service: Service, rows: list[ServiceInstance]) -> None:
         session.flush()
-        rows = catalog.instances_of(session, service)
+        rows = [r for r in rows if inspect(r).persistent]  # those read, those started
         views = [InstanceView(r.id, r.version, InstanceState(r.state)) for r in rows]
         state = service_state(
             deleting=service.deleting,
