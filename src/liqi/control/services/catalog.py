@@ -138,6 +138,15 @@ def instances_of(session: Session, service: Service) -> list[ServiceInstance]:
     return list(session.scalars(stmt))
 
 
+def instances_by_service(session: Session) -> dict[int, list[ServiceInstance]]:
+    """Every instance record, by service id, in one query (ordered as ``instances_of``)."""
+    stmt = select(ServiceInstance).order_by(ServiceInstance.created_at, ServiceInstance.id)
+    found: dict[int, list[ServiceInstance]] = {}
+    for row in session.scalars(stmt):
+        found.setdefault(row.service_id, []).append(row)
+    return found
+
+
 def events_of(session: Session, service: Service, limit: int = 50) -> list[ServiceEvent]:
     stmt = (
         select(ServiceEvent)

@@ -4,8 +4,8 @@ Each tick, for each service: ask the InstanceBackend how its instances stand (re
 out of memory), restart crashed ones after a backoff, follow :func:`plan_rollout` (start new
 instances, drain old ones: out of the gateway's routes first, stopped once they have no
 request in flight), publish the ready instances to the gateway's RouteTable, and write the
-service's state and reason. Desired state lives in the database and instances are found again
-from their handles, so after a control-plane restart the loop re-adopts what still runs.
+service's state and reason (a steady service, ``steady.py``: its route only). State lives in
+the database, instances are found from their handles: a restarted loop re-adopts them.
 
 A tick does no network or file transfer: a new instance is STAGING while the
 :class:`~liqi.control.services.stager.Stager`'s workers fetch what it needs (a model archive,
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from liqi.backends.instances import InstanceBackend, InstanceHandle, InstancePhase, InstanceSpec
@@ -33,10 +33,11 @@ from liqi.control.db.secretbox import SecretBox
 from liqi.control.db.tables import Service, ServiceInstance, utcnow
 from liqi.control.fetch_policy import FetchPolicy
 from liqi.control.identity import workload_keys
-from liqi.control.services import catalog, staging
+from liqi.control.services import catalog, staging, steady
 from liqi.control.services.scaling import ServiceScalers
 from liqi.control.services.stager import Stager, StagingOutcome
 from liqi.control.services.staging import StagingOrder
+from liqi.control.services.steady import NOT_SERVING, progress, spec_of
 from liqi.control.services.transfer import StagingLimits
 from liqi.control.storage.buckets import StoreRegistry
 from liqi.control.ticker import Ticker
@@ -128,10 +129,16 @@ class Reconciler(Ticker):
         self.wake()
 
     def tick(self) -> None:
-        with self.sessions() as session:
-            ids = list(session.scalars(select(Service.id).order_by(Service.id)))
         wanted = self.scalers.decide(self.sessions, self._spec)
-        for service_id in ids:
+        busy: list[int] = []
+        with self.sessions() as session:
+            services = list(session.scalars(select(Service).order_by(Service.id)))
+            rows = catalog.instances_by_service(session)
+            for service in services:
+                mine = rows.get(service.id, [])
+                if not self._publish_if_steady(session, service, mine, wanted.get(service.id)):
+                    busy.append(service.id)
+        for service_id in busy:
             try:
                 self.reconcile(service_id, wanted.get(service_id))
             except Exception as exc:
@@ -156,6 +163,23 @@ class Reconciler(Ticker):
             self._specs[key] = catalog.spec_of(session, service, version)
         return self._specs[key]
 
+    def _publish_if_steady(
+        self, session: Session, service: Service, rows: list[ServiceInstance], scaled: int | None
+    ) -> bool:
+        """Publish a steady service's route; False when it needs a reconcile (or failed)."""
+        try:
+            if not steady.is_steady(service, rows, scaled):
+                return False
+            for row in rows:
+                spec = spec_of(row)
+                seen = None if spec is None else self.backend.status(self._handle(row), spec)
+                if seen is None or seen.phase is not InstancePhase.READY or seen.url != row.url:
+                    return False
+            self._publish(session, service, rows, ServiceState(service.state))
+        except Exception:
+            return False
+        return True
+
     # -- one service ------------------------------------------------------------------------
 
     def reconcile(self, service_id: int, autoscaled: int | None = None) -> None:
@@ -171,21 +195,24 @@ class Reconciler(Ticker):
                     f"({self.scalers.qps(service.name):.1f} requests/s)",
                 )
                 service.want = autoscaled
-            for row in catalog.instances_of(session, service):
+            rows = catalog.instances_of(session, service)
+            for row in rows:
                 self._observe(session, service, row)
             session.flush()
-            rows = catalog.instances_of(session, service)
+            rows = [r for r in rows if inspect(r).persistent]  # read once: removals only
             if service.deleting:
-                self._drain_all(session, rows)
+                for row in rows:
+                    self._drain(session, row)
                 session.flush()
                 if not catalog.instances_of(session, service):
                     self._forget(session, service)
                     return
             elif service.stopped:
-                self._drain_all(session, rows)
+                for row in rows:
+                    self._drain(session, row)
             else:
                 self._roll(session, service, rows)
-            self._settle(session, service)
+            self._settle(session, service, rows)
 
     def _observe(self, session: Session, service: Service, row: ServiceInstance) -> None:
         """Bring one instance row up to date with what the backend (or the stager) sees."""
@@ -196,7 +223,7 @@ class Reconciler(Ticker):
         if state is InstanceState.CRASHED:
             self._maybe_restart(session, service, row)
             return
-        spec = _spec_of(row)
+        spec = spec_of(row)
         if spec is None:  # no process can be found from this record: count it as crashed
             if state is InstanceState.STOPPING:
                 self._remove(session, row)
@@ -292,7 +319,7 @@ class Reconciler(Ticker):
         waited = (self.clock() - row.changed_at).total_seconds()
         if waited < restart_backoff_s(row.crashes):
             return
-        spec = _spec_of(row)
+        spec = spec_of(row)
         if spec is None:  # staging failed last time: stage again
             self._set(row, InstanceState.STAGING)
             row.restarts += 1
@@ -325,7 +352,7 @@ class Reconciler(Ticker):
         if service.failed:
             # Keep what serves; drop what can never serve.
             for row in rows:
-                if row.version != service.current_version and row.state in _NOT_SERVING:
+                if row.version != service.current_version and row.state in NOT_SERVING:
                     self._drain(session, row)
             return
         plan = plan_rollout(
@@ -339,11 +366,7 @@ class Reconciler(Ticker):
         for instance_id in plan.drain:
             self._drain(session, by_id[instance_id])
         for _ in range(plan.start):
-            self._start_new(session, service)
-
-    def _drain_all(self, session: Session, rows: list[ServiceInstance]) -> None:
-        for row in rows:
-            self._drain(session, row)
+            rows.append(self._start_new(session, service))
 
     def _drain(self, session: Session, row: ServiceInstance) -> None:
         """Take the instance out of service, whatever its state: staging is cancelled, a
@@ -352,7 +375,7 @@ class Reconciler(Ticker):
         if state is InstanceState.READY:
             self._set(row, InstanceState.DRAINING)  # out of the routes at this tick's end
         elif state is InstanceState.STARTING:
-            spec = _spec_of(row)
+            spec = spec_of(row)
             if spec is None:
                 self._remove(session, row)
                 return
@@ -364,7 +387,7 @@ class Reconciler(Ticker):
         elif state is InstanceState.CRASHED:
             self._remove(session, row)
 
-    def _start_new(self, session: Session, service: Service) -> None:
+    def _start_new(self, session: Session, service: Service) -> ServiceInstance:
         version = service.current_version
         instance_id = f"{service.name}-v{version}-{secrets.token_hex(3)}"
         now = self.clock()
@@ -383,6 +406,7 @@ class Reconciler(Ticker):
             session, service.id, f"instance {instance_id} staging (version {version})"
         )
         self._submit(session, service, row)
+        return row
 
     def _submit(self, session: Session, service: Service, row: ServiceInstance) -> None:
         """Hand the instance to the stager; what the order needs from the database is read
@@ -410,9 +434,9 @@ class Reconciler(Ticker):
 
     # -- what the service shows -----------------------------------------------------------
 
-    def _settle(self, session: Session, service: Service) -> None:
+    def _settle(self, session: Session, service: Service, rows: list[ServiceInstance]) -> None:
         session.flush()
-        rows = catalog.instances_of(session, service)
+        rows = [r for r in rows if inspect(r).persistent]  # those read, those started
         views = [InstanceView(r.id, r.version, InstanceState(r.state)) for r in rows]
         state = service_state(
             deleting=service.deleting,
@@ -423,12 +447,17 @@ class Reconciler(Ticker):
             want=service.want,
             instances=views,
         )
-        reason = service.reason if state is ServiceState.FAILED else _progress(rows, service)
+        reason = service.reason if state is ServiceState.FAILED else progress(rows, service)
         if state is ServiceState.RUNNING:
             service.ever_running = True
         catalog.set_state(session, service, state.value)
         if not service.failed:
             service.reason = reason
+        self._publish(session, service, rows, state)
+
+    def _publish(
+        self, session: Session, service: Service, rows: list[ServiceInstance], state: ServiceState
+    ) -> None:
         spec = self._spec(session, service, service.current_version)
         self.routes.set(
             ServiceRoute(
@@ -468,30 +497,3 @@ class Reconciler(Ticker):
     def _set(self, row: ServiceInstance, state: InstanceState) -> None:
         row.state = state.value
         row.changed_at = self.clock()
-
-
-def _progress(rows: list[ServiceInstance], service: Service) -> str:
-    """The reason a service shows while it is not FAILED: how far it has come."""
-    if service.deleting or service.stopped:
-        left = sum(r.state != InstanceState.CRASHED.value for r in rows)
-        return f"{left} instance(s) stopping" if left else ""
-    current = [r for r in rows if r.version == service.current_version]
-    running = sum(r.state == InstanceState.READY.value for r in current)
-    crashed = [r for r in current if r.state == InstanceState.CRASHED.value]
-    text = f"Total: {service.want}, Pending: {len(current) - running}, Running: {running}"
-    return text + (f"; last crash: {crashed[-1].reason}" if crashed else "")
-
-
-_NOT_SERVING = (InstanceState.CRASHED.value, InstanceState.STAGING.value)
-
-
-def _spec_of(row: ServiceInstance) -> InstanceSpec | None:
-    """The instance's spec, or None when its record has none (staging never finished) or
-    cannot be read."""
-    if not row.spec_json or row.spec_json == "{}":
-        return None
-    try:
-        return InstanceSpec.from_json(row.spec_json)
-    except (ValueError, TypeError):
-        log.warning("instance %s has an unreadable spec: %.200s", row.id, row.spec_json)
-        return None
