@@ -1,0 +1,377 @@
+"""Instance sandbox: what running model-server instances in liqi.sandbox costs (issue 16:
+the sandbox adds at most 200 ms to an instance's start; serving throughput inside it at least
+0.95 of outside).
+
+Three parts, in this order, each comparing the sandbox with no sandbox in the same run:
+
+1. ``start``: four control planes in this process, isolation ``none`` and ``sandbox``, each
+   with the standby server off (every instance cold) and on. One warm-up create on each, then
+   rounds that visit the four in turn (the order reversed every other round): create the
+   seed's eas_mnist.json, send the EAS protobuf request through the gateway every 20 ms until
+   it answers 200, delete the service, wait until it is gone and, where the plane keeps one,
+   until its next standby server is ready (so no TensorFlow import runs in the background of
+   the next measurement). Whether each instance was a claimed standby is read from the
+   control plane's files (a ``claim.json`` more under ``services/``), not assumed.
+2. ``bare``: ``liqi serve`` of the MNIST SavedModel with the command line and the sandbox
+   policy an instance gets (``serve_command``, ``instance_sandbox``), started as a plain
+   subprocess and in a ``SandboxedProcess`` (cgroup, bwrap, ``setpriv`` to the workload
+   user), alternately: start to ``/readyz`` 200.
+3. ``throughput``: one such server of each kind, wrk (``benchmarks/serving``'s request.lua)
+   at 1, 8 and 64 connections with the 1-row TF Serving JSON body, plain and sandboxed
+   alternating in each round; medians per connection count, and sandboxed / plain.
+
+Prints Markdown tables of medians. Needs root, bubblewrap and cgroups (``liqi.sandbox``), wrk.
+
+Run: .venv/bin/python benchmarks/instance_sandbox.py [--parts start bare throughput]
+         [--rounds 5] [--bare-rounds 5] [--throughput-rounds 3] [--duration-s 10]
+See --help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+from benchmarks.deploy import SPEC, first_prediction_s  # noqa: E402
+from benchmarks.serving import client, inprocess, processes, wrk  # noqa: E402
+from tests.support.servers import LiveServer, live_server  # noqa: E402
+
+from liqi.backends.instances import InstanceSpec  # noqa: E402
+from liqi.backends.local_instances import LOG_FILE, serve_command  # noqa: E402
+from liqi.client import Client  # noqa: E402
+from liqi.client.eas_requests import TFRequest  # noqa: E402
+from liqi.control.services.staging import INSTANCE_ENV, instance_sandbox  # noqa: E402
+from liqi.sandbox import SandboxedProcess, SandboxPolicy, safe_env, workload_user  # noqa: E402
+from liqi.sandbox.users import give_to_workload_user  # noqa: E402
+
+PARTS = ("start", "bare", "throughput")
+CONNECTIONS = (1, 8, 64)
+PLANES = (("none", False), ("none", True), ("sandbox", False), ("sandbox", True))
+READY_TIMEOUT_S = 180.0
+MEMORY_MB = int(SPEC["metadata"]["memory"])  # type: ignore[index]
+
+
+# -- 1. create -> first prediction on real control planes -------------------------------------
+
+
+@dataclass
+class Plane:
+    isolation: str
+    standby: bool
+    server: LiveServer
+    admin: Client
+    times: list[float]
+    claimed: list[bool]
+
+    @property
+    def label(self) -> str:
+        return f"{self.isolation}, standby {'on' if self.standby else 'off'}"
+
+    def claims(self) -> int:
+        return sum(1 for _ in (self.server.home / "services").rglob("claim.json"))
+
+    def measure(self, body: bytes) -> tuple[float, bool]:
+        """One create -> first prediction, then delete and wait for a quiet plane."""
+        before = self.claims()
+        url = f"{self.server.url}/api/predict/{SPEC['name']}"
+        seconds = first_prediction_s(
+            url, body, lambda: self.admin.create_service(SPEC, project="bench")
+        )
+        claimed = self.claims() > before
+        self.admin.delete_service(str(SPEC["name"]))
+        self.admin.wait_service_deleted(str(SPEC["name"]), timeout_s=60)
+        wait_standby(self.server.home / "services")
+        return seconds, claimed
+
+
+def wait_standby(services: Path, timeout_s: float = 120.0) -> None:
+    """Until one of the standby servers the plane started is ready; at once when it has
+    none (standby off, or not used under this isolation)."""
+    if not any(services.rglob("standby-*")):
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(services.rglob("standby-*/ready")):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"no standby server became ready under {services} within {timeout_s}s")
+
+
+def eas_body() -> bytes:
+    from liqi.datasets.mnist_reader import builtin_dir, read_data_sets
+
+    image = read_data_sets(str(builtin_dir())).test.images[:1]
+    request = TFRequest("predict_images")
+    request.add_feed("images", [1, 784], TFRequest.DT_FLOAT, [float(x) for x in image.ravel()])
+    return bytes(request.to_string())
+
+
+@contextmanager
+def planes(tmp: Path, model: Path) -> Iterator[list[Plane]]:
+    with ExitStack() as stack:
+        found = []
+        for n, (isolation, standby) in enumerate(PLANES):
+            server = stack.enter_context(
+                live_server(tmp / f"home{n}", None, isolation=isolation, standby=standby)
+            )
+            admin = stack.enter_context(server.admin())
+            admin.create_project("bench")
+            admin.create_bucket("bench", project="bench")
+            for path in sorted(model.rglob("*")):
+                if path.is_file():
+                    admin.put_object("bench", f"models/1/{path.relative_to(model)}", path)
+            found.append(Plane(isolation, standby, server, admin, [], []))
+        yield found
+
+
+def measure_start(tmp: Path, model: Path, rounds: int) -> list[Plane]:
+    body = eas_body()
+    with planes(tmp, model) as found:
+        for plane in found:  # warm-up: the model cached, a first standby started
+            seconds, claimed = plane.measure(body)
+            print(f"  warm-up {plane.label}: {seconds:.2f} s (standby: {claimed})", flush=True)
+        for n in range(rounds):
+            for plane in found if n % 2 == 0 else reversed(found):
+                seconds, claimed = plane.measure(body)
+                plane.times.append(seconds)
+                plane.claimed.append(claimed)
+                print(f"  round {n + 1} {plane.label}: {seconds:.2f} s (standby: {claimed})",
+                      flush=True)  # fmt: skip
+    return found
+
+
+def report_start(found: list[Plane]) -> None:
+    by = {(p.isolation, p.standby): p for p in found}
+    print("\n| standby | isolation none | isolation sandbox | sandbox adds | "
+          "instances from a standby (none / sandbox) |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for standby in (False, True):
+        plain, boxed = by["none", standby], by["sandbox", standby]
+        a, b = statistics.median(plain.times), statistics.median(boxed.times)
+        print(
+            f"| {'on' if standby else 'off'} | {a * 1000:.0f} ms | {b * 1000:.0f} ms | "
+            f"{(b - a) * 1000:+.0f} ms | {sum(plain.claimed)}/{len(plain.claimed)} / "
+            f"{sum(boxed.claimed)}/{len(boxed.claimed)} |"
+        )
+    for p in found:
+        print(f"  {p.label}: " + ", ".join(f"{t:.2f}" for t in p.times))
+
+
+# -- 2. and 3. liqi serve as an instance runs it, plain and sandboxed ---------------------------
+
+
+@dataclass
+class Served:
+    name: str
+    port: int
+    ready_s: float
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def instance(
+    tmp: Path, export: Path, name: str, sandboxed: bool
+) -> tuple[InstanceSpec, dict[str, str]]:
+    """The spec of one instance of ``export`` (as staging makes it) and its environment."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp))
+    spec = InstanceSpec(
+        instance_id=folder.name,
+        service="mnist",
+        model_uri=str(export),
+        dir=str(folder),
+        memory_mb=MEMORY_MB,
+        port=processes.free_port(),
+        env={"LIQI_HOME": str(tmp / "home")},
+    )
+    if sandboxed:
+        user = workload_user("bench")
+        env = safe_env(os.environ, **{k: os.environ[k] for k in INSTANCE_ENV if k in os.environ})
+        spec = instance_sandbox(spec, user, env, tmp / "home", tmp / "cache")
+    return spec, {**spec.env, "PYTHONUNBUFFERED": "1"}
+
+
+@contextmanager
+def serving(tmp: Path, export: Path, sandboxed: bool) -> Iterator[Served]:
+    """``liqi serve`` started as the local instance backend starts it, up to ``/readyz``."""
+    name = "sandbox" if sandboxed else "plain"
+    spec, extra = instance(tmp, export, name, sandboxed)
+    folder = Path(spec.dir)
+    argv = serve_command(spec)
+    started = time.monotonic()
+    process: subprocess.Popen[bytes] | SandboxedProcess
+    with open(folder / LOG_FILE, "ab") as log:
+        if sandboxed:  # what LocalInstanceBackend._start_sandboxed does
+            assert spec.sandbox is not None
+            policy = SandboxPolicy.from_dict(spec.sandbox)
+            policy = replace(policy, env={**policy.env, **extra})
+            give_to_workload_user(policy, folder)
+            process = SandboxedProcess(policy, argv, spec.dir, stdout=log, stderr=log)
+        else:
+            env = {k: v for k, v in os.environ.items() if k != "LIQI_SERVE_TOKEN"} | extra
+            process = subprocess.Popen(argv, cwd=folder, env=env, stdin=subprocess.DEVNULL,
+                                       stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True)  # fmt: skip
+    try:
+        ready_s = await_ready(spec.port, started, process, folder)
+        yield Served(name, spec.port, ready_s)
+    finally:
+        if isinstance(process, SandboxedProcess):
+            process.kill()
+            process.close()
+        else:
+            processes.stop(process)
+
+
+def await_ready(
+    port: int, started: float, process: subprocess.Popen[bytes] | SandboxedProcess, folder: Path
+) -> float:
+    while time.monotonic() - started < READY_TIMEOUT_S:
+        if process.poll() is not None:
+            log = (folder / LOG_FILE).read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"liqi serve in {folder} exited before it was ready:\n{log}")
+        try:
+            if processes.get(port, "/readyz", timeout_s=1.0)[0] == 200:
+                return time.monotonic() - started
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise TimeoutError(f"liqi serve in {folder} not ready within {READY_TIMEOUT_S:g} s")
+
+
+def measure_bare(tmp: Path, export: Path, rounds: int) -> dict[str, list[float]]:
+    ready: dict[str, list[float]] = {"plain": [], "sandbox": []}
+    for n in range(rounds):
+        for sandboxed in (False, True) if n % 2 == 0 else (True, False):
+            with serving(tmp, export, sandboxed) as served:
+                ready[served.name].append(served.ready_s)
+                print(f"  round {n + 1} {served.name}: ready in {served.ready_s:.2f} s",
+                      flush=True)  # fmt: skip
+    return ready
+
+
+def report_bare(ready: dict[str, list[float]]) -> None:
+    a, b = (statistics.median(ready[n]) for n in ("plain", "sandbox"))
+    print("\n| `liqi serve` start to ready | plain | sandboxed | sandbox adds |")
+    print("|---|---|---|---|")
+    print(f"| median of {len(ready['plain'])} | {a:.2f} s | {b:.2f} s | {(b - a) * 1000:+.0f} ms |")
+    print("  plain: " + ", ".join(f"{t:.2f}" for t in ready["plain"]))
+    print("  sandbox: " + ", ".join(f"{t:.2f}" for t in ready["sandbox"]))
+
+
+def measure_throughput(
+    tmp: Path, export: Path, rounds: int, duration_s: float
+) -> dict[tuple[str, int], list[wrk.WrkResult]]:
+    body = tmp / "tf_1row.json"
+    body.write_bytes(tf_1row_body())
+    url_path, content_type = client.PREDICT_TF, client.JSON
+    results: dict[tuple[str, int], list[wrk.WrkResult]] = {}
+    with serving(tmp, export, False) as plain, serving(tmp, export, True) as boxed:
+        for served in (plain, boxed):
+            check_answer(served, body)
+            wrk.run(served.url + url_path, body, content_type, connections=64, duration_s=2)
+        for n in range(rounds):
+            for connections in CONNECTIONS:
+                pair = (plain, boxed) if (n + connections) % 2 == 0 else (boxed, plain)
+                for served in pair:
+                    result = wrk.run(served.url + url_path, body, content_type,
+                                     connections=connections, duration_s=duration_s)  # fmt: skip
+                    results.setdefault((served.name, connections), []).append(result)
+                    print(f"  round {n + 1} {served.name} c={connections}: "
+                          f"{result.req_per_s:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
+                          f"errors {result.errors}", flush=True)  # fmt: skip
+    return results
+
+
+def tf_1row_body() -> bytes:
+    from liqi.datasets.mnist_reader import builtin_dir, read_data_sets
+    from liqi.protocols import tfserving
+
+    image = read_data_sets(str(builtin_dir())).test.images[:1].astype("float32")
+    return bytes(tfserving.encode_predict_request({"images": image}, columnar=False))
+
+
+def check_answer(served: Served, body: Path) -> None:
+    answer = httpx.post(served.url + client.PREDICT_TF, content=body.read_bytes(),
+                        headers={"content-type": client.JSON}, trust_env=False)  # fmt: skip
+    if answer.status_code != 200 or "predictions" not in answer.json():
+        raise RuntimeError(f"{served.name} answered {answer.status_code}: {answer.text[:300]}")
+
+
+def report_throughput(results: dict[tuple[str, int], list[wrk.WrkResult]]) -> None:
+    print("\n| conns | plain req/s | sandboxed req/s | sandboxed / plain | p50 ms plain / "
+          "sandboxed | errors | rounds |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for connections in CONNECTIONS:
+        plain, boxed = results["plain", connections], results["sandbox", connections]
+        a = statistics.median(r.req_per_s for r in plain)
+        b = statistics.median(r.req_per_s for r in boxed)
+        pa = statistics.median(r.p50_ms for r in plain)
+        pb = statistics.median(r.p50_ms for r in boxed)
+        errors = sum(r.errors for r in plain + boxed)
+        print(f"| {connections} | {a:,.0f} | {b:,.0f} | {b / a:.2f} | {pa:.2f} / {pb:.2f} | "
+              f"{errors} | {len(plain)} |")  # fmt: skip
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="The instance sandbox's cost: create -> first prediction with isolation "
+        "none and sandbox (standby off and on), `liqi serve` start to ready plain and "
+        "sandboxed, and wrk throughput plain and sandboxed.",
+    )
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="Which parts to run (default: all three).")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="Rounds of the four control planes (default 5).")  # fmt: skip
+    parser.add_argument("--bare-rounds", type=int, default=5,
+                        help="Plain/sandboxed `liqi serve` starts, each (default 5).")  # fmt: skip
+    parser.add_argument("--throughput-rounds", type=int, default=3,
+                        help="wrk rounds per connection count, each (default 3).")  # fmt: skip
+    parser.add_argument("--duration-s", type=float, default=10.0,
+                        help="Seconds of wrk per point (default 10).")  # fmt: skip
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    wrk.ensure_installed()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        tmp.chmod(0o755)  # the workload user reads the model (a TemporaryDirectory is 0700)
+        version = inprocess.export_model(tmp / "export")
+        print(f"import tensorflow: {inprocess.import_tensorflow_s():.2f} s", flush=True)
+        if "start" in args.parts:
+            found = measure_start(tmp, version, args.rounds)
+        if "bare" in args.parts:
+            ready = measure_bare(tmp, version.parent, args.bare_rounds)
+        if "throughput" in args.parts:
+            results = measure_throughput(
+                tmp, version.parent, args.throughput_rounds, args.duration_s
+            )
+    if "start" in args.parts:
+        report_start(found)
+    if "bare" in args.parts:
+        report_bare(ready)
+    if "throughput" in args.parts:
+        report_throughput(results)
+
+
+if __name__ == "__main__":
+    main()
