@@ -35,16 +35,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
+from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+import psutil  # noqa: E402
 from benchmarks.deploy import SPEC, first_prediction_s  # noqa: E402
 from benchmarks.serving import client, inprocess, processes, wrk  # noqa: E402
 from tests.support.servers import LiveServer, live_server  # noqa: E402
@@ -55,6 +58,7 @@ from liqi.client import Client  # noqa: E402
 from liqi.client.eas_requests import TFRequest  # noqa: E402
 from liqi.control.services.staging import INSTANCE_ENV, instance_sandbox  # noqa: E402
 from liqi.sandbox import SandboxedProcess, SandboxPolicy, safe_env, workload_user  # noqa: E402
+from liqi.sandbox.cgroups import detect_layout  # noqa: E402
 from liqi.sandbox.users import give_to_workload_user  # noqa: E402
 
 PARTS = ("start", "bare", "throughput")
@@ -327,6 +331,75 @@ def report_throughput(results: dict[tuple[str, int], list[wrk.WrkResult]]) -> No
               f"{errors} | {len(plain)} |")  # fmt: skip
 
 
+# -- the machine around the run ------------------------------------------------------------------
+
+
+class Neighbours:
+    """What else ran while a part ran: the machine's busy share (``psutil.cpu_percent`` over
+    the part) and the CPU of sandboxed workloads that are not this run's (their processes in
+    the cgroups under liqi's base, sampled every ``interval_s``). All sandboxed workloads of
+    a host share liqi's parent cgroup, hence its CPU weight: see RESULTS.md."""
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        self.interval_s = interval_s
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.cgroups: set[str] = set()
+        self.busy_percent = 0.0
+        self.started = 0.0
+        self.elapsed_s = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        layout = detect_layout()
+        self.base = (
+            None
+            if isinstance(layout, str)
+            else layout.bases.get("cpu", next(iter(layout.bases.values())))
+        )
+
+    def __enter__(self) -> Neighbours:
+        psutil.cpu_percent()
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.elapsed_s = time.monotonic() - self.started
+        self.busy_percent = psutil.cpu_percent()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            if self.base is None or not self.base.is_dir():
+                continue
+            mine = {p.pid for p in psutil.Process().children(recursive=True)}
+            for folder in self.base.iterdir():
+                procs = folder / "cgroup.procs"
+                if not folder.is_dir() or not procs.exists():
+                    continue
+                try:
+                    pids = [int(line) for line in procs.read_text().split()]
+                except (OSError, ValueError):
+                    continue
+                for pid in set(pids) - mine:
+                    try:
+                        times = psutil.Process(pid).cpu_times()
+                    except psutil.Error:
+                        continue
+                    self.cgroups.add(folder.name)
+                    self.first.setdefault(pid, times.user + times.system)
+                    self.last[pid] = times.user + times.system
+
+    def describe(self) -> str:
+        cpu_s = sum(self.last[pid] - self.first[pid] for pid in self.last)
+        share = 100 * cpu_s / self.elapsed_s if self.elapsed_s else 0.0
+        return (
+            f"{self.elapsed_s:.0f} s, machine {self.busy_percent:.0f}% busy; other sandboxed "
+            f"workloads on the host: {len(self.cgroups)} cgroup(s), {share:.0f}% of one core"
+        )
+
+
 # -- the run ------------------------------------------------------------------------------------
 
 
@@ -357,20 +430,29 @@ def main() -> None:
         tmp.chmod(0o755)  # the workload user reads the model (a TemporaryDirectory is 0700)
         version = inprocess.export_model(tmp / "export")
         print(f"import tensorflow: {inprocess.import_tensorflow_s():.2f} s", flush=True)
+        around = {part: Neighbours() for part in args.parts}
         if "start" in args.parts:
-            found = measure_start(tmp, version, args.rounds)
+            with around["start"]:
+                found = measure_start(tmp, version, args.rounds)
         if "bare" in args.parts:
-            ready = measure_bare(tmp, version.parent, args.bare_rounds)
+            with around["bare"]:
+                ready = measure_bare(tmp, version.parent, args.bare_rounds)
         if "throughput" in args.parts:
-            results = measure_throughput(
-                tmp, version.parent, args.throughput_rounds, args.duration_s
-            )
+            with around["throughput"]:
+                results = measure_throughput(
+                    tmp, version.parent, args.throughput_rounds, args.duration_s
+                )
+    print(f"\n{date.today().isoformat()}, {os.cpu_count()} cores, load average (1 min) "
+          f"{os.getloadavg()[0]:.2f} at the end")  # fmt: skip
     if "start" in args.parts:
         report_start(found)
+        print(f"  during this part: {around['start'].describe()}")
     if "bare" in args.parts:
         report_bare(ready)
+        print(f"  during this part: {around['bare'].describe()}")
     if "throughput" in args.parts:
         report_throughput(results)
+        print(f"  during this part: {around['throughput'].describe()}")
 
 
 if __name__ == "__main__":
