@@ -2,7 +2,7 @@
 the sandbox adds at most 200 ms to an instance's start; serving throughput inside it at least
 0.95 of outside).
 
-Three parts, in this order, each comparing the sandbox with no sandbox in the same run:
+Parts, in this order, each comparing the sandbox with no sandbox in the same run:
 
 1. ``start``: four control planes in this process, isolation ``none`` and ``sandbox``, each
    with the standby server off (every instance cold) and on. One warm-up create on each, then
@@ -19,11 +19,20 @@ Three parts, in this order, each comparing the sandbox with no sandbox in the sa
 3. ``throughput``: one such server of each kind, wrk (``benchmarks/serving``'s request.lua)
    at 1, 8 and 64 connections with the 1-row TF Serving JSON body, plain and sandboxed
    alternating in each round; medians per connection count, and sandboxed / plain.
+4. ``weight`` (only when asked for): why a sandboxed server loses CPU under contention. One
+   second of CPU, started in a session of its own (as an instance is) and in a
+   ``SandboxedProcess``, beside ``--neighbours`` busy loops of each kind: every sandboxed
+   workload of the host sits under liqi's one parent cgroup, which has the CPU weight of one
+   session.
+
+Each part also reports the machine's busy share while it ran and the CPU used by sandboxed
+workloads on this host that are not this run's (other sessions' tests share the parent).
 
 Prints Markdown tables of medians. Needs root, bubblewrap and cgroups (``liqi.sandbox``), wrk.
 
-Run: .venv/bin/python benchmarks/instance_sandbox.py [--parts start bare throughput]
+Run: .venv/bin/python benchmarks/instance_sandbox.py [--parts start bare throughput weight]
          [--rounds 5] [--bare-rounds 5] [--throughput-rounds 3] [--duration-s 10]
+         [--neighbours 2]
 See --help.
 """
 
@@ -61,7 +70,7 @@ from liqi.sandbox import SandboxedProcess, SandboxPolicy, safe_env, workload_use
 from liqi.sandbox.cgroups import detect_layout  # noqa: E402
 from liqi.sandbox.users import give_to_workload_user  # noqa: E402
 
-PARTS = ("start", "bare", "throughput")
+PARTS = ("start", "bare", "throughput", "weight")
 CONNECTIONS = (1, 8, 64)
 PLANES = (("none", False), ("none", True), ("sandbox", False), ("sandbox", True))
 READY_TIMEOUT_S = 180.0
@@ -331,6 +340,60 @@ def report_throughput(results: dict[tuple[str, int], list[wrk.WrkResult]]) -> No
               f"{errors} | {len(plain)} |")  # fmt: skip
 
 
+# -- 4. CPU weight: why the sandbox loses under contention ---------------------------------------
+
+SPIN = ["/bin/sh", "-c", "while :; do :; done"]
+CPU_SECOND = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass\n"
+
+
+def bench_policy(name: str) -> SandboxPolicy:
+    user = workload_user("bench")
+    uid, gid = user if user else (None, None)
+    return SandboxPolicy(name=name, uid=uid, gid=gid, env=safe_env(os.environ))
+
+
+def cpu_second_s(sandboxed: bool) -> float:
+    """Wall time of one second of CPU, in a session of its own (as an instance is started)
+    or in a SandboxedProcess."""
+    argv = [sys.executable, "-c", CPU_SECOND]
+    started = time.monotonic()
+    if sandboxed:
+        process = SandboxedProcess(bench_policy("bench-cpu"), argv, "/")
+        process.wait()
+        process.close()
+    else:
+        subprocess.run(argv, check=True, start_new_session=True)
+    return time.monotonic() - started
+
+
+def measure_weight(neighbours: int, rounds: int) -> dict[str, list[float]]:
+    """``cpu_second_s`` plain and sandboxed beside ``neighbours`` busy loops started plain
+    (each in its own session) and as many in SandboxedProcesses."""
+    wall: dict[str, list[float]] = {"plain": [], "sandbox": []}
+    spinning = [subprocess.Popen(SPIN, start_new_session=True) for _ in range(neighbours)]
+    boxed = [SandboxedProcess(bench_policy(f"bench-spin{i}"), SPIN, "/") for i in range(neighbours)]
+    try:
+        for n in range(rounds):
+            for sandboxed in (False, True) if n % 2 == 0 else (True, False):
+                wall["sandbox" if sandboxed else "plain"].append(cpu_second_s(sandboxed))
+    finally:
+        for process in spinning:
+            process.kill()
+            process.wait()
+        for box in boxed:
+            box.kill()
+            box.close()
+    return wall
+
+
+def report_weight(neighbours: int, wall: dict[str, list[float]]) -> None:
+    a, b = (statistics.median(wall[n]) for n in ("plain", "sandbox"))
+    print(f"\n| 1 s of CPU beside {neighbours} busy plain + {neighbours} busy sandboxed loops | "
+          "plain | sandboxed | plain / sandboxed |")  # fmt: skip
+    print("|---|---|---|---|")
+    print(f"| wall time, median of {len(wall['plain'])} | {a:.2f} s | {b:.2f} s | {a / b:.2f} |")
+
+
 # -- the machine around the run ------------------------------------------------------------------
 
 
@@ -409,8 +472,8 @@ def parse_args() -> argparse.Namespace:
         "none and sandbox (standby off and on), `liqi serve` start to ready plain and "
         "sandboxed, and wrk throughput plain and sandboxed.",
     )
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
-                        help="Which parts to run (default: all three).")  # fmt: skip
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS[:3]),
+                        help="Which parts to run (default: start bare throughput).")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=5,
                         help="Rounds of the four control planes (default 5).")  # fmt: skip
     parser.add_argument("--bare-rounds", type=int, default=5,
@@ -419,6 +482,8 @@ def parse_args() -> argparse.Namespace:
                         help="wrk rounds per connection count, each (default 3).")  # fmt: skip
     parser.add_argument("--duration-s", type=float, default=10.0,
                         help="Seconds of wrk per point (default 10).")  # fmt: skip
+    parser.add_argument("--neighbours", type=int, default=2,
+                        help="Busy loops of each kind in the weight part (default 2).")  # fmt: skip
     return parser.parse_args()
 
 
@@ -442,6 +507,9 @@ def main() -> None:
                 results = measure_throughput(
                     tmp, version.parent, args.throughput_rounds, args.duration_s
                 )
+        if "weight" in args.parts:
+            with around["weight"]:
+                wall = measure_weight(args.neighbours, args.bare_rounds)
     print(f"\n{date.today().isoformat()}, {os.cpu_count()} cores, load average (1 min) "
           f"{os.getloadavg()[0]:.2f} at the end")  # fmt: skip
     if "start" in args.parts:
@@ -453,6 +521,9 @@ def main() -> None:
     if "throughput" in args.parts:
         report_throughput(results)
         print(f"  during this part: {around['throughput'].describe()}")
+    if "weight" in args.parts:
+        report_weight(args.neighbours, wall)
+        print(f"  during this part: {around['weight'].describe()}")
 
 
 if __name__ == "__main__":
