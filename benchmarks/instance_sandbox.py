@@ -23,7 +23,8 @@ Parts, in this order, each comparing the sandbox with no sandbox in the same run
    second of CPU, started in a session of its own (as an instance is) and in a
    ``SandboxedProcess``, beside ``--neighbours`` busy loops of each kind: every sandboxed
    workload of the host sits under liqi's one parent cgroup, which has the CPU weight of one
-   session.
+   session. A third kind, the sandbox without the ``cpu`` cgroup, shows what changing that
+   gives.
 
 Each part also reports the machine's busy share while it ran and the CPU used by sandboxed
 workloads on this host that are not this run's (other sessions' tests share the parent).
@@ -67,7 +68,8 @@ from liqi.client import Client  # noqa: E402
 from liqi.client.eas_requests import TFRequest  # noqa: E402
 from liqi.control.services.staging import INSTANCE_ENV, instance_sandbox  # noqa: E402
 from liqi.sandbox import SandboxedProcess, SandboxPolicy, safe_env, workload_user  # noqa: E402
-from liqi.sandbox.cgroups import detect_layout  # noqa: E402
+from liqi.sandbox.cgroups import Cgroup, Layout, detect_layout  # noqa: E402
+from liqi.sandbox.command import bwrap_argv  # noqa: E402
 from liqi.sandbox.users import give_to_workload_user  # noqa: E402
 
 PARTS = ("start", "bare", "throughput", "weight")
@@ -352,30 +354,46 @@ def bench_policy(name: str) -> SandboxPolicy:
     return SandboxPolicy(name=name, uid=uid, gid=gid, env=safe_env(os.environ))
 
 
-def cpu_second_s(sandboxed: bool) -> float:
-    """Wall time of one second of CPU, in a session of its own (as an instance is started)
-    or in a SandboxedProcess."""
+def cpu_second_s(kind: str) -> float:
+    """Wall time of one second of CPU: ``plain`` in a session of its own (as an instance is
+    started), ``sandbox`` in a SandboxedProcess, ``sandbox, no cpu cgroup`` the same sandbox
+    with its memory and pids cgroups only (it stays in the root cpu cgroup, in the session
+    bwrap makes): the change that would give it a plain process's weight."""
     argv = [sys.executable, "-c", CPU_SECOND]
     started = time.monotonic()
-    if sandboxed:
+    if kind == "plain":
+        subprocess.run(argv, check=True, start_new_session=True)
+    elif kind == "sandbox":
         process = SandboxedProcess(bench_policy("bench-cpu"), argv, "/")
         process.wait()
         process.close()
     else:
-        subprocess.run(argv, check=True, start_new_session=True)
+        layout = detect_layout()
+        assert not isinstance(layout, str), layout
+        bases = {name: base for name, base in layout.bases.items() if name != "cpu"}
+        cgroup = Cgroup(Layout(layout.version, bases), f"bench-nocpu-{os.getpid()}")
+        cgroup.create(None, 2048, None)
+        command = bwrap_argv(bench_policy("bench-nocpu"), argv, "/", cgroup.procs_files)
+        try:
+            subprocess.run(command, env={}, check=True, start_new_session=True)
+        finally:
+            cgroup.remove()
     return time.monotonic() - started
 
 
+WEIGHT_KINDS = ("plain", "sandbox", "sandbox, no cpu cgroup")
+
+
 def measure_weight(neighbours: int, rounds: int) -> dict[str, list[float]]:
-    """``cpu_second_s`` plain and sandboxed beside ``neighbours`` busy loops started plain
-    (each in its own session) and as many in SandboxedProcesses."""
-    wall: dict[str, list[float]] = {"plain": [], "sandbox": []}
+    """``cpu_second_s`` of each kind beside ``neighbours`` busy loops started plain (each in
+    its own session) and as many in SandboxedProcesses."""
+    wall: dict[str, list[float]] = {kind: [] for kind in WEIGHT_KINDS}
     spinning = [subprocess.Popen(SPIN, start_new_session=True) for _ in range(neighbours)]
     boxed = [SandboxedProcess(bench_policy(f"bench-spin{i}"), SPIN, "/") for i in range(neighbours)]
     try:
         for n in range(rounds):
-            for sandboxed in (False, True) if n % 2 == 0 else (True, False):
-                wall["sandbox" if sandboxed else "plain"].append(cpu_second_s(sandboxed))
+            for kind in WEIGHT_KINDS if n % 2 == 0 else reversed(WEIGHT_KINDS):
+                wall[kind].append(cpu_second_s(kind))
     finally:
         for process in spinning:
             process.kill()
@@ -387,11 +405,13 @@ def measure_weight(neighbours: int, rounds: int) -> dict[str, list[float]]:
 
 
 def report_weight(neighbours: int, wall: dict[str, list[float]]) -> None:
-    a, b = (statistics.median(wall[n]) for n in ("plain", "sandbox"))
+    a, b, c = (statistics.median(wall[kind]) for kind in WEIGHT_KINDS)
     print(f"\n| 1 s of CPU beside {neighbours} busy plain + {neighbours} busy sandboxed loops | "
-          "plain | sandboxed | plain / sandboxed |")  # fmt: skip
-    print("|---|---|---|---|")
-    print(f"| wall time, median of {len(wall['plain'])} | {a:.2f} s | {b:.2f} s | {a / b:.2f} |")
+          "plain | sandboxed | sandboxed, no cpu cgroup | plain / sandboxed | "
+          "plain / no cpu cgroup |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    print(f"| wall time, median of {len(wall['plain'])} | {a:.2f} s | {b:.2f} s | {c:.2f} s | "
+          f"{a / b:.2f} | {a / c:.2f} |")  # fmt: skip
 
 
 # -- the machine around the run ------------------------------------------------------------------
