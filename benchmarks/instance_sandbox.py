@@ -10,8 +10,8 @@ Parts, in this order, each comparing the sandbox with no sandbox in the same run
    seed's eas_mnist.json, send the EAS protobuf request through the gateway every 20 ms until
    it answers 200, delete the service, wait until it is gone and, where the plane keeps one,
    until its next standby server is ready (so no TensorFlow import runs in the background of
-   the next measurement). Whether each instance was a claimed standby is read from the
-   control plane's files (a ``claim.json`` more under ``services/``), not assumed.
+   the next measurement). Whether each instance was a standby server is read from the
+   process table (a cold instance is a ``liqi serve --instance-id`` process), not assumed.
 2. ``bare``: ``liqi serve`` of the MNIST SavedModel with the command line and the sandbox
    policy an instance gets (``serve_command``, ``instance_sandbox``), started as a plain
    subprocess and in a ``SandboxedProcess`` (cgroup, bwrap, ``setpriv`` to the workload
@@ -95,21 +95,33 @@ class Plane:
     def label(self) -> str:
         return f"{self.isolation}, standby {'on' if self.standby else 'off'}"
 
-    def claims(self) -> int:
-        return sum(1 for _ in (self.server.home / "services").rglob("claim.json"))
-
     def measure(self, body: bytes) -> tuple[float, bool]:
-        """One create -> first prediction, then delete and wait for a quiet plane."""
-        before = self.claims()
+        """One create -> first prediction, then delete and wait for a quiet plane; and
+        whether the instance was a standby server."""
         url = f"{self.server.url}/api/predict/{SPEC['name']}"
         seconds = first_prediction_s(
             url, body, lambda: self.admin.create_service(SPEC, project="bench")
         )
-        claimed = self.claims() > before
+        claimed = not started_cold(str(SPEC["name"]))
         self.admin.delete_service(str(SPEC["name"]))
         self.admin.wait_service_deleted(str(SPEC["name"]), timeout_s=60)
         wait_standby(self.server.home / "services")
         return seconds, claimed
+
+
+def started_cold(service: str) -> bool:
+    """Whether the service's instance (the only one this run has at a time) is a ``liqi
+    serve`` process of its own: a standby server that became it keeps its command line
+    (``python -m liqi.serving.standby``), sandboxed or not."""
+    marker = f"{service}-v"
+    for process in psutil.Process().children(recursive=True):
+        try:
+            argv = process.cmdline()
+        except psutil.Error:
+            continue
+        if "serve" in argv and any(a.startswith(marker) for a in argv if a != service):
+            return True
+    return False
 
 
 def wait_standby(services: Path, timeout_s: float = 120.0) -> None:
