@@ -1,15 +1,18 @@
 """Instances in liqi.sandbox (isolation "sandbox"): the real MNIST SavedModel served from
 bubblewrap, its cgroup named after the instance; start, ready, predict, adopt by a new
-backend object, stop; killed with its cgroup; the cgroup's memory limit as the reason."""
+backend object, stop; killed with its cgroup; the cgroup's memory limit as the reason; a
+sandboxed standby server that becomes the next instance."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from liqi.backends.instances import InstanceHandle, InstancePhase, InstanceSpec
@@ -34,9 +37,9 @@ def started() -> Iterator[Started]:
     """Sandboxed instances a test started: their cgroups are killed and removed at teardown."""
     instances: Started = []
     yield instances
-    for _, spec in instances:
+    for handle, spec in instances:
         with contextlib.suppress(Exception):
-            instance_cgroup(spec.instance_id).remove()
+            instance_cgroup(spec.instance_id, handle.ref.partition("@")[2] or None).remove()
 
 
 def sandboxed_spec(tmp_path: Path, model_uri: str | Path, **fields: object) -> InstanceSpec:
@@ -60,7 +63,7 @@ def test_start_ready_predict_adopt_and_stop(
 ) -> None:
     spec = sandboxed_spec(tmp_path, mnist_saved_model, token="s3cret", memory_mb=8000)
     assert spec.sandbox is not None
-    assert spec.env["LIQI_HOME"] == str(Path(spec.dir) / "home")
+    assert spec.env["LIQI_HOME"] == "/instance/home"  # its folder, as it sees it
     backend = LocalInstanceBackend()
     handle = backend.start(spec)
     started.append((handle, spec))
@@ -117,3 +120,79 @@ def test_the_cgroup_memory_limit(mnist_saved_model: Path, tmp_path: Path, starte
     gone = wait_phase(backend, handle, spec, InstancePhase.EXITED, timeout_s=120)
     assert gone.reason.startswith("out of memory"), gone
     assert not instance_cgroup(spec.instance_id).pids()
+
+
+def _standby_ready(folder: Path, timeout_s: float = 150.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not list(folder.glob("standby-*/ready")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(folder.glob("standby-*/ready")), "the standby server never became ready"
+
+
+def test_a_sandboxed_standby_server_becomes_the_next_instance(
+    mnist_saved_model: Path, tmp_path: Path, started: Started
+) -> None:
+    standbys = tmp_path / "home" / "services" / ".standby"
+    backend = LocalInstanceBackend(standby_dir=standbys, shared_readable=(str(mnist_saved_model),))
+    try:
+        first = sandboxed_spec(tmp_path, mnist_saved_model, processor="tensorflow_cpu")
+        cold = backend.start(first)  # no standby yet: cold, and one is started
+        started.append((cold, first))
+        assert "@" not in cold.ref
+        wait_phase(backend, cold, first, InstancePhase.READY)
+        _standby_ready(standbys)
+
+        second = sandboxed_spec(
+            tmp_path,
+            mnist_saved_model,
+            processor="tensorflow_cpu",
+            token="s3cret-tok",
+            memory_mb=3000,
+        )
+        warm = backend.start(second)
+        started.append((warm, second))
+        pid, _, name = warm.ref.partition("@")
+        assert name.startswith("standby-"), warm.ref  # the standby became it
+        ready = wait_phase(backend, warm, second, InstancePhase.READY, timeout_s=60)
+        assert ready.url is not None
+        assert predict(ready.url).status_code == 401  # its token came with the claim
+        assert predict(ready.url, "s3cret-tok").status_code == 200
+        folder = Path(second.dir)
+        assert "Serving mnist version 1" in (folder / "instance.log").read_text()
+        assert (folder / "standby.log").exists()  # the standby's own folder took its name
+
+        cgroup = instance_cgroup(second.instance_id, name)
+        assert int(pid) in cgroup.pids()
+        limit = cgroup.dirs.get("memory", cgroup.dirs.get("")) or Path("/nonexistent")
+        limits = [limit / "memory.limit_in_bytes", limit / "memory.max"]
+        assert any(f.exists() and f.read_text().strip() == str(3000 * 2**20) for f in limits)
+        user = workload_user("sbxinst")
+        assert user is not None
+        servers = [psutil.Process(p) for p in cgroup.pids()]
+        python = [p for p in servers if p.name().startswith("python")]
+        assert python
+        assert all(p.uids().real == user[0] for p in python)
+        server = [p for p in python if "liqi.serving.standby" in p.cmdline()]
+        assert [os.readlink(f"/proc/{p.pid}/cwd") for p in server] == ["/instance"]
+        # The token is in no command line and in no file of its folder.
+        for proc in psutil.process_iter(["cmdline"]):
+            assert "s3cret-tok" not in " ".join(proc.info["cmdline"] or [])
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert b"s3cret-tok" not in path.read_bytes(), path
+
+        adopted = LocalInstanceBackend()  # a restarted control plane knows it by its handle
+        assert adopted.status(warm, second).phase is InstancePhase.READY
+        adopted.stop(warm, second, grace_s=60)
+        gone = wait_phase(adopted, warm, second, InstancePhase.EXITED, timeout_s=60)
+        assert gone.exit_code == 0, gone
+        assert not any(d.exists() for d in cgroup.dirs.values())
+        own = wait_phase(backend, warm, second, InstancePhase.EXITED)  # the starter reaps it
+        assert own.exit_code == 0
+        backend.stop(cold, first, grace_s=60)
+        wait_phase(backend, cold, first, InstancePhase.EXITED, timeout_s=60)
+    finally:
+        backend.close()
+    assert not list(standbys.glob("standby-*")), "the waiting standby's folder is left"
+    for proc in psutil.process_iter(["cmdline"]):
+        assert str(standbys) not in " ".join(proc.info["cmdline"] or [])

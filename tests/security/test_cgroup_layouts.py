@@ -45,7 +45,10 @@ def test_v2_reasons_come_from_the_event_files(tmp_path: Path) -> None:
     (folder / "memory.events").write_text("low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\n")
     (folder / "pids.events").write_text("max 0\n")
     assert cgroup.limit_reason() == "out of memory: killed at its limit of 64 MB (memory_mb)"
+    assert cgroup.limit_reason("metadata.memory").endswith("64 MB (metadata.memory)")
     (folder / "memory.events").write_text("low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n")
     (folder / "pids.events").write_text("max 3\n")
     (folder / "pids.max").write_text("20\n")
-    assert cgroup.limit_reason() == "process limit reached: 20 processes (pids_max)"
+    assert cgroup.limit_reason() == (
+        "process limit reached: 20 processes and threads (the sandbox's pids_max); start fewer"
+    )

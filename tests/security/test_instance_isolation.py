@@ -9,18 +9,16 @@ cannot sandbox fails these tests with the reason instead of skipping them.
 from __future__ import annotations
 
 import os
-import textwrap
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from liqi.client import Client
-from liqi.sandbox import sandbox_available, workload_user_name
+from liqi.sandbox import workload_user_name
 from tests.support.servers import LiveServer, kill_instances
+from tests.support.workloads import deploy_processor
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("require_sandbox")]
 
 ATTACK = """
     import json, os
@@ -44,6 +42,7 @@ ATTACK = """
                 for name in ("config.toml", "secret.key", "liqi.db", "services", "store")
             }}
             seen["victim"] = attempt(data.decode())
+            seen["own"] = attempt("/instance")
             seen["env"] = sorted(os.environ)
             seen["uid"] = os.getuid()
             seen["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
@@ -59,34 +58,6 @@ ECHO = """
 """
 
 
-@pytest.fixture(autouse=True)
-def _require_sandbox() -> None:
-    ok, reason = sandbox_available()
-    assert ok, f"this machine cannot sandbox workloads: {reason}"
-
-
-def _deploy(admin: Client, name: str, folder: Path, code: str) -> str:
-    folder.mkdir(parents=True)
-    (folder / "app.py").write_text(textwrap.dedent(code))
-    spec = {
-        "name": name,
-        "generate_token": "false",
-        "processor_type": "python",
-        "processor_path": str(folder),
-        "processor_entry": "app.py",
-        "metadata": {"instance": 1},
-    }
-    admin.create_service(spec)
-    deadline = time.monotonic() + 120
-    while True:
-        info = admin.get_service(name)
-        if info.state == "RUNNING" or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert info.state == "RUNNING", info
-    return info.endpoint
-
-
 def test_a_processor_sees_nothing_of_the_server_or_another_instance(
     sqlite_server: LiveServer, tmp_path: Path
 ) -> None:
@@ -94,10 +65,11 @@ def test_a_processor_sees_nothing_of_the_server_or_another_instance(
     os.environ["LIQI_DATABASE_URL_PROBE"] = "secret-from-the-control-plane"
     try:
         with sqlite_server.admin() as admin:
-            _deploy(admin, "victim", tmp_path / "victim", ECHO)
+            deploy_processor(admin, "victim", tmp_path / "victim", ECHO)
             [victim_dir] = (home / "services" / "victim").iterdir()
             assert (victim_dir / "spec.json").exists()
-            url = _deploy(admin, "attacker", tmp_path / "attacker", ATTACK.format(home=str(home)))
+            attack = ATTACK.format(home=str(home))
+            url = deploy_processor(admin, "attacker", tmp_path / "attacker", attack).endpoint
             answer = httpx.post(url, content=str(victim_dir / "spec.json").encode(), timeout=30)
             for name in ("attacker", "victim"):
                 admin.delete_service(name)
@@ -113,7 +85,8 @@ def test_a_processor_sees_nothing_of_the_server_or_another_instance(
     assert seen["secret.key"] == "FileNotFoundError"
     assert seen["liqi.db"] == "FileNotFoundError"
     assert seen["store"] == "FileNotFoundError"
-    assert seen["services"] == ["attacker"]  # only its own instance's folder exists
+    assert seen["services"] == "FileNotFoundError"  # nothing of LIQI_HOME exists
+    assert "spec.json" in seen["own"]  # its own folder, at /instance
     assert seen["victim"] == "FileNotFoundError"
     assert "LIQI_DATABASE_URL_PROBE" not in seen["env"]
     assert max(seen["pids"]) < 100  # its own PID namespace: none of the host's processes

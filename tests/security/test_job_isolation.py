@@ -1,4 +1,5 @@
-"""A job's script attacks the server it runs on, through a real control plane; it must fail.
+"""A member's job script attacks the server it runs on, through a real control plane; it must
+fail.
 
 The server runs with its default isolation (the sandbox: CI has root and bubblewrap); a
 machine that cannot sandbox fails these tests with the reason instead of skipping them.
@@ -9,16 +10,18 @@ from __future__ import annotations
 import json
 import os
 import textwrap
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 from click.testing import CliRunner
 
 from liqi.cli.main import cli
-from liqi.sandbox import sandbox_available, workload_user_name
-from tests.support.servers import LiveServer
+from liqi.sandbox import workload_user_name
+from tests.security.conftest import Member
+from tests.support.waiting import wait_until
+from tests.support.workloads import processes_in, workload_cgroups
+
+pytestmark = pytest.mark.usefixtures("require_sandbox")
 
 ATTACK = """
     import json, os, time
@@ -40,23 +43,18 @@ ATTACK = """
 """
 
 
-@pytest.fixture(autouse=True)
-def _require_sandbox() -> None:
-    ok, reason = sandbox_available()
-    assert ok, f"this machine cannot sandbox workloads: {reason}"
-
-
 def test_a_jobs_script_sees_nothing_of_the_server_and_leaves_nothing_behind(
-    sqlite_server: LiveServer, tmp_path: Path
+    member: Member, tmp_path: Path
 ) -> None:
+    home = member.live.home
     os.environ["LIQI_DATABASE_URL_PROBE"] = "secret-from-the-control-plane"
     try:
-        with sqlite_server.admin() as admin:
-            script = tmp_path / "attack.py"
-            script.write_text(textwrap.dedent(ATTACK.format(home=str(sqlite_server.home))))
-            uri = admin.add_resource(script, force=True).uri
-            job = admin.wait_job(admin.submit_job(uri).id, timeout_s=90)
-            out = "".join(admin.follow_logs(job.id, follow=False))
+        script = tmp_path / "attack.py"
+        script.write_text(textwrap.dedent(ATTACK.format(home=str(home))))
+        uri = member.client.add_resource(script, project=member.project).uri
+        submitted = member.client.submit_job(uri, project=member.project)
+        job = member.client.wait_job(submitted.id, timeout_s=90)
+        out = "".join(member.client.follow_logs(job.id, follow=False))
     finally:
         del os.environ["LIQI_DATABASE_URL_PROBE"]
     assert job.state == "SUCCEEDED", (job.reason, out)
@@ -71,20 +69,11 @@ def test_a_jobs_script_sees_nothing_of_the_server_and_leaves_nothing_behind(
     assert "LIQI_JOB_ID" in seen["env"]
     if os.geteuid() == 0:
         assert seen["uid"] != 0
-    # The double-forked child died with the job: no process runs in the job's folder.
-    work = str(sqlite_server.home / "jobs" / job.id / "work")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _in_folder(work):
-        time.sleep(0.05)
-    assert _in_folder(work) == []
-
-
-def _in_folder(folder: str) -> list[int]:
-    found = []
-    for process in psutil.process_iter(["cwd", "status"]):
-        if process.info.get("cwd") == folder and process.info["status"] != psutil.STATUS_ZOMBIE:
-            found.append(process.pid)
-    return found
+    # The double-forked child died with the job (which succeeded): no process runs in the
+    # job's folder, and its cgroups are gone.
+    work = home / "jobs" / job.id / "work"
+    wait_until(lambda: not processes_in(work), "no process in the job's folder", interval_s=0.05)
+    assert workload_cgroups(f"job-{job.id}") == []
 
 
 def test_server_status_says_which_isolation(tmp_path: Path) -> None:

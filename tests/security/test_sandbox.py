@@ -6,7 +6,9 @@ Nothing here is skipped: on a machine that cannot sandbox, every test fails with
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -20,7 +22,6 @@ from liqi.sandbox import (
     SandboxedProcess,
     SandboxPolicy,
     safe_env,
-    sandbox_available,
     workload_user,
 )
 from liqi.sandbox.cgroups import Cgroup, detect_layout, sweep_stale
@@ -29,11 +30,7 @@ PROJECT = "sbxtest"
 
 Run = Callable[..., tuple[int, str, SandboxedProcess]]
 
-
-@pytest.fixture(autouse=True)
-def _require_sandbox() -> None:
-    ok, reason = sandbox_available()
-    assert ok, f"this machine cannot sandbox workloads: {reason}"
+pytestmark = pytest.mark.usefixtures("require_sandbox")
 
 
 @pytest.fixture
@@ -301,6 +298,43 @@ def test_the_tmp_folder_is_private_and_bounded(run: Run) -> None:
     assert code == 0, out
     assert "full" in out
     assert "filled" not in out
+
+
+def test_open_files_are_bounded_by_nofile(run: Run) -> None:
+    """100,000 open files are refused at the limit, which the workload cannot raise; the
+    server's own limit is unchanged."""
+    ours = resource.getrlimit(resource.RLIMIT_NOFILE)
+    code, out, proc = run(
+        "import os, resource\n"
+        "print('limits', *resource.getrlimit(resource.RLIMIT_NOFILE), flush=True)\n"
+        "try:\n"
+        "    resource.setrlimit(resource.RLIMIT_NOFILE, (100_000, 100_000))\n"
+        "    print('raised')\n"
+        "except (OSError, ValueError) as exc:\n"
+        "    print('not raised', type(exc).__name__)\n"
+        "held = []\n"
+        "try:\n"
+        "    for _ in range(100_000):\n"
+        "        held.append(os.open('/dev/null', os.O_RDONLY))\n"
+        "    print('opened all')\n"
+        "except OSError as exc:\n"
+        "    print('refused', len(held), exc.errno, flush=True)\n"
+        "if os.fork() == 0:\n"  # a child inherits the limit
+        "    print('child', *resource.getrlimit(resource.RLIMIT_NOFILE), flush=True)\n"
+        "    os._exit(0)\n"
+        "os.wait()\n",
+        nofile=128,
+    )
+    assert code == 0, out
+    assert "limits 128 128" in out
+    assert "child 128 128" in out
+    assert "not raised" in out
+    assert "opened all" not in out
+    refused = out.split("refused ", 1)[1].split()
+    assert int(refused[1]) == errno.EMFILE
+    assert 100 < int(refused[0]) < 128  # stdin, stdout, stderr and Python's own are open too
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) == ours
+    assert proc.cgroup.pids() == set()
 
 
 def test_the_cgroup_is_removed_on_close(home: Path, user: tuple[int, int] | None) -> None:

@@ -17,7 +17,7 @@ from liqi.client import Client
 from liqi.client.services import ServiceInfo
 from liqi.errors import AlreadyExistsError, AuthenticationError, NotFoundError
 from tests.services.conftest import PROJECT, seed_spec, wait_failed, wait_running, wait_until
-from tests.support.servers import LiveServer
+from tests.support.servers import LiveServer, instance_folder
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -268,7 +268,8 @@ def _pid_of(plane: LiveServer, instance_id: str) -> int:
     instance has no instance id in its command line)."""
     import psutil
 
-    for process in psutil.process_iter(["pid", "cwd"]):
-        if (process.info["cwd"] or "").endswith(f"/{instance_id}"):
+    for process in psutil.process_iter(["pid", "name"]):
+        folder = instance_folder(process.info["pid"]) or ""
+        if folder.endswith(f"/{instance_id}") and process.info["name"] != "bwrap":
             return int(process.info["pid"])
     raise AssertionError(f"no process for instance {instance_id}")

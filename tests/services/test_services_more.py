@@ -21,7 +21,7 @@ import pytest
 from liqi import PredictClient
 from liqi.client.eas_requests import TFRequest
 from tests.services.conftest import BUCKET, PROJECT, seed_model, seed_spec, wait_running
-from tests.support.servers import LiveServer, kill_instances, live_server
+from tests.support.servers import LiveServer, instance_folder, kill_instances, live_server
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -31,8 +31,8 @@ def _pids(instance_id: str) -> list[int]:
     has no instance id in its command line), but bwrap's own init in a sandboxed one's."""
     return [
         p.info["pid"]
-        for p in psutil.process_iter(["pid", "cwd", "status", "name"])
-        if (p.info["cwd"] or "").endswith(f"/{instance_id}")
+        for p in psutil.process_iter(["pid", "status", "name"])
+        if (instance_folder(p.info["pid"]) or "").endswith(f"/{instance_id}")
         and p.info["status"] != psutil.STATUS_ZOMBIE
         and p.info["name"] != "bwrap"
     ]

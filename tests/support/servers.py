@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from liqi.asgi.header_timeout import DEFAULT_HEADER_TIMEOUT_S
+from liqi.backends.instances import SANDBOX_DIR
 from liqi.client import Client
 from liqi.config import ProfileFile, ServerSettings
 from liqi.control.server.runtime import control_plane_runtime, uvicorn_server
@@ -100,15 +102,42 @@ def live_server(
 
 
 def kill_instances(home: Path) -> int:
-    """SIGKILL the service instances (``liqi serve`` processes working under
-    ``home/services``) that a failed test left running; returns how many."""
+    """SIGKILL the service instances and standby servers (``liqi serve`` processes working
+    under ``home/services``, sandboxed or not) that a failed test left running; returns how
+    many."""
     import psutil
 
     prefix = str(home / "services") + "/"
     killed = 0
-    for process in psutil.process_iter(["cwd"]):
-        if (process.info.get("cwd") or "").startswith(prefix):
+    for process in psutil.process_iter():
+        if (instance_folder(process.pid) or "").startswith(prefix):
             with contextlib.suppress(psutil.Error):
                 process.kill()
                 killed += 1
     return killed
+
+
+def instance_folder(pid: int) -> str | None:
+    """The folder on this machine that process ``pid`` works in: its working folder, or for a
+    sandboxed instance (which works in /instance) the folder bound there, read from its
+    mountinfo; None when it cannot be read."""
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None
+    if cwd != SANDBOX_DIR:
+        return cwd
+    try:
+        theirs = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+        ours = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    # fields: id, parent, major:minor, root (in its filesystem), mount point, ...
+    bound = [f.split() for f in theirs if f.split()[4:5] == [SANDBOX_DIR]]
+    if not bound:
+        return None
+    device, root = bound[-1][2], bound[-1][3]
+    for fields in (line.split() for line in ours):
+        if fields[2] == device and (root + "/").startswith(fields[3].rstrip("/") + "/"):
+            return fields[4].rstrip("/") + root[len(fields[3].rstrip("/")) :]
+    return None

@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any, ClassVar
 
 SECRET_ENV = frozenset({"LIQI_ACCESS_KEY"})  # environment variables that hold a secret
+SANDBOX_DIR = "/instance"  # where a sandboxed instance sees its own folder
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,8 @@ class InstanceSpec:
     env: dict[str, str] = field(default_factory=dict)  # extra environment (LIQI_ENDPOINT...)
     host: str = "127.0.0.1"
     port: int = 0  # 0: a free port, reported in InstanceStatus.url
-    # A SandboxPolicy.to_dict() (isolation "sandbox"): the process runs in liqi.sandbox, in
-    # the cgroup named after ``instance_id``; None: as the control plane's user, unconfined.
+    # A SandboxPolicy.to_dict() (isolation "sandbox"): the process runs in liqi.sandbox and
+    # sees ``dir`` at SANDBOX_DIR; None: as the control plane's user, unconfined.
     sandbox: dict[str, Any] | None = None
 
     def to_json(self) -> str:

@@ -24,26 +24,26 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import psutil
 
 from liqi.backends.instances import (
+    SANDBOX_DIR,
     InstanceBackend,
     InstanceHandle,
     InstancePhase,
     InstanceSpec,
     InstanceStatus,
 )
+from liqi.backends.standby_pool import Claimed, Launch, StandbyPool
 from liqi.errors import BackendError
 from liqi.logs.reading import last_error_line
 from liqi.logs.rotation import LogLimits
@@ -51,13 +51,14 @@ from liqi.sandbox import SandboxPolicy
 from liqi.sandbox.cgroups import Cgroup, detect_layout
 from liqi.sandbox.command import bwrap_argv
 from liqi.sandbox.users import give_to_workload_user
-from liqi.serving.state_file import CLAIM_FILE, READY_FILE, ServerState, read_state
+from liqi.serving.state_file import CLAIM_FILE, ServerState, read_state
 
 SPEC_FILE = "spec.json"
 LOG_FILE = "instance.log"
 STATE_FILE = "state.json"
 OOM_FILE = "oom"  # the out-of-memory reason, once the backend killed the instance for it
 STOP_FILE = "stop-deadline"  # when a stopped instance gets SIGKILL (epoch seconds)
+CGROUP_MARK = "@"  # a handle's ref: "<pid>" or "<pid>@<cgroup>" (a standby that became it)
 MB = 1024 * 1024
 log_warning = logging.getLogger(__name__).warning
 
@@ -101,79 +102,105 @@ class LocalInstanceBackend(InstanceBackend):
         *,
         environ: Mapping[str, str] | None = None,
         standby_dir: Path | None = None,
+        shared_readable: Sequence[str] = (),
         log_limits: LogLimits | None = None,
     ) -> None:
-        """``environ``: the environment instances start from [default: this process's].
-        ``standby_dir``: keep one standby server there (TensorFlow imported) for the next
-        TensorFlow instance; None: every instance starts cold. ``log_limits``: where each
-        ``instance.log`` rotates [default: LogLimits()]."""
+        """``environ``: the environment unconfined instances start from [default: this
+        process's]. ``standby_dir``: keep standby servers there (TensorFlow imported) for the
+        next TensorFlow instances (:mod:`liqi.backends.standby_pool`; ``shared_readable``:
+        what sandboxed ones may read); None: every instance starts cold. ``log_limits``:
+        where each ``instance.log`` rotates [default: LogLimits()]."""
         self._environ = environ
         self._log_limits = log_limits or LogLimits()
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # by instance id
         self._lock = threading.Lock()
-        self._standby_dir = standby_dir
-        self._standby: tuple[subprocess.Popen[bytes], Path] | None = None
+        self._standbys = (
+            StandbyPool(standby_dir, environ=environ, shared_readable=shared_readable)
+            if standby_dir is not None
+            else None
+        )
 
     # -- start ----------------------------------------------------------------------------
 
     def start(self, spec: InstanceSpec) -> InstanceHandle:
         folder = Path(spec.dir)
-        base = os.environ if self._environ is None else self._environ
-        env = {k: v for k, v in base.items() if k != "LIQI_SERVE_TOKEN"}
         extra = {**spec.env, "PYTHONUNBUFFERED": "1"}
         if spec.token:
             extra["LIQI_SERVE_TOKEN"] = spec.token
-        env.update(extra)
+        cgroup: str | None = None
         try:
             folder.mkdir(parents=True, exist_ok=True)
             for stale in (STATE_FILE, OOM_FILE, STOP_FILE):
                 (folder / stale).unlink(missing_ok=True)
             (folder / SPEC_FILE).write_text(spec.redacted().to_json())
+            (folder / LOG_FILE).touch()  # the server writes and rotates it (its own user)
             if spec.sandbox is not None:
+                give_to_workload_user(SandboxPolicy.from_dict(spec.sandbox), folder)
+            claimed = self._claim_standby(spec, extra)
+            if claimed is not None:
+                process, cgroup = claimed.process, claimed.cgroup
+            elif spec.sandbox is not None:
                 process = self._start_sandboxed(spec, extra)
-            elif _wants_tensorflow(spec) and self._standby_dir is not None:
-                claimed = self._claim_standby(spec, extra)
-                self._spawn_standby()
-                if claimed is not None:
-                    return claimed
-            if spec.sandbox is None:
-                with open(folder / LOG_FILE, "ab") as log:
-                    process = subprocess.Popen(
-                        serve_command(spec, self._log_limits),
-                        cwd=folder,
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,  # until `liqi serve --log-file` captures its own output
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,  # outlives the control plane; own group
-                    )
+            else:
+                process = self._start_unconfined(spec, extra)
         except OSError as exc:
             raise BackendError(
                 f"Cannot start instance {spec.instance_id} of service {spec.service!r} in "
                 f"{folder}: {exc}. Check that the folder is writable and {sys.executable} "
                 "runs."
             ) from None
+        if self._standbys is not None and _wants_tensorflow(spec):
+            self._standbys.spawn_for(spec)  # for the next one
         with self._lock:
             self._children[spec.instance_id] = process
-        return InstanceHandle(self.name, str(process.pid))
+        ref = str(process.pid) if cgroup is None else f"{process.pid}{CGROUP_MARK}{cgroup}"
+        return InstanceHandle(self.name, ref)
+
+    def _claim_standby(self, spec: InstanceSpec, extra: dict[str, str]) -> Claimed | None:
+        if self._standbys is None or not _wants_tensorflow(spec):
+            return None
+        seen = seen_inside(spec)
+        launch = Launch(
+            argv=serve_command(seen, self._log_limits)[3:],  # after "python -m liqi"
+            env=extra,
+            cwd=seen.dir,
+            log=str(Path(seen.dir) / LOG_FILE),
+        )
+        return self._standbys.claim(spec, launch)
+
+    def _start_unconfined(
+        self, spec: InstanceSpec, extra: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
+        base = os.environ if self._environ is None else self._environ
+        env = {k: v for k, v in base.items() if k != "LIQI_SERVE_TOKEN"}
+        env.update(extra)
+        with open(Path(spec.dir) / LOG_FILE, "ab") as log:
+            return subprocess.Popen(
+                serve_command(spec, self._log_limits),
+                cwd=spec.dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,  # until `liqi serve --log-file` captures its own output
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # outlives the control plane; own group
+            )
 
     def _start_sandboxed(
         self, spec: InstanceSpec, extra: dict[str, str]
     ) -> subprocess.Popen[bytes]:
         """``liqi serve`` in bubblewrap, in the cgroup named after the instance; its
-        environment is the policy's allow-list plus the spec's own."""
+        environment (never on its command line) is the policy's allow-list plus the spec's
+        own."""
         assert spec.sandbox is not None
         policy = SandboxPolicy.from_dict(spec.sandbox)
         policy = replace(policy, env={**policy.env, **extra})
-        (Path(spec.dir) / LOG_FILE).touch()  # before _give: the server writes and rotates it
-        give_to_workload_user(policy, Path(spec.dir))
         cgroup = instance_cgroup(spec.instance_id)
         cgroup.remove()  # a stale one of an earlier start of this id
         cgroup.create(policy.memory_mb, policy.pids_max, policy.cpu)
         cmd = bwrap_argv(
             policy,
-            serve_command(spec, self._log_limits),
-            spec.dir,
+            serve_command(seen_inside(spec), self._log_limits),
+            SANDBOX_DIR,
             cgroup.procs_files,
             die_with_parent=False,
         )
@@ -182,7 +209,7 @@ class LocalInstanceBackend(InstanceBackend):
                 return subprocess.Popen(
                     cmd,
                     cwd="/",
-                    env={},
+                    env=policy.env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -193,87 +220,20 @@ class LocalInstanceBackend(InstanceBackend):
             cgroup.remove()
             raise
 
-    # -- standby --------------------------------------------------------------------------
-
-    def _claim_standby(self, spec: InstanceSpec, env: dict[str, str]) -> InstanceHandle | None:
-        """Hand ``spec`` to the standby server when one is ready; None otherwise."""
-        with self._lock:
-            standby, self._standby = self._standby, None
-        if standby is None:
-            return None
-        process, folder = standby
-        if process.poll() is not None or not (folder / READY_FILE).exists():
-            with self._lock:  # still importing: keep it for the next instance
-                if self._standby is None and process.poll() is None:
-                    self._standby = standby
-            return None
-        claim = {
-            "instance_id": spec.instance_id,
-            "argv": serve_command(spec, self._log_limits)[3:],  # after "python -m liqi"
-            "env": env,
-            "cwd": spec.dir,
-            "log": str(Path(spec.dir) / LOG_FILE),
-        }
-        tmp = folder / f".{CLAIM_FILE}.tmp"
-        tmp.write_text(json.dumps(claim))
-        tmp.rename(folder / CLAIM_FILE)
-        (folder / READY_FILE).unlink(missing_ok=True)  # no longer waiting
-        with self._lock:
-            self._children[spec.instance_id] = process
-        return InstanceHandle(self.name, str(process.pid))
-
-    def _spawn_standby(self) -> None:
-        """Start a standby server unless one runs (it imports TensorFlow: seconds of CPU)."""
-        if self._standby_dir is None:
-            return
-        with self._lock:
-            if self._standby is not None and self._standby[0].poll() is None:
-                return
-            folder = Path(tempfile.mkdtemp(prefix="standby-", dir=self._make_dir()))
-            base = os.environ if self._environ is None else self._environ
-            env = {k: v for k, v in base.items() if k != "LIQI_SERVE_TOKEN"}
-            try:
-                with open(folder / "standby.log", "ab") as log:
-                    process = subprocess.Popen(
-                        [sys.executable, "-m", "liqi.serving.standby", str(folder)],
-                        cwd=folder,
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-            except OSError as exc:
-                log_warning("cannot start a standby model server: %s", exc)
-                return
-            self._standby = (process, folder)
-
-    def _make_dir(self) -> Path:
-        assert self._standby_dir is not None
-        self._standby_dir.mkdir(parents=True, exist_ok=True)
-        return self._standby_dir
-
     def close(self) -> None:
-        """Stop the standby server (instances keep running)."""
-        with self._lock:
-            standby, self._standby = self._standby, None
-        if standby is not None:
-            process, folder = standby
-            if not (folder / CLAIM_FILE).exists():
-                _kill_group(process.pid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.wait(timeout=5)
-                shutil.rmtree(folder, ignore_errors=True)
+        """Stop the standby servers (instances keep running)."""
+        if self._standbys is not None:
+            self._standbys.close()
 
     # -- status ---------------------------------------------------------------------------
 
     def status(self, handle: InstanceHandle, spec: InstanceSpec) -> InstanceStatus:
-        pid = int(handle.ref)
+        pid, cgroup = _parse(handle, spec)
         folder = Path(spec.dir)
-        alive, code = self._poll(pid, spec.instance_id)
+        alive, code = self._poll(pid, spec.instance_id, cgroup)
         if not alive:
-            return self._ended(pid, spec, code)
-        self._kill_if_overdue(pid, spec)
+            return self._ended(pid, spec, code, cgroup)
+        self._kill_if_overdue(pid, spec, cgroup)
         rss = _tree_rss(pid)
         if spec.memory_mb is not None and rss > spec.memory_mb * MB:
             with contextlib.suppress(OSError):  # our own folder: written unless disk full
@@ -281,25 +241,26 @@ class LocalInstanceBackend(InstanceBackend):
                     f"out of memory: RSS {math.ceil(rss / MB)} MB exceeded the limit of "
                     f"{spec.memory_mb} MB (metadata.memory)"
                 )
-            _kill(pid, spec, signal.SIGKILL)
-            alive, code = self._wait_gone(pid, spec.instance_id, timeout_s=1.0)
+            _kill(pid, cgroup, signal.SIGKILL)
+            alive, code = self._wait_gone(pid, spec.instance_id, cgroup, timeout_s=1.0)
             if not alive:
-                return self._ended(pid, spec, code)
+                return self._ended(pid, spec, code, cgroup)
         state = _own_state(folder, pid, spec)
         if state is not None and state.state == "ready":
             return InstanceStatus(InstancePhase.READY, url=state.url, rss_mb=rss // MB)
         url = state.url if state is not None else None
         return InstanceStatus(InstancePhase.STARTING, url=url, rss_mb=rss // MB)
 
-    def _ended(self, pid: int, spec: InstanceSpec, code: int | None) -> InstanceStatus:
+    def _ended(
+        self, pid: int, spec: InstanceSpec, code: int | None, cgroup: Cgroup | None
+    ) -> InstanceStatus:
         """The status of a gone instance; a sandboxed one's cgroup says whether the kernel
         killed it at its limit, and is removed."""
         folder = Path(spec.dir)
-        if spec.sandbox is not None:
+        if cgroup is not None:
             if code is not None and 128 < code <= 128 + 64:
                 code = -(code - 128)  # bwrap reports a signal as 128 + its number
-            cgroup = instance_cgroup(spec.instance_id)
-            limit = cgroup.limit_reason()
+            limit = cgroup.limit_reason("metadata.memory")
             if limit is not None and not (folder / OOM_FILE).exists():
                 with contextlib.suppress(OSError):
                     (folder / OOM_FILE).write_text(limit)
@@ -307,7 +268,7 @@ class LocalInstanceBackend(InstanceBackend):
                 cgroup.remove()
         return _exited(pid, folder, code, spec)
 
-    def _poll(self, pid: int, instance_id: str) -> tuple[bool, int | None]:
+    def _poll(self, pid: int, instance_id: str, cgroup: Cgroup | None) -> tuple[bool, int | None]:
         """(alive, exit code): the code only for a process this object started."""
         with self._lock:
             process = self._children.get(instance_id)
@@ -320,21 +281,25 @@ class LocalInstanceBackend(InstanceBackend):
                     code = process.wait(timeout=1.0)
                 return False, code
             return code is None, code
+        if cgroup is not None:  # its cgroup, which only root makes, says it is the one
+            return pid in cgroup.pids() and not _is_zombie(pid), None
         return is_instance(pid, instance_id), None
 
-    def _wait_gone(self, pid: int, instance_id: str, timeout_s: float) -> tuple[bool, int | None]:
+    def _wait_gone(
+        self, pid: int, instance_id: str, cgroup: Cgroup | None, timeout_s: float
+    ) -> tuple[bool, int | None]:
         deadline = time.monotonic() + timeout_s
-        alive, code = self._poll(pid, instance_id)
+        alive, code = self._poll(pid, instance_id, cgroup)
         while alive and time.monotonic() < deadline:
             time.sleep(0.01)
-            alive, code = self._poll(pid, instance_id)
+            alive, code = self._poll(pid, instance_id, cgroup)
         return alive, code
 
     # -- stop -----------------------------------------------------------------------------
 
     def stop(self, handle: InstanceHandle, spec: InstanceSpec, *, grace_s: float = 30.0) -> None:
-        pid = int(handle.ref)
-        if not self._poll(pid, spec.instance_id)[0]:
+        pid, cgroup = _parse(handle, spec)
+        if not self._poll(pid, spec.instance_id, cgroup)[0]:
             return
         stop_file = Path(spec.dir) / STOP_FILE
         deadline = time.time() + grace_s
@@ -342,37 +307,66 @@ class LocalInstanceBackend(InstanceBackend):
         if earlier is None or deadline < earlier:
             with contextlib.suppress(OSError):  # the timer below still enforces it
                 stop_file.write_text(repr(deadline))
-        _kill(pid, spec, signal.SIGTERM)
-        timer = threading.Timer(grace_s, self._kill_if_overdue, args=(pid, spec))
+        _kill(pid, cgroup, signal.SIGTERM)
+        timer = threading.Timer(grace_s, self._kill_if_overdue, args=(pid, spec, cgroup))
         timer.daemon = True
         timer.start()
 
-    def _kill_if_overdue(self, pid: int, spec: InstanceSpec) -> None:
+    def _kill_if_overdue(self, pid: int, spec: InstanceSpec, cgroup: Cgroup | None) -> None:
         """SIGKILL a stopped instance whose grace period is over (from the timer of
         :meth:`stop`, or from :meth:`status` after a control-plane restart)."""
         deadline = _read_deadline(Path(spec.dir) / STOP_FILE)
         if deadline is None or time.time() < deadline:
             return
-        if self._poll(pid, spec.instance_id)[0]:
-            _kill(pid, spec, signal.SIGKILL)
+        if self._poll(pid, spec.instance_id, cgroup)[0]:
+            _kill(pid, cgroup, signal.SIGKILL)
 
 
-def instance_cgroup(instance_id: str) -> Cgroup:
-    """The cgroup of a sandboxed instance, found again by its id after a restart."""
+def seen_inside(spec: InstanceSpec) -> InstanceSpec:
+    """``spec`` with its folder's paths as a sandboxed server sees them (at SANDBOX_DIR);
+    ``spec`` itself when it is not sandboxed."""
+    if spec.sandbox is None:
+        return spec
+    folder = Path(spec.dir)
+
+    def inside(path: str | None) -> str | None:
+        if path is None or not Path(path).is_relative_to(folder):
+            return path
+        return str(Path(SANDBOX_DIR) / Path(path).relative_to(folder))
+
+    return replace(
+        spec,
+        dir=SANDBOX_DIR,
+        model_uri=inside(spec.model_uri) or spec.model_uri,
+        processor_path=inside(spec.processor_path),
+        warmup_file=inside(spec.warmup_file),
+    )
+
+
+def instance_cgroup(instance_id: str, name: str | None = None) -> Cgroup:
+    """The cgroup of a sandboxed instance: named after its id, found again by it after a
+    restart; or ``name`` (a standby server's, which the instance's handle carries)."""
     layout = detect_layout()
     if isinstance(layout, str):
         raise BackendError(f"Cannot sandbox instance {instance_id}: {layout}")
-    return Cgroup(layout, f"instance-{instance_id}")
+    return Cgroup(layout, name or f"instance-{instance_id}")
 
 
-def _kill(pid: int, spec: InstanceSpec, sig: signal.Signals) -> None:
+def _parse(handle: InstanceHandle, spec: InstanceSpec) -> tuple[int, Cgroup | None]:
+    """The pid in ``handle`` and, sandboxed, the cgroup of the instance."""
+    pid, _, name = handle.ref.partition(CGROUP_MARK)
+    if spec.sandbox is None:
+        return int(pid), None
+    return int(pid), instance_cgroup(spec.instance_id, name or None)
+
+
+def _kill(pid: int, cgroup: Cgroup | None, sig: signal.Signals) -> None:
     """Signal the instance: its process group, or (sandboxed) every process of its cgroup
     but bwrap's own (they end with the server and hand its exit status back); SIGKILL
     empties the cgroup."""
-    if spec.sandbox is None:
+    if cgroup is None:
         _kill_group(pid, sig)
         return
-    cgroup = instance_cgroup(spec.instance_id)
     if sig == signal.SIGKILL:
         with contextlib.suppress(BackendError):
             cgroup.kill()

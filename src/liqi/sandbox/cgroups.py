@@ -67,14 +67,33 @@ class Cgroup:
     def create(self, memory_mb: int | None, pids_max: int | None, cpu: float | None) -> None:
         try:
             if self.layout.version == 2:
-                self._create_v2(memory_mb, pids_max, cpu)
+                self._make_v2()
             else:
-                self._create_v1(memory_mb, pids_max, cpu)
+                for folder in self.dirs.values():
+                    folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             self.remove()
             raise BackendError(f"Cannot create the workload's cgroup {self.name}: {exc}") from None
+        try:
+            self.set_limits(memory_mb, pids_max, cpu)
+        except BackendError:
+            self.remove()
+            raise
 
-    def _create_v2(self, memory_mb: int | None, pids_max: int | None, cpu: float | None) -> None:
+    def set_limits(self, memory_mb: int | None, pids_max: int | None, cpu: float | None) -> None:
+        """Set the limits (None: leave as they are); they may change while it runs (a
+        standby server gets its instance's limits when it becomes one)."""
+        try:
+            if self.layout.version == 2:
+                self._limits_v2(memory_mb, pids_max, cpu)
+            else:
+                self._limits_v1(memory_mb, pids_max, cpu)
+        except OSError as exc:
+            raise BackendError(
+                f"Cannot set the limits of the workload's cgroup {self.name}: {exc}"
+            ) from None
+
+    def _make_v2(self) -> None:
         path = self.dirs[""]
         base = path.parent
         base.mkdir(exist_ok=True)
@@ -83,18 +102,19 @@ class Cgroup:
         for folder in (base.parent, base):
             (folder / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in wanted))
         path.mkdir(exist_ok=True)
+
+    def _limits_v2(self, memory_mb: int | None, pids_max: int | None, cpu: float | None) -> None:
+        path = self.dirs[""]
         if memory_mb is not None:
             (path / "memory.max").write_text(str(memory_mb * MB))
             with contextlib.suppress(FileNotFoundError):
                 (path / "memory.swap.max").write_text("0")
         if pids_max is not None:
             (path / "pids.max").write_text(str(pids_max))
-        if cpu is not None and "cpu" in wanted:
+        if cpu is not None and (path / "cpu.max").exists():
             (path / "cpu.max").write_text(f"{int(cpu * CPU_PERIOD_US)} {CPU_PERIOD_US}")
 
-    def _create_v1(self, memory_mb: int | None, pids_max: int | None, cpu: float | None) -> None:
-        for folder in self.dirs.values():
-            folder.mkdir(parents=True, exist_ok=True)
+    def _limits_v1(self, memory_mb: int | None, pids_max: int | None, cpu: float | None) -> None:
         memory = self.dirs["memory"]
         if memory_mb is not None:
             (memory / "memory.limit_in_bytes").write_text(str(memory_mb * MB))
@@ -107,6 +127,14 @@ class Cgroup:
             period = self.dirs["cpu"] / "cpu.cfs_period_us"
             period.write_text(str(CPU_PERIOD_US))
             (self.dirs["cpu"] / "cpu.cfs_quota_us").write_text(str(int(cpu * CPU_PERIOD_US)))
+
+    def memory_bytes(self) -> int:
+        """The memory its processes use now (0 when the kernel does not say)."""
+        if self.layout.version == 2:
+            text = _read(self.dirs[""] / "memory.current")
+        else:
+            text = _read(self.dirs["memory"] / "memory.usage_in_bytes")
+        return int(text) if text and text.strip().isdigit() else 0
 
     def pids(self) -> set[int]:
         found: set[int] = set()
@@ -159,8 +187,9 @@ class Cgroup:
             text = _read(self.dirs["memory"] / "memory.max_usage_in_bytes")
         return int(text) if text and text.strip().isdigit() else 0
 
-    def limit_reason(self) -> str | None:
-        """Why the kernel stopped the workload: its memory or its process limit, or None."""
+    def limit_reason(self, memory_setting: str = "memory_mb") -> str | None:
+        """Why the kernel stopped the workload: its memory limit (named as the user sets it,
+        ``memory_setting``) or its process limit, or None."""
         if self.layout.version == 2:
             folder = self.dirs[""]
             memory = _counters(folder / "memory.events")
@@ -177,9 +206,13 @@ class Cgroup:
             pids_limit = _read(self.dirs["pids"] / "pids.max")
         if oom:
             mb = int(limit) // MB if limit and limit.strip().isdigit() else None
-            return f"out of memory: killed at its limit of {mb} MB (memory_mb)"
+            return f"out of memory: killed at its limit of {mb} MB ({memory_setting})"
         if pids_hit:
-            return f"process limit reached: {(pids_limit or '').strip()} processes (pids_max)"
+            count = (pids_limit or "").strip()
+            return (
+                f"process limit reached: {count} processes and threads (the sandbox's "
+                "pids_max); start fewer"
+            )
         return None
 
 

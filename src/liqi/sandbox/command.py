@@ -1,8 +1,9 @@
 """The sandbox's command line: bubblewrap, the workload user, and joining the cgroup.
 
-``sh -c`` (tiny, no Python start-up) writes its own pid into the cgroup's ``cgroup.procs``
-files and then execs ``bwrap``; so the process is in its cgroup before anything of the workload
-runs, and everything it forks stays there. bwrap (run as root, or unprivileged with a user
+``sh -c`` (tiny, no Python start-up) sets the open-files limit (soft and hard; inherited by
+everything it execs and forks), writes its own pid into the cgroup's ``cgroup.procs`` files and
+then execs ``bwrap``; so the process is in its cgroup before anything of the workload runs, and
+everything it forks stays there. bwrap (run as root, or unprivileged with a user
 namespace) makes the mount, PID, IPC and UTS namespaces; as root, ``setpriv`` inside then drops
 to the workload user with no supplementary groups and no capabilities.
 """
@@ -10,6 +11,7 @@ to the workload user with no supplementary groups and no capabilities.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import site
 import sys
@@ -21,8 +23,12 @@ from liqi.sandbox.policy import SandboxPolicy
 
 MB = 1024 * 1024
 
-# Joins each cgroup named before "--", then execs the rest; exit 125 when a join fails.
-_JOIN = 'while [ "$1" != "--" ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+# Sets the open-files limit to $1 (soft and hard), joins each cgroup named after it up to
+# "--", then execs the rest; exit 125 when either fails.
+_JOIN = (
+    'ulimit -n "$1" || exit 125; shift; '
+    'while [ "$1" != "--" ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
+)
 
 #: What of /etc a Python process needs: users and groups, name resolution, TLS roots.
 ETC_FILES = (
@@ -69,7 +75,9 @@ def bwrap_argv(
     die_with_parent: bool = True,
 ) -> list[str]:
     """The full command that runs ``argv`` in ``cwd`` under ``policy``; ``die_with_parent``
-    False for a workload that outlives its starter (a model-server instance)."""
+    False for a workload that outlives its starter (a model-server instance). Start it with
+    ``policy.env`` as its whole environment (``Popen(env=policy.env)``): the environment is not
+    on the command line, which every user of the host can read."""
     exe = bwrap or shutil.which("bwrap") or "bwrap"
     cmd = [exe, "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if die_with_parent:
@@ -77,9 +85,6 @@ def bwrap_argv(
     cmd += ["--new-session", "--hostname", "liqi-sandbox"]
     if os.geteuid() != 0:
         cmd.append("--unshare-user")
-    cmd.append("--clearenv")
-    for key, value in sorted(policy.env.items()):
-        cmd += ["--setenv", key, value]
     for link in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         host = Path("/") / link
         if host.is_symlink():
@@ -94,9 +99,17 @@ def bwrap_argv(
         cmd += [setpriv, f"--reuid={policy.uid}", f"--regid={gid}", "--clear-groups"]
         cmd += ["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
     cmd += list(argv)
-    if cgroup_procs:
-        cmd = ["/bin/sh", "-c", _JOIN, "liqi-sandbox", *cgroup_procs, "--", *cmd]
-    return cmd
+    nofile = str(_nofile(policy.nofile))
+    return ["/bin/sh", "-c", _JOIN, "liqi-sandbox", nofile, *cgroup_procs, "--", *cmd]
+
+
+def _nofile(wanted: int) -> int:
+    """The open-files limit to set: ``wanted``, or the caller's own hard limit when that is
+    lower and only root could raise it."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if os.geteuid() == 0 or hard == resource.RLIM_INFINITY:
+        return wanted
+    return min(wanted, hard)
 
 
 def _mounts(policy: SandboxPolicy) -> list[str]:
@@ -109,6 +122,7 @@ def _mounts(policy: SandboxPolicy) -> list[str]:
     binds = [(p, "--ro-bind") for p in _outermost(readable)]
     binds += [(p, "--bind") for p in _outermost(_existing(policy.writable))]
     bound = [p for p, _ in binds]
+    binds += [(inside, "--bind") for inside in policy.binds]  # from its host folder
     for path in _existing(policy.hidden):
         if any(_inside(path, outer) and path != outer for outer in bound):
             binds.append((path, "--tmpfs"))  # an empty folder over it, before what is inside
@@ -125,7 +139,7 @@ def _mounts(policy: SandboxPolicy) -> list[str]:
         if kind == "--tmpfs":
             cmd += ["--perms", "0755", kind, path]
         else:
-            cmd += [kind, path, path]
+            cmd += [kind, policy.binds.get(path, path), path]
     return cmd
 
 

@@ -42,7 +42,12 @@ def sandbox_available() -> tuple[bool, str]:
         argv = [sys.executable, "-I", "-S", "-c", "print('ok')"]
         cmd = bwrap_argv(policy, argv, "/", cgroup.procs_files)
         done = subprocess.run(
-            cmd, env={}, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False
+            cmd,
+            env=dict(policy.env),
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"bwrap cannot start: {exc}"

@@ -14,10 +14,14 @@ class SandboxPolicy:
     when liqi does not run as root). ``writable`` folders are bound read-write, ``readable``
     paths read-only; nothing else of the host's files exists in the sandbox except the Python
     environment and the system's libraries (read-only) and a private ``/tmp`` of ``tmp_mb``.
-    ``env`` is the whole environment of the process: never ``os.environ``. ``hidden`` paths
+    ``binds`` maps a path inside to a host folder bound read-write there (a model-server
+    instance sees its folder at ``/instance``, whatever the host calls it).
+    ``env`` is the whole environment of the process: never ``os.environ``; it reaches the
+    process through its starter's environment, never its command line. ``hidden`` paths
     (LIQI_HOME) are covered by an empty folder should anything bound contain them (a Python
     environment installed above LIQI_HOME); the ``writable``/``readable`` folders inside them
-    still show.
+    still show. ``nofile`` bounds the files each of its processes may have open (soft and hard
+    limit: the workload cannot raise it).
     """
 
     name: str
@@ -26,11 +30,13 @@ class SandboxPolicy:
     writable: tuple[str, ...] = ()
     readable: tuple[str, ...] = ()
     hidden: tuple[str, ...] = ()
+    binds: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     memory_mb: int | None = None
     pids_max: int | None = 2048  # threads count too (TensorFlow starts many)
     cpu: float | None = None
     tmp_mb: int = 256
+    nofile: int = 4096
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,5 +50,6 @@ class SandboxPolicy:
                 "readable": tuple(data.get("readable", ())),
                 "hidden": tuple(data.get("hidden", ())),
                 "env": dict(data.get("env", {})),
+                "binds": dict(data.get("binds", {})),
             }
         )

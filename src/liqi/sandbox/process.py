@@ -46,7 +46,7 @@ class SandboxedProcess:
             self.popen: subprocess.Popen[bytes] = subprocess.Popen(
                 cmd,
                 cwd="/",
-                env={},
+                env=dict(policy.env),
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=stderr,

@@ -70,14 +70,14 @@ def _lookup(name: str) -> tuple[int, int] | None:
 
 
 def give_to_workload_user(policy: SandboxPolicy, *folders: Path | str) -> None:
-    """Make ``folders`` (recursively; the policy's writable and readable paths when none are
-    given) the policy's workload user's, when liqi is root and there is one. Bound read-only,
+    """Make ``folders`` (recursively; the policy's writable, bound and readable paths when
+    none are given) the workload user's, when liqi is root and there is one. Bound read-only,
     owning them does not let the workload change them; it lets it read them whatever the
     server's umask was."""
     if policy.uid is None or os.geteuid() != 0:
         return
     gid = policy.gid if policy.gid is not None else policy.uid
-    for top in folders or (*policy.writable, *policy.readable):
+    for top in folders or (*policy.writable, *policy.binds.values(), *policy.readable):
         for root, dirs, files in os.walk(top):
             for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
                 os.lchown(name, policy.uid, gid)

@@ -2,11 +2,13 @@
 waits to become an instance, so a new instance starts without paying for that import
 (seconds) after `create`, `scale` or a wake from zero.
 
-``python -m liqi.serving.standby DIR`` imports, writes ``DIR/ready`` (its pid), then watches
-for ``DIR/claim.json``, written by the instance backend: ``{"instance_id", "argv", "env",
-"cwd", "log"}``. It then takes the instance's folder as its working folder, its log as
-stdout and stderr, its environment, and runs ``liqi <argv>`` (a ``liqi serve`` command line)
-in this very process. Unclaimed, it exits when the control plane that started it is gone.
+``python -m liqi.serving.standby DIR`` imports, writes ``DIR/ready`` (its pid), then reads
+its claim from stdin, one JSON line the instance backend writes (never a file: it carries
+the instance's token and key): ``{"instance_id", "argv", "env", "cwd", "log"}``. It then
+takes the instance's folder as its working folder, its log as stdout and stderr, its
+environment, and runs ``liqi <argv>`` (a ``liqi serve`` command line) in this very process.
+Unclaimed, it exits at the end of its stdin: when the control plane that started it is gone.
+It may run in the sandbox (:mod:`liqi.backends.standby_pool`).
 """
 
 from __future__ import annotations
@@ -15,13 +17,12 @@ import importlib
 import importlib.util
 import json
 import os
+import select
 import sys
-import time
 from pathlib import Path
 
-from liqi.serving.state_file import CLAIM_FILE, READY_FILE
+from liqi.serving.state_file import READY_FILE
 
-POLL_S = 0.01
 MAX_IDLE_S = 24 * 3600.0
 
 
@@ -32,20 +33,19 @@ def _preload() -> None:
         importlib.import_module(module)
 
 
-def _wait_for_claim(folder: Path, parent: int) -> dict[str, object] | None:
-    deadline = time.monotonic() + MAX_IDLE_S
-    claim = folder / CLAIM_FILE
-    while time.monotonic() < deadline:
-        if claim.exists():
-            try:
-                found: dict[str, object] = json.loads(claim.read_text())
-                return found
-            except (OSError, ValueError):
-                pass  # written atomically, so only a broken file lands here: keep waiting
-        if os.getppid() != parent:
-            return None  # the control plane is gone
-        time.sleep(POLL_S)
-    return None
+def _read_claim() -> dict[str, object] | None:
+    """The claim, one JSON line on stdin; None at its end (the control plane is gone) or
+    after MAX_IDLE_S."""
+    stdin = sys.stdin.buffer
+    ready, _, _ = select.select([stdin], [], [], MAX_IDLE_S)
+    if not ready:
+        return None
+    line = stdin.readline()
+    try:
+        claim = json.loads(line) if line.strip() else None
+    except ValueError:
+        return None  # cut short: the control plane died while writing it
+    return claim if isinstance(claim, dict) else None
 
 
 def _become(claim: dict[str, object]) -> int:
@@ -76,7 +76,6 @@ def main() -> int:
         sys.stderr.write("usage: python -m liqi.serving.standby DIR\n")
         return 2
     folder = Path(sys.argv[1])
-    parent = os.getppid()
     from liqi.errors import ConfigError
     from liqi.logs.tensorflow_noise import quiet_tensorflow, tf_log_level
 
@@ -89,7 +88,7 @@ def main() -> int:
     tmp = folder / f".{READY_FILE}.tmp"
     tmp.write_text(str(os.getpid()))
     tmp.rename(folder / READY_FILE)
-    claim = _wait_for_claim(folder, parent)
+    claim = _read_claim()
     if claim is None:
         return 0
     return _become(claim)

@@ -30,8 +30,10 @@ from types import FrameType
 import psutil
 
 from liqi.backends.jobs import LaunchPlan, TaskResult, TaskSpec
+from liqi.logs.reading import last_error_line
 from liqi.sandbox import SandboxedProcess, SandboxPolicy
 from liqi.sandbox.cgroups import sweep_stale
+from liqi.sandbox.limits import explain_error
 from liqi.sandbox.users import give_to_workload_user
 
 TICK_S = 0.1
@@ -146,13 +148,20 @@ class Supervisor:
         return None
 
     def exit_reason(self, name: str, code: int, only: bool) -> str:
+        """How task ``name`` ended: a limit the kernel enforced, else its exit and the last
+        error of its log (with the sandbox limit that error names, if any)."""
         sandboxed = self.sandboxes.get(name)
         limit = sandboxed.limit_reason() if sandboxed is not None else None
         if limit is not None and limit.startswith("out of memory"):
             return f"memory limit exceeded: {limit}"
+        reason = _exit_reason(name, code, only)
         if limit is not None:
-            return f"{_exit_reason(name, code, only)}: {limit}"
-        return _exit_reason(name, code, only)
+            return f"{reason}: {limit}"
+        error = last_error_line(Path(self.specs[name].log)) if code > 0 else ""
+        if not error:
+            return reason
+        hint = explain_error(error, self.policy) if self.policy is not None else ""
+        return f"{reason}: {error}" + (f" ({hint})" if hint else "")
 
     def close(self) -> None:
         """Kill and remove every task's cgroup: nothing the job started outlives it."""

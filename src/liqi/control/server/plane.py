@@ -105,10 +105,8 @@ def open_plane(
         stores,
         instance_backend
         or LocalInstanceBackend(
-            # No standby server under the sandbox: it would run unconfined (not yet sandboxed)
-            standby_dir=services_dir / ".standby"
-            if settings.standby and isolation != "sandbox"
-            else None,
+            standby_dir=services_dir / ".standby" if settings.standby else None,
+            shared_readable=(str(settings.home / "cache" / "archives"),),
             log_limits=settings.log_limits,
         ),
         routes,

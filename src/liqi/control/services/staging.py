@@ -36,7 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from liqi.archives import extract, single_folder
-from liqi.backends.instances import InstanceSpec
+from liqi.backends.instances import SANDBOX_DIR, InstanceSpec
 from liqi.control.db.secretbox import SecretBox
 from liqi.control.db.tables import Service, ServiceVersion
 from liqi.control.fetch_policy import FetchPolicy, is_local_path
@@ -171,6 +171,8 @@ def stage(
         for name, uri in _paths(spec)
         if is_local_path(uri)
     }
+    if order.sandbox_project is not None:
+        local = {name: _copy_in(name, path, order, transfer) for name, path in local.items()}
     model_path = local.get("model_path", spec.model_path)
     model = model_path or local.get("processor_path", spec.processor_path) or "."
     model_uri = resolve_model(model, order.cache_dir, transfer)
@@ -211,30 +213,31 @@ def instance_sandbox(
     home: Path,
     cache_dir: Path,
 ) -> InstanceSpec:
-    """``spec`` run in liqi.sandbox: its folder writable, its model (when local), processor,
-    warm-up file and the cache of unpacked archives read-only, nothing else of LIQI_HOME
-    (``home``). It fetches ``oss://`` and ``model:`` models into a cache of its own
-    (``LIQI_HOME`` is ``<its folder>/home`` inside). The network is shared: it reaches the
+    """``spec`` run in liqi.sandbox: its folder writable (seen at ``/instance`` inside, so a
+    standby server made before the instance can become it), the cache of unpacked archives
+    read-only, nothing else of LIQI_HOME (``home``); its local paths were copied into its
+    folder. It fetches ``oss://`` and ``model:`` models into a cache of its own
+    (``LIQI_HOME`` is ``/instance/home`` inside). The network is shared: it reaches the
     control plane. ``env`` is the allow-list its environment starts from (no secret: the
     policy is written to ``spec.json``); the spec's own ``env`` and token are added at start.
     """
     folder = Path(spec.dir)
-    own_home = folder / "home"
-    own_home.mkdir(parents=True, exist_ok=True)
+    (folder / "home").mkdir(parents=True, exist_ok=True)
     local_model = spec.model_uri if not spec.model_uri.startswith(("oss://", "model:")) else None
     readable = [local_model, spec.processor_path, spec.warmup_file, str(cache_dir / "archives")]
     policy = SandboxPolicy(
         name=f"instance-{spec.instance_id}",
         uid=user[0] if user else None,
         gid=user[1] if user else None,
-        writable=(str(folder),),
-        readable=tuple(p for p in readable if p),
+        binds={SANDBOX_DIR: str(folder)},
+        # what its folder holds is seen there, at SANDBOX_DIR
+        readable=tuple(p for p in readable if p and not Path(p).is_relative_to(folder)),
         hidden=(str(home),),
         env=env,
         memory_mb=spec.memory_mb,
     )
     as_json = json.loads(json.dumps(policy.to_dict()))  # as spec.json gives it back
-    return replace(spec, env={**spec.env, "LIQI_HOME": str(own_home)}, sandbox=as_json)
+    return replace(spec, env={**spec.env, "LIQI_HOME": f"{SANDBOX_DIR}/home"}, sandbox=as_json)
 
 
 def instance_spec(
@@ -339,6 +342,14 @@ def _fetch_processor(uri: str, order: StagingOrder, transfer: Transfer) -> str:
         return str(transfer.copy_object(uri, order.stores, dest / ref.key.rsplit("/", 1)[-1]))
     transfer.copy_folder(uri, order.stores, dest)
     return str(dest)
+
+
+def _copy_in(name: str, path: str, order: StagingOrder, transfer: Transfer) -> str:
+    """A local path of a sandboxed instance, copied into its folder: the sandbox shows it
+    nothing else of the server's disk, and its workload user may not read the original."""
+    source = Path(path)
+    dest = order.instance_dir / "local" / name / (source.name or "root")
+    return str(transfer.copy_local(source, dest, what=name.replace("_", " ")))
 
 
 def _paths(spec: ServiceSpec) -> list[tuple[str, str]]:

@@ -132,6 +132,42 @@ class Transfer:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def copy_local(self, source: Path, dest: Path, *, what: str) -> Path:
+        """Copy a local file or folder into ``dest`` (links kept as links: they resolve in
+        the reader's own view, never in the server's), built beside it, renamed when
+        complete. Raises StoreError when it is missing or over the limits."""
+        if not source.exists():
+            raise StoreError(f"The {what} {source} does not exist on the server.")
+        files = [source] if not source.is_dir() else list(source.rglob("*"))
+        total = 0
+        for count, path in enumerate(files, 1):
+            self.check()
+            total += path.lstat().st_size if path.is_file() and not path.is_symlink() else 0
+            if count > self.limits.max_files or total > self.limits.max_bytes:
+                raise StoreError(
+                    f"The {what} {source} holds more than {self.limits.max_files} files or "
+                    f"{_size(self.limits.max_bytes)}; raise the staging limits "
+                    "(LIQI_STAGING_MAX_MB)."
+                )
+        tmp = dest.with_name(f".tmp-{dest.name}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.unlink(missing_ok=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if source.is_dir():
+                shutil.copytree(source, tmp, symlinks=True)
+            else:
+                shutil.copyfile(source, tmp)
+            shutil.rmtree(dest, ignore_errors=True)
+            tmp.rename(dest)
+        except OSError as exc:
+            raise StoreError(f"Cannot copy the {what} {source}: {exc}") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp.is_symlink() or tmp.is_file():
+                tmp.unlink(missing_ok=True)
+        return dest
+
     def _write(self, chunks: Iterable[bytes], dest: Path, what: str, source: str) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".tmp-{dest.name}")
