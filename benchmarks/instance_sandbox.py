@@ -62,8 +62,8 @@ from benchmarks.deploy import SPEC, first_prediction_s  # noqa: E402
 from benchmarks.serving import client, inprocess, processes, wrk  # noqa: E402
 from tests.support.servers import LiveServer, live_server  # noqa: E402
 
-from liqi.backends.instances import InstanceSpec  # noqa: E402
-from liqi.backends.local_instances import LOG_FILE, serve_command  # noqa: E402
+from liqi.backends.instances import SANDBOX_DIR, InstanceSpec  # noqa: E402
+from liqi.backends.local_instances import LOG_FILE, seen_inside, serve_command  # noqa: E402
 from liqi.client import Client  # noqa: E402
 from liqi.client.eas_requests import TFRequest  # noqa: E402
 from liqi.control.services.staging import INSTANCE_ENV, instance_sandbox  # noqa: E402
@@ -238,17 +238,18 @@ def serving(tmp: Path, export: Path, sandboxed: bool) -> Iterator[Served]:
     name = "sandbox" if sandboxed else "plain"
     spec, extra = instance(tmp, export, name, sandboxed)
     folder = Path(spec.dir)
-    argv = serve_command(spec)
     started = time.monotonic()
     process: subprocess.Popen[bytes] | SandboxedProcess
     with open(folder / LOG_FILE, "ab") as log:
-        if sandboxed:  # what LocalInstanceBackend._start_sandboxed does
+        if sandboxed:  # what LocalInstanceBackend.start and _start_sandboxed do
             assert spec.sandbox is not None
             policy = SandboxPolicy.from_dict(spec.sandbox)
             policy = replace(policy, env={**policy.env, **extra})
             give_to_workload_user(policy, folder)
-            process = SandboxedProcess(policy, argv, spec.dir, stdout=log, stderr=log)
+            argv = serve_command(seen_inside(spec))
+            process = SandboxedProcess(policy, argv, SANDBOX_DIR, stdout=log, stderr=log)
         else:
+            argv = serve_command(spec)
             env = {k: v for k, v in os.environ.items() if k != "LIQI_SERVE_TOKEN"} | extra
             process = subprocess.Popen(argv, cwd=folder, env=env, stdin=subprocess.DEVNULL,
                                        stdout=log, stderr=subprocess.STDOUT,
