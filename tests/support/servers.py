@@ -69,9 +69,11 @@ def live_server(
     body_timeout_s: float = 60.0,
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
     isolation: str | None = None,
+    standby: bool = True,
 ) -> Iterator[LiveServer]:
     """A control plane for tests. Its model archives are served from 127.0.0.1, so private
-    URLs are allowed unless ``allow_private_urls`` says otherwise (tests/security does)."""
+    URLs are allowed unless ``allow_private_urls`` says otherwise (tests/security does).
+    ``standby`` False: no standby model server, every instance starts cold."""
     settings = ServerSettings(
         home=home,
         host="127.0.0.1",
@@ -83,6 +85,7 @@ def live_server(
         local_model_roots=local_model_roots,
         body_timeout_s=body_timeout_s,
         isolation=isolation,
+        standby=standby,
     )
     with control_plane_runtime(settings) as runtime:
         server = uvicorn_server(runtime.app, header_timeout_s=header_timeout_s)
