@@ -450,7 +450,8 @@ class Neighbours:
         self.base = (
             None
             if isinstance(layout, str)
-            else layout.bases.get("cpu", next(iter(layout.bases.values())))
+            # every workload joins pids (v1) or the one hierarchy (v2); cpu only for a limit
+            else layout.bases.get("pids", next(iter(layout.bases.values())))
         )
 
     def __enter__(self) -> Neighbours:
@@ -470,7 +471,11 @@ class Neighbours:
             if self.base is None or not self.base.is_dir():
                 continue
             mine = {p.pid for p in psutil.Process().children(recursive=True)}
-            for folder in self.base.iterdir():
+            try:
+                folders = list(self.base.iterdir())
+            except OSError:
+                continue  # removed with its last workload
+            for folder in folders:
                 procs = folder / "cgroup.procs"
                 if not folder.is_dir() or not procs.exists():
                     continue
