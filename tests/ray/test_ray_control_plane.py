@@ -17,6 +17,8 @@ from liqi.backends.jobs import LaunchPlan
 from liqi.backends.ray_jobs import submission_id
 from liqi.cli import main
 from liqi.client import Client
+from liqi.errors import PermissionDeniedError
+from liqi.sandbox import sandbox_available
 from tests.support.ray_head import RayHead
 from tests.support.servers import LiveServer, live_server
 from tests.support.waiting import wait_until
@@ -168,3 +170,32 @@ def test_server_status_lists_the_groups_with_their_health(
     ]
     text = cli("--home", home, "server", "status", env=env).stdout
     assert f"  ray (default): ray at {ray_head.dashboard_url}, ok" in text
+
+
+def test_a_sandboxed_server_takes_ray_jobs_from_superusers_only(
+    ray_head: RayHead, tmp_path: Path
+) -> None:
+    ok, why = sandbox_available()
+    if not ok:
+        pytest.skip(f"this machine cannot sandbox workloads: {why}")
+    with live_server(
+        tmp_path / "home", None, isolation="sandbox", resource_groups=ray_groups(ray_head)
+    ) as live, live.admin() as admin:  # fmt: skip
+        admin.create_project("members")
+        key = admin.create_key(project="members", role="member", name="mallory")
+        assert key.secret
+        with live.client(key.access_id, key.secret) as member:
+            path = tmp_path / "hello.py"
+            path.write_text("print('hello', flush=True)\n")
+            script = member.add_resource(path, project="members").uri
+            with pytest.raises(PermissionDeniedError) as info:
+                member.submit_job(script, project="members", resource_group="ray")
+            assert "runs jobs as the Ray cluster's user, without liqi's sandbox" in str(info.value)
+            assert member.list_jobs(project="members") == []
+        # A superuser's job on Ray: its plan has no sandbox (Ray would refuse one).
+        job = admin.submit_job(script, project="members", resource_group="ray")
+        done = admin.wait_job(job.id, timeout_s=120)
+        assert (done.state, done.resource_group) == ("SUCCEEDED", "ray"), done.reason
+        assert "".join(admin.follow_logs(job.id, follow=False)) == "hello\n"
+        plan = LaunchPlan.from_json((live.home / "jobs" / job.id / "plan.json").read_text())
+        assert plan.sandbox is None

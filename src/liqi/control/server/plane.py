@@ -31,6 +31,7 @@ from liqi.control.services.transfer import StagingLimits
 from liqi.control.storage.buckets import StoreRegistry
 from liqi.errors import PermissionDeniedError
 from liqi.gateway.route_table import RouteTable
+from liqi.resource_groups import check_default
 from liqi.sandbox import choose_isolation
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,9 @@ class ControlPlane:
 
 def job_backends(settings: ServerSettings) -> dict[str, Backend]:
     """A job Backend per resource group: LocalBackend for ``local``, a RayJobBackend per Ray
-    cluster (it connects on first use: an unreachable head fails its jobs, not the start)."""
+    cluster (it connects on first use: an unreachable head fails its jobs, not the start).
+    Raises ConfigError when the default group is not one of them."""
+    check_default(settings.resource_group, settings.resource_groups)
     backends: dict[str, Backend] = {}
     for group in settings.resource_groups:
         if group.backend == "ray":
