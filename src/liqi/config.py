@@ -22,6 +22,13 @@ import tomli_w
 
 from liqi.errors import ConfigError
 from liqi.logs.rotation import DEFAULT_BACKUPS, DEFAULT_MAX_MB, MAX_BACKUPS, LogLimits
+from liqi.resource_groups import (
+    LOCAL,
+    LOCAL_GROUP,
+    ResourceGroup,
+    check_default,
+    parse_resource_groups,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -85,6 +92,10 @@ class ServerSettings:
     # server.log and each instance.log rotate at this size, keeping this many old files.
     log_max_mb: float = DEFAULT_MAX_MB
     log_backups: int = DEFAULT_BACKUPS
+    # Where jobs run: `local` and the Ray clusters of LIQI_RESOURCE_GROUPS; a job that names
+    # none runs in `resource_group` [LIQI_RESOURCE_GROUP] (liqi/resource_groups.py).
+    resource_groups: tuple[ResourceGroup, ...] = (LOCAL_GROUP,)
+    resource_group: str = LOCAL
 
     @property
     def log_limits(self) -> LogLimits:
@@ -142,6 +153,8 @@ def load_server_settings(
         raise ConfigError(
             f"Port {chosen_port} is out of range: use 0 to 65535 (0 picks a free one)."
         )
+    groups = parse_resource_groups(environ.get("LIQI_RESOURCE_GROUPS", ""))
+    default_group = check_default(environ.get("LIQI_RESOURCE_GROUP", "").strip() or LOCAL, groups)
     return ServerSettings(
         home=(home or default_home(environ)).expanduser().absolute(),
         host=host or environ.get("LIQI_HOST") or DEFAULT_HOST,
@@ -155,6 +168,8 @@ def load_server_settings(
         **fetch_settings(environ),
         isolation=chosen_isolation,
         **log_settings(environ),
+        resource_groups=groups,
+        resource_group=default_group,
     )
 
 

@@ -1,21 +1,24 @@
 """A real control plane whose JobRunner runs jobs on the Ray head: submit, logs through
-``liqi job logs``' API, outputs uploaded, kill, states.
-
-The server's settings cannot choose the Ray backend yet (resource groups are the next part of
-issue 17), so these tests put it in place of the local one where the plane is opened.
+``liqi job logs``' API, outputs uploaded, kill, states; the resource group chosen by
+``-DresourceGroup`` or the server's default (LIQI_RESOURCE_GROUPS, LIQI_RESOURCE_GROUP).
 """
 
 from __future__ import annotations
 
+import json
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
 from liqi.backends.jobs import LaunchPlan
-from liqi.backends.ray_jobs import RayJobBackend
+from liqi.backends.ray_jobs import submission_id
+from liqi.cli import main
 from liqi.client import Client
+from liqi.errors import PermissionDeniedError
+from liqi.sandbox import sandbox_available
 from tests.support.ray_head import RayHead
 from tests.support.servers import LiveServer, live_server
 from tests.support.waiting import wait_until
@@ -41,16 +44,21 @@ SLEEPER = """
 """
 
 
+def ray_groups(head: RayHead) -> str:
+    """LIQI_RESOURCE_GROUPS with the test head as the group ``ray``."""
+    return f"ray=ray:{head.dashboard_url}"
+
+
 @pytest.fixture
-def ray_server(
-    ray_head: RayHead, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[LiveServer]:
-    monkeypatch.setattr(
-        "liqi.control.server.plane.LocalBackend",
-        lambda: RayJobBackend(ray_head.dashboard_url, log_interval_s=0.2),
-    )
-    # Ray runs every job as the cluster's user: no liqi sandbox (docs/ray.md).
-    with live_server(tmp_path / "home", None, isolation="none") as live:
+def ray_server(ray_head: RayHead, tmp_path: Path) -> Iterator[LiveServer]:
+    """A server whose default resource group is the Ray head."""
+    with live_server(
+        tmp_path / "home",
+        None,
+        isolation="none",
+        resource_groups=ray_groups(ray_head),
+        resource_group="ray",
+    ) as live:
         yield live
 
 
@@ -70,6 +78,7 @@ def test_a_job_on_ray_succeeds_with_its_logs_and_outputs(
         done = admin.wait_job(job.id, timeout_s=120)
         logs = "".join(admin.follow_logs(job.id, follow=False))
         assert done.state == "SUCCEEDED", (done.reason, logs)
+        assert done.resource_group == "ray"  # the server's default group
         assert logs == f"job {job.id} on ray\n"
         plan = (ray_server.home / "jobs" / job.id / "plan.json").read_text()
         assert LaunchPlan.from_json(plan).cpu == 2.0  # what Ray was asked to reserve
@@ -100,3 +109,93 @@ def test_a_job_on_ray_is_killed(ray_server: LiveServer, tmp_path: Path) -> None:
         admin.kill_job(job.id)
         done = admin.wait_job(job.id, timeout_s=60)
         assert done.state == "CANCELLED", done.reason
+
+
+@pytest.fixture
+def local_first_server(ray_head: RayHead, tmp_path: Path) -> Iterator[LiveServer]:
+    """A server with groups ``local`` (its default) and ``ray``."""
+    with live_server(
+        tmp_path / "home", None, isolation="none", resource_groups=ray_groups(ray_head)
+    ) as live:
+        yield live
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(main.cli, list(args), env=env, catch_exceptions=False)
+
+
+def test_pai_resource_group_flag_runs_the_job_on_ray(
+    local_first_server: LiveServer, ray_head: RayHead, tmp_path: Path
+) -> None:
+    home = str(local_first_server.home)
+    script = tmp_path / "hello.py"
+    script.write_text("import os\nprint('hello from', os.environ['LIQI_JOB_ID'], flush=True)\n")
+    pai = ("--home", home, "pai", "-o", "json", "-name", "tensorflow", f"-Dscript={script}")
+    result = cli(*pai, "-DresourceGroup=ray")
+    assert result.exit_code == 0, result.output
+    log, brace, rest = result.stdout.partition("{")  # the job's log, streamed, then the job
+    job = json.loads(brace + rest)
+    assert (job["state"], job["resource_group"]) == ("SUCCEEDED", "ray")
+    assert log == f"hello from {job['id']}\n"
+    # Ray knows the job by the submission id liqi gave it.
+    from ray.job_submission import JobSubmissionClient
+
+    info = JobSubmissionClient(ray_head.dashboard_url).get_job_info(submission_id(job["id"]))
+    assert info.metadata == {"liqi_job_id": job["id"], "liqi_task": "chief"}
+    assert str(info.status.value) == "SUCCEEDED"
+
+    refused = cli(*pai, "-DresourceGroup=gpu")
+    assert refused.exit_code != 0
+    assert "Resource group 'gpu' does not exist. Resource groups: local, ray" in refused.output
+    with local_first_server.admin() as admin:
+        assert [j.id for j in admin.list_jobs()] == [job["id"]]
+
+
+def test_server_status_lists_the_groups_with_their_health(
+    ray_head: RayHead, tmp_path: Path
+) -> None:
+    env = {"LIQI_RESOURCE_GROUPS": ray_groups(ray_head), "LIQI_RESOURCE_GROUP": "ray"}
+    home = str(tmp_path / "home")
+    result = cli("--home", home, "server", "status", "--output", "json", env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["resource_groups"] == [
+        {"name": "local", "backend": "local", "address": None, "default": False, "health": "ok"},
+        {
+            "name": "ray",
+            "backend": "ray",
+            "address": ray_head.dashboard_url,
+            "default": True,
+            "health": "ok",
+        },
+    ]
+    text = cli("--home", home, "server", "status", env=env).stdout
+    assert f"  ray (default): ray at {ray_head.dashboard_url}, ok" in text
+
+
+def test_a_sandboxed_server_takes_ray_jobs_from_superusers_only(
+    ray_head: RayHead, tmp_path: Path
+) -> None:
+    ok, why = sandbox_available()
+    if not ok:
+        pytest.skip(f"this machine cannot sandbox workloads: {why}")
+    with live_server(
+        tmp_path / "home", None, isolation="sandbox", resource_groups=ray_groups(ray_head)
+    ) as live, live.admin() as admin:  # fmt: skip
+        admin.create_project("members")
+        key = admin.create_key(project="members", role="member", name="mallory")
+        assert key.secret
+        with live.client(key.access_id, key.secret) as member:
+            path = tmp_path / "hello.py"
+            path.write_text("print('hello', flush=True)\n")
+            script = member.add_resource(path, project="members").uri
+            with pytest.raises(PermissionDeniedError) as info:
+                member.submit_job(script, project="members", resource_group="ray")
+            assert "runs jobs as the Ray cluster's user, without liqi's sandbox" in str(info.value)
+            assert member.list_jobs(project="members") == []
+        # A superuser's job on Ray: its plan has no sandbox (Ray would refuse one).
+        job = admin.submit_job(script, project="members", resource_group="ray")
+        done = admin.wait_job(job.id, timeout_s=120)
+        assert (done.state, done.resource_group) == ("SUCCEEDED", "ray"), done.reason
+        assert "".join(admin.follow_logs(job.id, follow=False)) == "hello\n"
+        plan = LaunchPlan.from_json((live.home / "jobs" / job.id / "plan.json").read_text())
+        assert plan.sandbox is None

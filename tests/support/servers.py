@@ -18,6 +18,7 @@ from liqi.backends.instances import SANDBOX_DIR
 from liqi.client import Client
 from liqi.config import ProfileFile, ServerSettings
 from liqi.control.server.runtime import control_plane_runtime, uvicorn_server
+from liqi.resource_groups import check_default, parse_resource_groups
 
 
 @dataclass
@@ -70,10 +71,15 @@ def live_server(
     header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
     isolation: str | None = None,
     standby: bool = True,
+    resource_groups: str = "",
+    resource_group: str = "local",
 ) -> Iterator[LiveServer]:
     """A control plane for tests. Its model archives are served from 127.0.0.1, so private
     URLs are allowed unless ``allow_private_urls`` says otherwise (tests/security does).
-    ``standby`` False: no standby model server, every instance starts cold."""
+    ``standby`` False: no standby model server, every instance starts cold.
+    ``resource_groups`` and ``resource_group`` are LIQI_RESOURCE_GROUPS and
+    LIQI_RESOURCE_GROUP."""
+    groups = parse_resource_groups(resource_groups)
     settings = ServerSettings(
         home=home,
         host="127.0.0.1",
@@ -86,6 +92,8 @@ def live_server(
         body_timeout_s=body_timeout_s,
         isolation=isolation,
         standby=standby,
+        resource_groups=groups,
+        resource_group=check_default(resource_group, groups),
     )
     with control_plane_runtime(settings) as runtime:
         server = uvicorn_server(runtime.app, header_timeout_s=header_timeout_s)

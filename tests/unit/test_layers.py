@@ -17,6 +17,7 @@ LAYERS: list[set[str]] = [
     {"liqi._version", "liqi.errors", "liqi.core", "liqi.protocols"},
     {
         "liqi.config",
+        "liqi.resource_groups",  # where jobs run: parsed from the server's settings
         "liqi.datasets",
         "liqi.asgi",
         "liqi.stores",

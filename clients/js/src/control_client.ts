@@ -52,6 +52,8 @@ export interface Job {
   ended_at: string | null;
   submitted_by: string;
   script: string;
+  /** Where it ran: `local` or a Ray resource group of the server. */
+  resource_group: string;
 }
 
 /** A piece of a job's log: read on from `offset` until `final`. */

@@ -91,6 +91,9 @@ class Backend(ABC):
     """Runs LaunchPlans. Thread-safe; holds no state a restart would lose."""
 
     name: ClassVar[str]
+    # Whether the backend runs a plan's ``sandbox`` (liqi.sandbox on this machine); one that
+    # does not refuses a plan that asks for it.
+    sandboxes: ClassVar[bool] = True
 
     @abstractmethod
     def launch(self, plan: LaunchPlan) -> Handle:

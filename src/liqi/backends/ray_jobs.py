@@ -106,8 +106,8 @@ def _connect(address: str, timeout_s: float) -> JobSubmissionClient:
         client: JobSubmissionClient = BoundedClient(address)
     except (OSError, RuntimeError) as exc:
         raise BackendError(
-            f"Cannot reach the Ray cluster at {address}: {exc}. Is a Ray head running there "
-            "with its dashboard (ray start --head --include-dashboard=true)?"
+            f"Cannot reach the Ray cluster at {address}: {str(exc).rstrip('.')}. Is a Ray head "
+            "running there with its dashboard (ray start --head --include-dashboard=true)?"
         ) from None
     return client
 
@@ -117,6 +117,7 @@ class RayJobBackend(Backend):
     (``http://127.0.0.1:8265``). Thread-safe."""
 
     name = "ray"
+    sandboxes = False
 
     def __init__(
         self,

@@ -79,6 +79,11 @@ def job() -> None:
 @click.option("--tf1", is_flag=True, help="Run a TensorFlow 1.x script through tf.compat.v1.")
 @click.option("--model-name", help="Register a SavedModel the job writes under this name.")
 @click.option(
+    "--resource-group",
+    help="Where to run: local or a Ray group (`liqi server status` lists them) [default: the "
+    "server's].",
+)
+@click.option(
     "--wait/--no-wait",
     default=True,
     show_default=True,
@@ -90,7 +95,8 @@ def submit(obj: CliContext, script: str, args: tuple[str, ...], name: str | None
            project: str | None, datasets: tuple[str, ...], buckets: tuple[str, ...],
            checkpoint_dir: str | None, entry_file: str | None, env: tuple[str, ...],
            memory_mb: int | None, timeout_s: float | None, ps: int, workers: int, tf1: bool,
-           model_name: str | None, wait: bool, output: str) -> None:  # fmt: skip
+           model_name: str | None, resource_group: str | None, wait: bool,
+           output: str) -> None:  # fmt: skip
     """Run SCRIPT (a local file, odps://.../resources/<name> or oss://...) with ARGS."""
     options: dict[str, Any] = {
         "args": list(args),
@@ -103,6 +109,7 @@ def submit(obj: CliContext, script: str, args: tuple[str, ...], name: str | None
         "cluster": {"ps": ps, "workers": workers} if ps or workers > 1 else None,
         "tf1_compat": tf1,
         "model_name": model_name,
+        **({"resource_group": resource_group} if resource_group else {}),
     }
     with obj.client() as client:
         uri = script_uri(client, script, project)
@@ -149,6 +156,7 @@ def status(obj: CliContext, job_id: str, output: str) -> None:
         return
     fields([("job", found.id), ("name", found.name), ("project", found.project),
             ("state", found.state), ("reason", found.reason or None),
+            ("resource group", found.resource_group or None),
             ("exit code", found.exit_code), ("script", found.script),
             ("created", when(found.created_at)), ("started", when(found.started_at)),
             ("ended", when(found.ended_at)),

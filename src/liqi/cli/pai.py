@@ -75,6 +75,8 @@ def job_request(client: Client, cmd: PaiCommand, project: str | None) -> tuple[s
         "resources": {"gpu": cmd.gpus},
         "tf1_compat": cmd.framework_kind == "tf1",
     }
+    if cmd.resource_group is not None:
+        options["resource_group"] = cmd.resource_group
     if cmd.cluster is not None:
         options["cluster"] = {"ps": cmd.cluster.ps_count, "workers": cmd.cluster.worker_count}
     return script, options

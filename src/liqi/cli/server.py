@@ -181,16 +181,42 @@ def _instances_running(services_dir: Path) -> int:
     return count
 
 
+def _groups(settings: ServerSettings) -> list[dict[str, object]]:
+    """The resource groups of these settings, each with its health (a Ray dashboard asked for
+    its version, 2 s at most)."""
+    from liqi.resource_groups import probe
+
+    return [
+        {
+            "name": group.name,
+            "backend": group.backend,
+            "address": group.address or None,
+            "default": group.name == settings.resource_group,
+            "health": probe(group, timeout_s=2.0),
+        }
+        for group in settings.resource_groups
+    ]
+
+
 @server.command()
 @output_option
 @pass_cli
 def status(obj: CliContext, output: str) -> None:
-    """Show whether the control plane is running, with pid, URL, version and uptime."""
+    """Show whether the control plane is running, with pid, URL, version and uptime, and the
+    resource groups jobs may run in (with each one's health)."""
     settings = obj.server_settings()
     state = daemon.server_status(settings)
     mode, warning = _isolation(settings)
+    groups = _groups(settings)
     if output == "json":
-        echo_json({**state.as_dict(), "isolation": mode, "isolation_warning": warning or None})
+        echo_json(
+            {
+                **state.as_dict(),
+                "isolation": mode,
+                "isolation_warning": warning or None,
+                "resource_groups": groups,
+            }
+        )
         return
     if state.stale_cleaned:
         click.echo("Removed a stale pid file left by a server that is gone.")
@@ -207,6 +233,11 @@ def status(obj: CliContext, output: str) -> None:
             ("isolation", mode),
         ]
     )
+    click.echo("resource groups:")
+    for group in groups:
+        where = f" at {group['address']}" if group["address"] else ""
+        default = " (default)" if group["default"] else ""
+        click.echo(f"  {group['name']}{default}: {group['backend']}{where}, {group['health']}")
     if warning:
         click.echo(f"Warning: {warning}", err=True)
 

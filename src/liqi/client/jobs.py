@@ -28,6 +28,7 @@ class JobInfo:
     ended_at: datetime | None
     submitted_by: str
     script: str
+    resource_group: str = ""
 
     @property
     def is_final(self) -> bool:
@@ -54,6 +55,7 @@ def _job(data: dict[str, Any]) -> JobInfo:
         ended_at=_when(data.get("ended_at")),
         submitted_by=data.get("submitted_by", ""),
         script=data.get("script", ""),
+        resource_group=data.get("resource_group", ""),
     )
 
 
@@ -100,7 +102,8 @@ class JobMethods:
         ``oss://...``). ``options`` are the JobSpec fields: ``args``, ``datasets``, ``buckets``,
         ``checkpoint_dir``, ``hyper_parameters``, ``env``, ``resources`` (``cpu``,
         ``memory_mb``, ``gpu``, ``timeout_s``), ``cluster`` (``ps``, ``workers``),
-        ``tf1_compat``, ``entry_file``, ``model_name``.
+        ``tf1_compat``, ``entry_file``, ``model_name``, ``resource_group`` (where it runs:
+        ``liqi server status`` lists the groups; the server's default when left out).
         """
         body = {
             "project": project or self.project,

@@ -82,3 +82,5 @@ class JobSpec:
     cluster: ClusterShape | None = None
     tf1_compat: bool = False
     model_name: str | None = None
+    # Where to run it (liqi/resource_groups.py): None is the server's default group.
+    resource_group: str | None = None

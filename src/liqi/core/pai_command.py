@@ -170,6 +170,7 @@ class PaiCommand:
     cluster: ClusterSpec | None = None
     gpu_required: int = 0
     job_name: str | None = None
+    resource_group: str | None = None
     project: str | None = None
     warnings: tuple[str, ...] = ()
 
@@ -332,6 +333,7 @@ _KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "cluster": ("cluster", parse_cluster),
     "gpuRequired": ("gpu_required", _count),
     "jobName": ("job_name", str),
+    "resourceGroup": ("resource_group", str),
 }
 _MAY_BE_EMPTY = frozenset({"volumes", "buckets", "tables", "outputs", "userDefinedParameters"})
 _IGNORED = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -50,6 +51,7 @@ class JobIn(BaseModel):
     cluster: ClusterIn | None = None
     tf1_compat: StrictBool = False
     model_name: StrictStr | None = None
+    resource_group: StrictStr | None = Field(default=None, max_length=64)
 
 
 class JobOut(BaseModel):
@@ -65,6 +67,7 @@ class JobOut(BaseModel):
     ended_at: datetime | None
     submitted_by: str
     script: str
+    resource_group: str
 
 
 class LogChunk(BaseModel):
@@ -89,6 +92,7 @@ def job_out(job: Job, project: str) -> JobOut:
         ended_at=job.ended_at,
         submitted_by=job.submitted_by,
         script=spec.script,
+        resource_group=job.backend,
     )
 
 
@@ -117,9 +121,18 @@ def submit_job(body: JobIn, p: PlaneDep, who: Who, session: DB) -> JobOut:
         cluster=ClusterShape(**body.cluster.model_dump()) if body.cluster else None,
         tf1_compat=body.tf1_compat,
         model_name=body.model_name,
+        resource_group=body.resource_group,
+    )
+    settings = p.settings
+    group = catalog.choose_group(
+        spec,
+        settings.resource_groups,
+        settings.resource_group,
+        who,
+        sandboxed=p.isolation == "sandbox",
     )
     project = catalog.validate(session, who, spec, p.stores.system_store("volumes"))
-    job = catalog.submit(session, who, spec, project)
+    job = catalog.submit(session, who, replace(spec, resource_group=group.name), project)
     session.flush()
     out = job_out(job, project.name)
     p.runner.wake()

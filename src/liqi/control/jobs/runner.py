@@ -5,12 +5,17 @@ that ended: outputs uploaded on success), then starts PENDING jobs while fewer t
 ``max_running`` run. Everything it needs is in the database and the job folders, so after a
 control-plane restart it simply carries on: jobs whose supervisor still runs are re-attached,
 jobs whose supervisor is gone without a result become LOST. The loop never dies on an error.
+
+Each job runs in a resource group (its row's ``backend`` column holds the group's name), and
+the runner holds a Backend per group: ``local`` and each Ray cluster of the server's settings.
+A running job whose group is no longer in the settings is LOST, with the group named.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -46,7 +51,7 @@ class JobRunner(Ticker):
         self,
         sessions: sessionmaker[Session],
         stores: StoreRegistry,
-        backend: Backend,
+        backends: Mapping[str, Backend],
         jobs_dir: Path,
         *,
         max_running: int | None = None,
@@ -57,7 +62,7 @@ class JobRunner(Ticker):
         # Run every job's tasks in liqi.sandbox (isolation "sandbox" in the server settings).
         self.sandbox = sandbox
         self.stores = stores
-        self.backend = backend
+        self.backends = dict(backends)  # by resource group
         self.jobs_dir = jobs_dir
         super().__init__(tick_s)
         self.max_running = max_running or os.cpu_count() or 1
@@ -79,11 +84,18 @@ class JobRunner(Ticker):
             rows = list(session.scalars(select(Job).where(Job.state == JobState.RUNNING.value)))
         still = 0
         for job in rows:
-            handle = Handle(job.backend, job.handle)
+            backend = self.backends.get(job.backend)
+            if backend is None:
+                self._set(job.id, JobState.LOST, reason=self._unknown_group(job.backend))
+                continue
+            handle = Handle(backend.name, job.handle)
             if job.cancel_requested and job.id not in self._cancel_sent:
-                self.backend.cancel(handle)
-                self._cancel_sent.add(job.id)
-            status = self.backend.status(handle, self.job_dir(job.id))
+                try:
+                    backend.cancel(handle)
+                    self._cancel_sent.add(job.id)
+                except LiqiError as exc:  # e.g. a Ray head out of reach: tried again next tick
+                    logger.warning("job_id=%s cannot be stopped yet: %s", job.id, exc)
+            status = backend.status(handle, self.job_dir(job.id))
             if status.running:
                 still += 1
             else:
@@ -100,15 +112,32 @@ class JobRunner(Ticker):
                 .order_by(Job.created_at)
                 .limit(capacity)
             )
-            pending = [(job.id, job.spec_json, job.project_id) for job in session.scalars(stmt)]
-        for job_id, spec_json, project_id in pending:
-            self._launch(job_id, spec_json, project_id)
+            pending = [
+                (job.id, job.spec_json, job.project_id, job.backend)
+                for job in session.scalars(stmt)
+            ]
+        for job_id, spec_json, project_id, group in pending:
+            backend = self.backends.get(group)
+            if backend is None:
+                self._set(job_id, JobState.FAILED, reason=self._unknown_group(group))
+                continue
+            self._launch(job_id, spec_json, project_id, group, backend)
 
-    def _launch(self, job_id: str, spec_json: str, project_id: int) -> None:
+    def _unknown_group(self, group: str) -> str:
+        return (
+            f"its resource group {group!r} is no longer in the server's settings (groups: "
+            f"{', '.join(self.backends)}); define it again in LIQI_RESOURCE_GROUPS"
+        )
+
+    def _launch(
+        self, job_id: str, spec_json: str, project_id: int, group: str, backend: Backend
+    ) -> None:
         spec = spec_from_json(spec_json)
         job_dir = self.job_dir(job_id)
         sandbox = None
-        if self.sandbox:
+        # A backend that runs jobs elsewhere (Ray) cannot apply liqi's sandbox: jobs there run
+        # as the cluster's user, and only superusers may submit to such a group (catalog).
+        if self.sandbox and backend.sandboxes:
 
             def sandbox(folder: Path) -> SandboxPolicy:
                 user = workload_user(str(project_id))
@@ -118,23 +147,25 @@ class JobRunner(Ticker):
 
         try:
             plan = staging.stage(self.sessions, self.stores, job_id, spec, job_dir, sandbox)
-            handle = self.backend.launch(plan)
+            handle = backend.launch(plan)
         except (LiqiError, OSError) as exc:
-            logger.warning("job_id=%s could not start: %s", job_id, exc)
-            self._set(job_id, JobState.FAILED, reason=f"could not start: {exc}")
+            logger.warning("job_id=%s could not start in group %s: %s", job_id, group, exc)
+            where = "" if group == backend.name == "local" else f" in resource group {group!r}"
+            self._set(job_id, JobState.FAILED, reason=f"could not start{where}: {exc}")
             return
         with self.sessions.begin() as session:
             job = session.get(Job, job_id)
             assert job is not None
             if JobState(job.state) is not JobState.PENDING:
                 # Killed while it was being staged.
-                self.backend.cancel(handle)
+                backend.cancel(handle)
             else:
                 job.state = JobState.RUNNING.value
-                job.backend = handle.backend
                 job.handle = handle.ref
                 job.started_at = utcnow()
-        logger.info("job_id=%s running (%s pid %s)", job_id, handle.backend, handle.ref)
+        logger.info(
+            "job_id=%s running in group %s (%s %s)", job_id, group, handle.backend, handle.ref
+        )
 
     def _finish(self, job_id: str, status: RunStatus) -> None:
         result = status.result

@@ -14,8 +14,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from liqi.backends.instances import InstanceBackend
+from liqi.backends.jobs import Backend
 from liqi.backends.local_instances import LocalInstanceBackend
 from liqi.backends.local_jobs import LocalBackend
+from liqi.backends.ray_jobs import RayJobBackend
 from liqi.config import ServerSettings
 from liqi.control.db.engine import create_db_engine, migrate, session_factory
 from liqi.control.db.secretbox import SecretBox
@@ -29,6 +31,7 @@ from liqi.control.services.transfer import StagingLimits
 from liqi.control.storage.buckets import StoreRegistry
 from liqi.errors import PermissionDeniedError
 from liqi.gateway.route_table import RouteTable
+from liqi.resource_groups import check_default
 from liqi.sandbox import choose_isolation
 
 logger = logging.getLogger(__name__)
@@ -71,6 +74,25 @@ class ControlPlane:
         self.engine.dispose()
 
 
+def job_backends(settings: ServerSettings) -> dict[str, Backend]:
+    """A job Backend per resource group: LocalBackend for ``local``, a RayJobBackend per Ray
+    cluster (it connects on first use: an unreachable head fails its jobs, not the start).
+    Raises ConfigError when the default group is not one of them."""
+    check_default(settings.resource_group, settings.resource_groups)
+    backends: dict[str, Backend] = {}
+    for group in settings.resource_groups:
+        if group.backend == "ray":
+            backends[group.name] = RayJobBackend(group.address)
+        else:
+            backends[group.name] = LocalBackend()
+    logger.info(
+        "resource groups: %s (default %s)",
+        ", ".join(g.describe() for g in settings.resource_groups),
+        settings.resource_group,
+    )
+    return backends
+
+
 def open_plane(
     settings: ServerSettings,
     clock: Callable[[], datetime] = utcnow,
@@ -93,7 +115,11 @@ def open_plane(
     sessions = session_factory(engine)
     stores = StoreRegistry(settings.store_dir, box)
     runner = JobRunner(
-        sessions, stores, LocalBackend(), settings.home / "jobs", sandbox=isolation == "sandbox"
+        sessions,
+        stores,
+        job_backends(settings),
+        settings.home / "jobs",
+        sandbox=isolation == "sandbox",
     )
     routes = RouteTable()
     fetches = FetchPolicy.of(settings)

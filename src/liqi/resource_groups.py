@@ -1,0 +1,101 @@
+"""Resource groups: where the server runs jobs. ``local`` (this machine's local backend) always
+exists; Ray clusters are added by their dashboard address in ``LIQI_RESOURCE_GROUPS``.
+
+Parsing is pure (:func:`parse_resource_groups`); :func:`probe` is the one bit of I/O, a GET of
+a Ray dashboard's ``/api/version`` that ``liqi server status`` shows as the group's health.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from liqi.errors import ConfigError
+
+#: The backends a group may name: ``local`` is built in, ``ray`` needs an address.
+GROUP_BACKENDS = ("ray",)
+NAME_MAX = 16  # the name is stored in jobs.backend, a String(16)
+LOCAL = "local"
+EXAMPLE = "ray=ray:http://127.0.0.1:8265,gpu=ray:http://10.0.0.5:8265"
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+@dataclass(frozen=True)
+class ResourceGroup:
+    """A named place jobs run: ``backend`` is ``local`` or ``ray``; ``address`` a Ray
+    dashboard's URL (empty for ``local``)."""
+
+    name: str
+    backend: str
+    address: str = ""
+
+    def describe(self) -> str:
+        """``'ray' (ray at http://...)``: how messages name the group."""
+        where = f"{self.backend} at {self.address}" if self.address else self.backend
+        return f"{self.name!r} ({where})"
+
+
+LOCAL_GROUP = ResourceGroup(LOCAL, LOCAL)
+
+
+def _bad(text: str, problem: str) -> ConfigError:
+    return ConfigError(
+        f"LIQI_RESOURCE_GROUPS={text!r}: {problem}. Give comma-separated "
+        f"name=backend:address entries, e.g. LIQI_RESOURCE_GROUPS={EXAMPLE!r} (names: "
+        f"lowercase letters, digits, '-' and '_', at most {NAME_MAX} characters; backend: "
+        f"{', '.join(GROUP_BACKENDS)})."
+    )
+
+
+def parse_resource_groups(text: str) -> tuple[ResourceGroup, ...]:
+    """``local`` followed by the groups ``text`` (``LIQI_RESOURCE_GROUPS``) defines."""
+    groups = [LOCAL_GROUP]
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        name, eq, rest = entry.partition("=")
+        name = name.strip()
+        backend, colon, address = rest.strip().partition(":")
+        if not eq or not colon:
+            raise _bad(text, f"{entry!r} is not name=backend:address")
+        if not _NAME_RE.fullmatch(name) or len(name) > NAME_MAX:
+            raise _bad(text, f"{name!r} is not a group name")
+        if any(g.name == name for g in groups):
+            raise _bad(text, f"group {name!r} is given twice ('local' is built in)")
+        if backend not in GROUP_BACKENDS:
+            raise _bad(text, f"{entry!r} names the backend {backend!r}")
+        url = urlsplit(address.strip())
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise _bad(text, f"{address!r} is not an http(s) address of a Ray dashboard")
+        groups.append(ResourceGroup(name, backend, address.strip().rstrip("/")))
+    return tuple(groups)
+
+
+def check_default(name: str, groups: tuple[ResourceGroup, ...]) -> str:
+    """``name`` (``LIQI_RESOURCE_GROUP``) when it is one of ``groups``; else a ConfigError."""
+    if any(g.name == name for g in groups):
+        return name
+    known = ", ".join(g.name for g in groups)
+    raise ConfigError(
+        f"LIQI_RESOURCE_GROUP={name!r} is not a resource group; the groups are {known}. Name "
+        f"one of them, or define it in LIQI_RESOURCE_GROUPS, e.g. LIQI_RESOURCE_GROUP=ray "
+        f"with LIQI_RESOURCE_GROUPS='ray=ray:http://127.0.0.1:8265'."
+    )
+
+
+def probe(group: ResourceGroup, timeout_s: float = 2.0) -> str:
+    """``"ok"`` when the group can take jobs as far as a quick look tells, else the error:
+    ``local`` is always ok; a Ray group's dashboard must answer ``GET /api/version``."""
+    if group.backend == LOCAL:
+        return "ok"
+    import httpx
+
+    url = f"{group.address}/api/version"
+    try:
+        answer = httpx.get(url, timeout=timeout_s, trust_env=False)
+    except httpx.HTTPError as exc:
+        return f"cannot reach {url}: {exc or type(exc).__name__}"
+    if answer.status_code != 200:
+        return f"{url} answered HTTP {answer.status_code}"
+    return "ok"

@@ -1,0 +1,120 @@
+"""A job's resource group through the real control plane, without a Ray head: refused at submit
+(nothing created), recorded on the job, and a group gone from the settings."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from liqi.config import ServerSettings
+from liqi.control.db.tables import Job, Project
+from liqi.control.server.plane import open_plane
+from liqi.errors import InvalidRequestError
+from liqi.resource_groups import parse_resource_groups
+from tests.cli.test_cli_commands import run
+from tests.jobs.test_jobs import add_script, run_job
+from tests.support.servers import LiveServer, live_server
+
+pytestmark = pytest.mark.timeout(120)
+
+# A Ray group whose head is not there (port 9, discard): nothing reaches it in these tests.
+DEAD_RAY = "ray=ray:http://127.0.0.1:9"
+
+
+@pytest.fixture
+def groups_server(tmp_path: Path) -> Iterator[LiveServer]:
+    with live_server(tmp_path / "home", None, isolation="none", resource_groups=DEAD_RAY) as live:
+        yield live
+
+
+def test_an_unknown_group_is_refused_and_nothing_is_created(
+    groups_server: LiveServer, tmp_path: Path
+) -> None:
+    with groups_server.admin() as admin:
+        script = add_script(admin, tmp_path, "hello.py", "print('hello')\n")
+        with pytest.raises(InvalidRequestError) as info:
+            admin.submit_job(script, resource_group="gpu")
+        assert "Resource group 'gpu' does not exist. Resource groups: local, ray" in str(info.value)
+        with pytest.raises(InvalidRequestError) as info:
+            admin.submit_job(script, resource_group="ray", cluster={"ps": 1, "workers": 2})
+        assert "runs one-task jobs for now" in str(info.value)
+        assert admin.list_jobs() == []
+
+
+def test_a_job_names_its_group_and_local_is_the_default(
+    groups_server: LiveServer, tmp_path: Path
+) -> None:
+    with groups_server.admin() as admin:
+        script = add_script(admin, tmp_path, "hello.py", "print('hello')\n")
+        job = run_job(admin, script)
+        assert (job.state, job.resource_group) == ("SUCCEEDED", "local")
+        job = run_job(admin, script, resource_group="local")
+        assert (job.state, job.resource_group) == ("SUCCEEDED", "local")
+
+
+def test_an_unreachable_ray_group_fails_the_job_naming_the_group_and_address(
+    groups_server: LiveServer, tmp_path: Path
+) -> None:
+    with groups_server.admin() as admin:
+        script = add_script(admin, tmp_path, "hello.py", "print('hello')\n")
+        job = run_job(admin, script, resource_group="ray")
+        assert job.state == "FAILED"
+        assert job.resource_group == "ray"
+        assert job.reason.startswith("could not start in resource group 'ray': ")
+        assert "127.0.0.1:9" in job.reason or "pip install 'liqi[ray]'" in job.reason
+
+
+def test_a_running_job_whose_group_is_gone_is_lost(tmp_path: Path) -> None:
+    settings = ServerSettings(
+        home=tmp_path / "home", resource_groups=parse_resource_groups(DEAD_RAY)
+    )
+    settings.store_dir.mkdir(parents=True)
+    plane = open_plane(settings)
+    try:
+        with plane.sessions.begin() as session:
+            project = Project(name="proj", description="")
+            session.add(project)
+            session.flush()
+            for job_id, group in (("j-gone", "gpu"), ("j-pending", "gpu")):
+                session.add(
+                    Job(
+                        id=job_id, project_id=project.id, name="n", spec_json="{}",
+                        state="RUNNING" if job_id == "j-gone" else "PENDING", backend=group,
+                        handle="liqi-j-gone",
+                    )
+                )  # fmt: skip
+        plane.runner.tick()
+        with plane.sessions() as session:
+            gone = session.get(Job, "j-gone")
+            pending = session.get(Job, "j-pending")
+            assert gone is not None
+            assert pending is not None
+            assert gone.state == "LOST"
+            assert pending.state == "FAILED"
+            for job in (gone, pending):
+                assert job.reason == (
+                    "its resource group 'gpu' is no longer in the server's settings (groups: "
+                    "local, ray); define it again in LIQI_RESOURCE_GROUPS"
+                )
+    finally:
+        plane.close()
+
+
+def test_job_submit_takes_a_group_and_status_shows_it(
+    groups_server: LiveServer, tmp_path: Path
+) -> None:
+    script = tmp_path / "hello.py"
+    script.write_text("print('hello')\n")
+    home = groups_server.home
+    refused = run(home, "job", "submit", str(script), "--resource-group", "gpu")
+    assert refused.exit_code != 0
+    assert "Resource group 'gpu' does not exist. Resource groups: local, ray" in refused.output
+    done = run(home, "job", "submit", str(script), "--resource-group", "local", "-o", "json")
+    assert done.exit_code == 0, done.output
+    job_id = json.loads(done.stdout.partition("{")[1] + done.stdout.partition("{")[2])["id"]
+    shown = run(home, "job", "status", job_id).stdout
+    assert "resource group" in shown
+    assert "local" in shown.split("resource group", 1)[1].splitlines()[0]
