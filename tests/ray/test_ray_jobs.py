@@ -36,6 +36,18 @@ HELD = """
 """
 
 
+def launch_held(backend: RayJobBackend, root: Path) -> tuple[LaunchPlan, Handle]:
+    """A job whose script holds until killed, launched and started."""
+    plan = make_plan(root, HELD)
+    handle = backend.launch(plan)
+    wait_until(
+        lambda: (Path(plan.job_dir) / "work" / "started").exists(),
+        "the held job's script to start",
+        timeout_s=90,
+    )
+    return plan, handle
+
+
 def make_plan(root: Path, body: str, **plan_options: object) -> LaunchPlan:
     """A staged one-task job as control/jobs/staging.py lays it out: the script in inputs/,
     the task running in work/ through liqi's launcher, its log in logs/chief.log."""
@@ -172,13 +184,7 @@ def test_the_plans_timeout_is_enforced_by_the_driver(
 def test_kill_of_a_running_job_cancels_it_and_leaves_nothing_running(
     backend: RayJobBackend, tmp_path: Path
 ) -> None:
-    plan = make_plan(tmp_path, HELD)
-    handle = backend.launch(plan)
-    wait_until(
-        lambda: (Path(plan.job_dir) / "work" / "started").exists(),
-        "the held job's script to start",
-        timeout_s=90,
-    )
+    plan, handle = launch_held(backend, tmp_path)
     backend.cancel(handle)
     status = wait_for_end(backend, handle, plan)
     assert status.result is not None
@@ -239,13 +245,7 @@ def test_an_unknown_handle_is_a_job_ray_does_not_know(
 def test_a_job_whose_driver_dies_fails_with_the_reason(
     backend: RayJobBackend, tmp_path: Path
 ) -> None:
-    plan = make_plan(tmp_path, HELD)
-    handle = backend.launch(plan)
-    wait_until(
-        lambda: (Path(plan.job_dir) / "work" / "started").exists(),
-        "the held job's script to start",
-        timeout_s=90,
-    )
+    plan, handle = launch_held(backend, tmp_path)
     drivers = [p for p in processes_of(plan) if "liqi.backends.ray_driver" in p.cmdline()]
     assert len(drivers) == 1
     drivers[0].send_signal(signal.SIGKILL)

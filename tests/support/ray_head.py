@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,18 +23,9 @@ from pathlib import Path
 import httpx
 import psutil
 
+from liqi.asgi.listen import free_ports
+
 START_TIMEOUT_S = 120.0
-
-
-def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _ray_cli() -> str:
@@ -72,7 +62,7 @@ class RayHead:
     def create(cls) -> RayHead:
         # Ray's unix sockets live under the temp dir: keep the path short (108 bytes max).
         temp = Path(tempfile.mkdtemp(prefix="liqi-ray-", dir="/tmp"))
-        gcs, dashboard, client, agent = _free_ports(4)
+        gcs, dashboard, client, agent = free_ports(4)
         return cls(temp, gcs, dashboard, client, agent)
 
     def start(self) -> None:

@@ -61,3 +61,16 @@ def url_of(sock: socket.socket) -> str:
     """The URL of a listening socket."""
     host, port = sock.getsockname()[:2]
     return url_for(host, port)
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports free on ``host`` now (for processes that bind them later:
+    another process may take one meanwhile)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()

@@ -10,23 +10,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.fernet import Fernet
 from sqlalchemy.orm import Session, sessionmaker
 
 from liqi.backends.instances import InstancePhase, InstanceSpec
-from liqi.control.db.engine import create_db_engine, session_factory
 from liqi.control.db.secretbox import SecretBox
 from liqi.control.db.tables import (
     AccessKey,
-    Base,
     Project,
     Service,
     ServiceInstance,
     ServiceVersion,
 )
-from liqi.control.identity import accounts, workload_keys
+from liqi.control.identity import workload_keys
 from liqi.control.identity.accounts import Principal
-from liqi.control.identity.bootstrap import ensure_bootstrapped
 from liqi.control.identity.workload_keys import WorkloadScope
 from liqi.control.services import catalog, staging
 from liqi.control.services.reconciler import START_ATTEMPTS, Reconciler, ReconcilerConfig
@@ -36,6 +32,7 @@ from liqi.control.storage import buckets
 from liqi.control.storage.buckets import ExternalStore, StoreRegistry
 from liqi.errors import StoreError
 from liqi.gateway.route_table import RouteTable
+from tests.support.control_db import control_db
 from tests.support.fakes import FakeInstanceBackend, ManualClock
 from tests.support.waiting import wait_until
 
@@ -115,16 +112,8 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'liqi.db'}")
-    Base.metadata.create_all(engine)
-    sessions = session_factory(engine)
-    box = SecretBox(Fernet.generate_key())
-    boot = ensure_bootstrapped(sessions, box)
-    with sessions() as session:
-        key = accounts.find_active_key(session, boot.access_id)
-        assert key is not None
-        admin = accounts.load_principal(session, key)
-    stores = StoreRegistry(tmp_path / "store", box)
+    db = control_db(tmp_path)
+    sessions, box, admin, stores = db.sessions, db.box, db.admin, db.stores
     backend = FakeInstanceBackend()
     routes = RouteTable()
     clock = ManualClock()
@@ -158,7 +147,7 @@ def world(tmp_path: Path) -> Iterator[World]:
         sessions, box, stores, backend, routes, clock, reconciler, admin, model_dir, stage_with
     )
     reconciler.stager.close()
-    engine.dispose()
+    db.engine.dispose()
 
 
 def test_create_stages_starts_and_routes_the_instances(world: World) -> None:

@@ -11,19 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.fernet import Fernet
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from liqi.control.db.engine import create_db_engine, session_factory
-from liqi.control.db.secretbox import SecretBox
-from liqi.control.db.tables import Base, Service
-from liqi.control.identity import accounts
-from liqi.control.identity.bootstrap import ensure_bootstrapped
+from liqi.control.db.tables import Service
 from liqi.control.services import catalog
 from liqi.control.services.reconciler import Reconciler, ReconcilerConfig
-from liqi.control.storage.buckets import StoreRegistry
 from liqi.gateway.route_table import RouteTable
+from tests.support.control_db import control_db
 from tests.support.fakes import FakeInstanceBackend, ManualClock
 
 pytestmark = pytest.mark.timeout(60)
@@ -71,16 +66,8 @@ class Fleet:
 def fleet(tmp_path: Path, services: int) -> Iterator[Fleet]:
     home = tmp_path / f"fleet{services}"
     (home / "model").mkdir(parents=True)
-    engine = create_db_engine(f"sqlite:///{home / 'liqi.db'}")
-    Base.metadata.create_all(engine)
-    sessions = session_factory(engine)
-    box = SecretBox(Fernet.generate_key())
-    boot = ensure_bootstrapped(sessions, box)
-    with sessions() as session:
-        key = accounts.find_active_key(session, boot.access_id)
-        assert key is not None
-        admin = accounts.load_principal(session, key)
-    stores = StoreRegistry(home / "store", box)
+    db = control_db(home)
+    engine, sessions, box, admin, stores = db.engine, db.sessions, db.box, db.admin, db.stores
     for i in range(services):
         document = {
             "name": f"svc_{i}",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from sqlalchemy.orm import Session, sessionmaker
 
 from liqi.archives import extract
+from liqi.asgi.listen import free_ports
 from liqi.backends.jobs import LaunchPlan, TaskSpec
 from liqi.control.db.tables import Project
 from liqi.control.identity.accounts import Principal
@@ -187,17 +187,6 @@ def upload_outputs(
     return [(bucket, key) for bucket, _, key, _ in outputs]
 
 
-def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def build_plan(
     job_id: str,
     spec: JobSpec,
@@ -236,7 +225,7 @@ def build_plan(
             "chief", (*base, *flags), {**env, "LIQI_TASK": "chief"}, work, str(logs / "chief.log")
         )
         return _plan(job_id, job_dir, spec, (task,), sandbox)
-    ports = _free_ports(spec.cluster.ps + spec.cluster.workers)
+    ports = free_ports(spec.cluster.ps + spec.cluster.workers)
     ps_hosts = [f"127.0.0.1:{p}" for p in ports[: spec.cluster.ps]]
     worker_hosts = [f"127.0.0.1:{p}" for p in ports[spec.cluster.ps :]]
     cluster = {"worker": worker_hosts, **({"ps": ps_hosts} if ps_hosts else {})}
