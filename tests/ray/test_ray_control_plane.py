@@ -176,8 +176,7 @@ def test_a_sandboxed_server_takes_ray_jobs_from_superusers_only(
     ray_head: RayHead, tmp_path: Path
 ) -> None:
     ok, why = sandbox_available()
-    if not ok:
-        pytest.skip(f"this machine cannot sandbox workloads: {why}")
+    assert ok, f"this machine cannot sandbox workloads: {why}"  # as tests/security does
     with live_server(
         tmp_path / "home", None, isolation="sandbox", resource_groups=ray_groups(ray_head)
     ) as live, live.admin() as admin:  # fmt: skip

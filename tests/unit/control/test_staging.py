@@ -16,7 +16,7 @@ import pytest
 from liqi.control.fetch_policy import FetchPolicy
 from liqi.control.services import staging
 from liqi.control.services.staging import StagingOrder
-from liqi.control.services.transfer import StagingLimits
+from liqi.control.services.transfer import StagingLimits, Transfer
 from liqi.core.service_spec import parse_service_spec
 from liqi.errors import ArchiveError, InvalidRequestError, StagingCancelledError, StoreError
 from liqi.stores.local import LocalStore
@@ -206,3 +206,31 @@ def test_unsafe_or_oversized_processors_are_refused(tmp_path: Path, store: Local
         staging.stage(
             _order(tmp_path, {**model, "processor_path": "oss://code/nothing/"}, store), LIMITS
         )
+
+
+def test_a_local_folder_is_copied_with_links_as_links_and_within_the_limits(
+    tmp_path: Path,
+) -> None:
+    """Sandboxed instances get their local paths copied in (transfer.copy_local): a link is
+    copied as a link (it resolves in the sandbox's view, not the server's), and a folder
+    over the limits is refused while it is walked, leaving nothing behind."""
+    transfer = Transfer(LIMITS, threading.Event(), FetchPolicy())
+    model = tmp_path / "model"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "saved_model.pb").write_bytes(b"pb")
+    (model / "secret").symlink_to("/etc/shadow")
+    copied = transfer.copy_local(model, tmp_path / "inst" / "model", what="model path")
+    assert (copied / "1" / "saved_model.pb").read_bytes() == b"pb"
+    assert (copied / "secret").is_symlink()
+    assert str((copied / "secret").readlink()) == "/etc/shadow"
+
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(LIMITS.max_files + 1):
+        (many / f"f{i}").write_bytes(b"x")
+    with pytest.raises(StoreError, match="more than 50 files"):
+        transfer.copy_local(many, tmp_path / "inst" / "many", what="model path")
+    assert not (tmp_path / "inst" / "many").exists()
+    assert not (tmp_path / "inst" / ".tmp-many").exists()
+    with pytest.raises(StoreError, match="does not exist"):
+        transfer.copy_local(tmp_path / "nowhere", tmp_path / "inst" / "x", what="model path")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Iterable
@@ -138,11 +139,12 @@ class Transfer:
         complete. Raises StoreError when it is missing or over the limits."""
         if not source.exists():
             raise StoreError(f"The {what} {source} does not exist on the server.")
-        files = [source] if not source.is_dir() else list(source.rglob("*"))
+        files = source.rglob("*") if source.is_dir() else iter([source])
         total = 0
-        for count, path in enumerate(files, 1):
+        for count, path in enumerate(files, 1):  # bounded as it walks, not after
             self.check()
-            total += path.lstat().st_size if path.is_file() and not path.is_symlink() else 0
+            info = path.lstat()
+            total += info.st_size if stat.S_ISREG(info.st_mode) else 0
             if count > self.limits.max_files or total > self.limits.max_bytes:
                 raise StoreError(
                     f"The {what} {source} holds more than {self.limits.max_files} files or "
@@ -150,8 +152,7 @@ class Transfer:
                     "(LIQI_STAGING_MAX_MB)."
                 )
         tmp = dest.with_name(f".tmp-{dest.name}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             if source.is_dir():
@@ -163,9 +164,7 @@ class Transfer:
         except OSError as exc:
             raise StoreError(f"Cannot copy the {what} {source}: {exc}") from None
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if tmp.is_symlink() or tmp.is_file():
-                tmp.unlink(missing_ok=True)
+            _remove(tmp)
         return dest
 
     def _write(self, chunks: Iterable[bytes], dest: Path, what: str, source: str) -> None:
@@ -183,6 +182,14 @@ class Transfer:
             tmp.rename(dest)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, link or folder at ``path`` if there is one."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _store(stores: dict[str, Store], bucket: str, uri: str) -> Store:
