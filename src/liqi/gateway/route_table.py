@@ -49,6 +49,10 @@ class RouteTable:
     def set(self, route: ServiceRoute) -> None:
         self._routes[route.name] = route
 
+    def add(self, route: ServiceRoute) -> bool:
+        """Publish ``route`` unless its service already has one (atomic); True if it did."""
+        return self._routes.setdefault(route.name, route) is route
+
     def remove(self, name: str) -> None:
         self._routes.pop(name, None)
 

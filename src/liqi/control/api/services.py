@@ -180,6 +180,7 @@ def create_service(document: Document, p: PlaneDep, who: Who, project: str) -> S
         out = service_out(p, session, change.service, detail=True)
         out.warnings = list(change.warnings)
         out.token = catalog.token_of(change.service, p.box)
+    p.reconciler.announce(out.name)
     p.reconciler.wake()
     return out
 

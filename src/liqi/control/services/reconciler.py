@@ -128,6 +128,14 @@ class Reconciler(Ticker):
         self.scalers.wake(name)
         self.wake()
 
+    def announce(self, name: str) -> None:
+        """Publish a new service's route at once, before its first tick, so that the gateway
+        holds its first requests (503 after the hold) instead of answering 404."""
+        with self.sessions() as session:
+            service = session.scalar(select(Service).where(Service.name == name))
+            if service is not None and self.routes.get(name) is None:
+                self._publish(session, service, [], ServiceState(service.state), add=True)
+
     def tick(self) -> None:
         wanted = self.scalers.decide(self.sessions, self._spec)
         busy: list[int] = []
@@ -456,10 +464,16 @@ class Reconciler(Ticker):
         self._publish(session, service, rows, state)
 
     def _publish(
-        self, session: Session, service: Service, rows: list[ServiceInstance], state: ServiceState
+        self,
+        session: Session,
+        service: Service,
+        rows: list[ServiceInstance],
+        state: ServiceState,
+        *,
+        add: bool = False,
     ) -> None:
         spec = self._spec(session, service, service.current_version)
-        self.routes.set(
+        (self.routes.add if add else self.routes.set)(
             ServiceRoute(
                 name=service.name,
                 token=catalog.token_of(service, self.box),
