@@ -27,6 +27,7 @@ from liqi.resource_groups import (
     LOCAL_GROUP,
     ResourceGroup,
     check_default,
+    parse_project_groups,
     parse_resource_groups,
 )
 
@@ -96,6 +97,8 @@ class ServerSettings:
     # none runs in `resource_group` [LIQI_RESOURCE_GROUP] (liqi/resource_groups.py).
     resource_groups: tuple[ResourceGroup, ...] = (LOCAL_GROUP,)
     resource_group: str = LOCAL
+    # A project's own default group [LIQI_PROJECT_RESOURCE_GROUPS], as (project, group) pairs.
+    project_groups: tuple[tuple[str, str], ...] = ()
 
     @property
     def log_limits(self) -> LogLimits:
@@ -170,6 +173,9 @@ def load_server_settings(
         **log_settings(environ),
         resource_groups=groups,
         resource_group=default_group,
+        project_groups=parse_project_groups(
+            environ.get("LIQI_PROJECT_RESOURCE_GROUPS", ""), groups
+        ),
     )
 
 

@@ -1,5 +1,8 @@
-"""Resource groups: where the server runs jobs. ``local`` (this machine's local backend) always
-exists; Ray clusters are added by their dashboard address in ``LIQI_RESOURCE_GROUPS``.
+"""Resource groups: where the server runs jobs and service instances. ``local`` (this
+machine's local backend) always exists; Ray clusters are added by their dashboard address in
+``LIQI_RESOURCE_GROUPS``. A workload names its group (``-DresourceGroup``, EAS's
+``metadata.resource``) or runs in its project's (``LIQI_PROJECT_RESOURCE_GROUPS``), else in
+the server's default (``LIQI_RESOURCE_GROUP``): :class:`Placement` decides.
 
 Parsing is pure (:func:`parse_resource_groups`); :func:`probe` is the one bit of I/O, a GET of
 a Ray dashboard's ``/api/version`` that ``liqi server status`` shows as the group's health.
@@ -39,6 +42,9 @@ class ResourceGroup:
 LOCAL_GROUP = ResourceGroup(LOCAL, LOCAL)
 
 
+ProjectGroups = tuple[tuple[str, str], ...]  # (project, its default group), sorted
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where a server lets a workload run: its groups, its default, and whether it sandboxes
@@ -47,11 +53,21 @@ class Placement:
     groups: tuple[ResourceGroup, ...] = (LOCAL_GROUP,)
     default: str = LOCAL
     sandboxed: bool = False
+    # project name -> its default group, set by the operator (LIQI_PROJECT_RESOURCE_GROUPS)
+    projects: ProjectGroups = ()
 
-    def choose(self, wanted: str | None, *, superuser: bool, flag: str) -> ResourceGroup:
-        """The group named ``wanted`` (by ``flag``), else the default; raises before anything
-        is created when it does not exist or ``superuser`` may not use it."""
-        name = wanted or self.default
+    def default_of(self, project: str) -> str:
+        """The group a workload of ``project`` runs in when it names none."""
+        return dict(self.projects).get(project, self.default)
+
+    def choose(
+        self, wanted: str | None, *, project: str, superuser: bool, flag: str
+    ) -> ResourceGroup:
+        """The group named ``wanted`` (by ``flag``), else ``project``'s default, else the
+        server's; raises before anything is created when it does not exist or the caller may
+        not use it: under the sandbox, a Ray group is for superusers and for the projects the
+        operator gave it to."""
+        name = wanted or self.default_of(project)
         group = next((g for g in self.groups if g.name == name), None)
         if group is None:
             known = ", ".join(g.name for g in self.groups)
@@ -59,12 +75,14 @@ class Placement:
                 f"Resource group {name!r} ({flag}) does not exist. Resource groups: {known} "
                 "(`liqi server status` lists them; leave it out for the server's default)."
             )
-        if group.backend != LOCAL and self.sandboxed and not superuser:
+        assigned = dict(self.projects).get(project) == group.name
+        if group.backend != LOCAL and self.sandboxed and not (superuser or assigned):
             raise PermissionDeniedError(
                 f"Resource group {group.describe()} runs user code as the Ray cluster's user, "
                 "without liqi's sandbox, so on this server (isolation 'sandbox') only a "
-                "superuser key may use it. Use the 'local' group or ask the operator "
-                "(docs/ray.md, Security)."
+                "superuser key, or a project the operator gave it to "
+                "(LIQI_PROJECT_RESOURCE_GROUPS), may use it. Use the 'local' group or ask the "
+                "operator (docs/ray.md, Security)."
             )
         return group
 
@@ -112,6 +130,32 @@ def check_default(name: str, groups: tuple[ResourceGroup, ...]) -> str:
         f"one of them, or define it in LIQI_RESOURCE_GROUPS, e.g. LIQI_RESOURCE_GROUP=ray "
         f"with LIQI_RESOURCE_GROUPS='ray=ray:http://127.0.0.1:8265'."
     )
+
+
+def parse_project_groups(
+    text: str, groups: tuple[ResourceGroup, ...]
+) -> tuple[tuple[str, str], ...]:
+    """``LIQI_PROJECT_RESOURCE_GROUPS`` (``project=group,...``): each project's default group,
+    which must be one of ``groups``."""
+    known = {g.name for g in groups}
+    found: dict[str, str] = {}
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        project, eq, group = (x.strip() for x in entry.partition("="))
+        if not eq or not project or group not in known or project in found:
+            problem = (
+                f"{entry!r} names the project {project!r} twice"
+                if project in found
+                else f"{entry!r} is not project=group with a group of {', '.join(sorted(known))}"
+            )
+            raise ConfigError(
+                f"LIQI_PROJECT_RESOURCE_GROUPS={text!r}: {problem}. Give comma-separated "
+                "project=group entries, e.g. "
+                "LIQI_PROJECT_RESOURCE_GROUPS='vision=ray,default=local'."
+            )
+        found[project] = group
+    return tuple(sorted(found.items()))
 
 
 def probe(group: ResourceGroup, timeout_s: float = 2.0) -> str:

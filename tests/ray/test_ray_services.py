@@ -18,11 +18,10 @@ import pytest
 
 from liqi.backends.ray_instance_actor import NAMESPACE
 from liqi.client import Client
+from liqi.datasets.mnist_reader import builtin_dir, read_data_sets
 from liqi.errors import InvalidRequestError, NotFoundError
-from tests.services.conftest import (  # noqa: F401  (fixtures, used by the imported tests)
+from tests.services.conftest import (
     PROJECT,
-    admin,
-    mnist_digits,
     seed_model,
     seed_spec,
     wait_running,
@@ -49,9 +48,7 @@ def ray_groups(head: RayHead) -> str:
 
 @contextlib.contextmanager
 def ray_plane(home: Path, head: RayHead) -> Iterator[LiveServer]:
-    with live_server(
-        home, None, resource_groups=ray_groups(head), resource_group="ray"
-    ) as live:
+    with live_server(home, None, resource_groups=ray_groups(head), resource_group="ray") as live:
         yield live
 
 
@@ -75,6 +72,18 @@ def plane(
                     client.wait_service_deleted(name, timeout_s=90)
     finally:
         kill_instances(home)
+
+
+@pytest.fixture(scope="module")
+def admin(plane: LiveServer) -> Iterator[Client]:
+    with plane.admin() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
+    test = read_data_sets(str(builtin_dir())).test
+    return test.images[:50].astype(np.float32), test.labels[:50]
 
 
 def liqi_actors(head: RayHead, **filters: str) -> list[dict[str, Any]]:
@@ -127,30 +136,44 @@ def test_an_unknown_resource_group_is_refused_naming_the_groups(admin: Client) -
     assert "ray_nowhere" not in {s.name for s in admin.list_services()}
 
 
-def test_metadata_resource_puts_one_service_on_ray_and_another_locally(
-    ray_head: RayHead, tmp_path: Path, mnist_saved_model: Path
+@pytest.mark.parametrize("how", ["metadata.resource", "project default"])
+def test_one_service_on_ray_and_another_locally(
+    ray_head: RayHead, tmp_path: Path, mnist_saved_model: Path, how: str
 ) -> None:
-    """A server whose default is local: ``metadata.resource`` alone moves a service."""
+    """A server whose default is local: ``metadata.resource`` alone moves a service; or the
+    project's default group (LIQI_PROJECT_RESOURCE_GROUPS) does, and ``local`` keeps one."""
     home = tmp_path / "home"
+    by_project = how == "project default"
     try:
-        with live_server(home, None, resource_groups=ray_groups(ray_head)) as live:
-            with live.admin() as client:
-                seed_model(client, mnist_saved_model)
-                on_ray = seed_spec("on_ray", metadata={"instance": 1, "resource": "ray"})
-                client.create_service(on_ray, project=PROJECT)
-                client.create_service(seed_spec("on_local"), project=PROJECT)
-                ray_info = wait_running(client, "on_ray")
-                local_info = wait_running(client, "on_local")
-                assert liqi_actors(ray_head, state="ALIVE", class_name="InstanceActor")
-                actor_of(ray_head, ray_info.instances[0].id)
-                with pytest.raises(AssertionError):
-                    actor_of(ray_head, local_info.instances[0].id)
-                for name in ("on_ray", "on_local"):
-                    answer = httpx.get(f"{live.url}/api/predict/{name}", timeout=30)
-                    assert answer.status_code == 200, answer.text
-                    client.delete_service(name)
-                for name in ("on_ray", "on_local"):
-                    client.wait_service_deleted(name, timeout_s=90)
+        with (
+            live_server(
+                home,
+                None,
+                resource_groups=ray_groups(ray_head),
+                project_groups=f"{PROJECT}=ray" if by_project else "",
+            ) as live,
+            live.admin() as client,
+        ):
+            seed_model(client, mnist_saved_model)
+            on_ray = seed_spec("on_ray", metadata={"instance": 1, "resource": "ray"})
+            on_local = seed_spec("on_local")
+            if by_project:
+                on_ray = seed_spec("on_ray")
+                on_local = seed_spec("on_local", metadata={"resource": "local"})
+            client.create_service(on_ray, project=PROJECT)
+            client.create_service(on_local, project=PROJECT)
+            ray_info = wait_running(client, "on_ray")
+            local_info = wait_running(client, "on_local")
+            assert liqi_actors(ray_head, state="ALIVE", class_name="InstanceActor")
+            actor_of(ray_head, ray_info.instances[0].id)
+            with pytest.raises(AssertionError):
+                actor_of(ray_head, local_info.instances[0].id)
+            for name in ("on_ray", "on_local"):
+                answer = httpx.get(f"{live.url}/api/predict/{name}", timeout=30)
+                assert answer.status_code == 200, answer.text
+                client.delete_service(name)
+            for name in ("on_ray", "on_local"):
+                client.wait_service_deleted(name, timeout_s=90)
     finally:
         kill_instances(home)
 

@@ -18,7 +18,7 @@ from liqi.backends.instances import SANDBOX_DIR
 from liqi.client import Client
 from liqi.config import ProfileFile, ServerSettings
 from liqi.control.server.runtime import control_plane_runtime, uvicorn_server
-from liqi.resource_groups import check_default, parse_resource_groups
+from liqi.resource_groups import check_default, parse_project_groups, parse_resource_groups
 
 
 @dataclass
@@ -73,12 +73,13 @@ def live_server(
     standby: bool = True,
     resource_groups: str = "",
     resource_group: str = "local",
+    project_groups: str = "",
 ) -> Iterator[LiveServer]:
     """A control plane for tests. Its model archives are served from 127.0.0.1, so private
     URLs are allowed unless ``allow_private_urls`` says otherwise (tests/security does).
     ``standby`` False: no standby model server, every instance starts cold.
-    ``resource_groups`` and ``resource_group`` are LIQI_RESOURCE_GROUPS and
-    LIQI_RESOURCE_GROUP."""
+    ``resource_groups``, ``resource_group`` and ``project_groups`` are
+    LIQI_RESOURCE_GROUPS, LIQI_RESOURCE_GROUP and LIQI_PROJECT_RESOURCE_GROUPS."""
     groups = parse_resource_groups(resource_groups)
     settings = ServerSettings(
         home=home,
@@ -94,6 +95,7 @@ def live_server(
         standby=standby,
         resource_groups=groups,
         resource_group=check_default(resource_group, groups),
+        project_groups=parse_project_groups(project_groups, groups),
     )
     with control_plane_runtime(settings) as runtime:
         server = uvicorn_server(runtime.app, header_timeout_s=header_timeout_s)

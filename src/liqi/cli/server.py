@@ -192,6 +192,7 @@ def _groups(settings: ServerSettings) -> list[dict[str, object]]:
             "backend": group.backend,
             "address": group.address or None,
             "default": group.name == settings.resource_group,
+            "projects": [p for p, g in settings.project_groups if g == group.name],
             "health": probe(group, timeout_s=2.0),
         }
         for group in settings.resource_groups
@@ -203,7 +204,8 @@ def _groups(settings: ServerSettings) -> list[dict[str, object]]:
 @pass_cli
 def status(obj: CliContext, output: str) -> None:
     """Show whether the control plane is running, with pid, URL, version and uptime, and the
-    resource groups jobs may run in (with each one's health)."""
+    resource groups jobs and services may run in (with each one's health and the projects
+    whose default it is)."""
     settings = obj.server_settings()
     state = daemon.server_status(settings)
     mode, warning = _isolation(settings)
@@ -237,7 +239,12 @@ def status(obj: CliContext, output: str) -> None:
     for group in groups:
         where = f" at {group['address']}" if group["address"] else ""
         default = " (default)" if group["default"] else ""
-        click.echo(f"  {group['name']}{default}: {group['backend']}{where}, {group['health']}")
+        projects = group["projects"]
+        assert isinstance(projects, list)
+        owners = f"; default of project(s) {', '.join(projects)}" if projects else ""
+        click.echo(
+            f"  {group['name']}{default}: {group['backend']}{where}, {group['health']}{owners}"
+        )
     if warning:
         click.echo(f"Warning: {warning}", err=True)
 

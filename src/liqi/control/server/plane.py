@@ -66,9 +66,7 @@ class ControlPlane:
     @property
     def placement(self) -> Placement:
         """Where this server lets workloads run (its resource groups)."""
-        return Placement(
-            self.settings.resource_groups, self.settings.resource_group, self.isolation == "sandbox"
-        )
+        return placement_of(self.settings, self.isolation)
 
     def check_may_run_code(self, who: Principal, what: str) -> None:
         """Without a sandbox, user code would run as the server: only superusers may."""
@@ -82,6 +80,15 @@ class ControlPlane:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def placement_of(settings: ServerSettings, isolation: str) -> Placement:
+    return Placement(
+        settings.resource_groups,
+        settings.resource_group,
+        isolation == "sandbox",
+        settings.project_groups,
+    )
 
 
 def job_backends(settings: ServerSettings) -> dict[str, Backend]:
@@ -167,7 +174,7 @@ def open_plane(
             ),
             fetches=fetches,
             sandbox=isolation == "sandbox",
-            resource_group=settings.resource_group,
+            placement=placement_of(settings, isolation),
         ),
         endpoint=lambda: plane.url,
         clock=clock,

@@ -398,7 +398,8 @@ class Reconciler(Ticker):
         """Hand the instance to the stager; what the order needs from the database is read
         here (no transfer)."""
         spec = self._spec(session, service, row.version)
-        group = spec.resource_group or self.config.resource_group
+        project = catalog.project_name(session, service)
+        group = spec.resource_group or self.config.placement.default_of(project)
         sandboxed = self.config.sandbox and group == "local"  # Ray: the cluster's user
         try:
             order = StagingOrder(

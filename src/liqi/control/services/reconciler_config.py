@@ -8,6 +8,7 @@ from pathlib import Path
 
 from liqi.control.fetch_policy import FetchPolicy
 from liqi.control.services.transfer import StagingLimits
+from liqi.resource_groups import Placement
 
 DRAIN_TIMEOUT_S = 30.0
 STOP_GRACE_S = 30.0
@@ -25,4 +26,5 @@ class ReconcilerConfig:
     staging_workers: int = 2
     fetches: FetchPolicy = field(default_factory=FetchPolicy)
     sandbox: bool = False  # isolation "sandbox": local instances run in liqi.sandbox
-    resource_group: str = "local"  # where a service without metadata.resource runs
+    # where a service runs when its spec names no group (metadata.resource)
+    placement: Placement = field(default_factory=Placement)

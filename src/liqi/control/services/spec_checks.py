@@ -42,7 +42,7 @@ def check_spec(
     allows ``who``, a URL whose host is not public), a missing warm-up file."""
     fetches = fetches or FetchPolicy()
     (placement or Placement()).choose(
-        spec.resource_group, superuser=who.is_superuser, flag="metadata.resource"
+        spec.resource_group, project=project, superuser=who.is_superuser, flag="metadata.resource"
     )
     from liqi.serving.processors import normalize  # the serving stack only when needed
 
