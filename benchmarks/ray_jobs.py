@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shlex
 import statistics
 import sys
@@ -182,6 +183,7 @@ def main() -> None:
                 if args.log_interval_s is not None:
                     backend.log_interval_s = args.log_interval_s
                 uri = client.add_resource(script).uri
+                load_before = os.getloadavg()[0]
                 warm_up = {group: run_job(client, uri, group) for group in GROUPS}
                 warm_up[BARE] = run_bare_ray_job(head.dashboard_url)
                 timings: dict[str, list[Timing]] = {group: [] for group in (*GROUPS, BARE)}
@@ -197,7 +199,8 @@ def main() -> None:
         f"Ray {ray_version()}, head started in {head.started_s:.1f} s; {args.rounds} rounds, "
         f"log copy interval {interval_s:g} s; head RSS summed over its {processes} processes: "
         f"{idle_rss_mb} MB idle ({idle_uss_mb} MB unique to each process, USS), "
-        f"{busy_rss_mb} MB after the jobs.",
+        f"{busy_rss_mb} MB after the jobs. Load average (1 min) {load_before:.1f} before the "
+        f"jobs, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores.",
         "",
         *table(timings, warm_up),
     ]
