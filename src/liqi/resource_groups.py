@@ -112,7 +112,9 @@ class GroupHealth:
     started is seen at once). Thread-safe: one probe per group at a time; the others wait for
     its answer, at most ``timeout_s``."""
 
-    timeout_s: float = 1.0
+    # A head that is down refuses at once; a busy dashboard (load, a cold start) may take a
+    # second: it must not be taken for a dead one.
+    timeout_s: float = 2.0
     ok_ttl_s: float = 5.0
     failed_ttl_s: float = 1.0
     probe: Callable[[ResourceGroup, float], str] = probe

@@ -3,6 +3,9 @@ and checked at submit (liqi.control.jobs.catalog.choose_group)."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from liqi.config import load_server_settings
@@ -23,6 +26,7 @@ from liqi.resource_groups import (
     parse_resource_groups,
     probe,
 )
+from tests.support.waiting import wait_until
 
 RAY = ResourceGroup("ray", "ray", "http://127.0.0.1:8265")
 GPU = ResourceGroup("gpu-a_1", "ray", "https://10.0.0.5:8265")
@@ -194,3 +198,26 @@ def test_group_health_require_names_the_group_its_address_and_what_to_do() -> No
     )
     assert info.value.http_status == 503
     assert info.value.details == {"resource_group": "gpu-a_1", "address": "https://10.0.0.5:8265"}
+
+
+def test_group_health_probes_once_for_callers_at_the_same_time() -> None:
+    release = threading.Event()
+    answers = Answers()
+
+    def slow_probe(group: ResourceGroup, timeout_s: float) -> str:
+        assert release.wait(timeout=10)
+        return answers(group, timeout_s)
+
+    health = GroupHealth(probe=slow_probe, clock=Ticks())
+    calling: list[int] = []
+
+    def check() -> str:
+        calling.append(1)
+        return health.check(RAY)
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        futures = [pool.submit(check) for _ in range(5)]
+        wait_until(lambda: len(calling) == 5, "5 callers in GroupHealth.check", timeout_s=10)
+        release.set()
+        assert [f.result(timeout=10) for f in futures] == ["ok"] * 5
+    assert len(answers.asked) == 1  # the others waited for the first one's answer
