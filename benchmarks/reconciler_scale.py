@@ -56,7 +56,8 @@ from liqi.control.identity import accounts  # noqa: E402
 from liqi.control.identity.accounts import Principal  # noqa: E402
 from liqi.control.identity.bootstrap import ensure_bootstrapped  # noqa: E402
 from liqi.control.services import catalog  # noqa: E402
-from liqi.control.services.reconciler import Reconciler, ReconcilerConfig  # noqa: E402
+from liqi.control.services.reconciler import Reconciler  # noqa: E402
+from liqi.control.services.reconciler_config import ReconcilerConfig  # noqa: E402
 from liqi.control.storage.buckets import StoreRegistry  # noqa: E402
 from liqi.gateway.route_table import RouteTable  # noqa: E402
 

@@ -15,7 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from liqi.errors import ConfigError, ResourceGroupUnavailableError
+from liqi.errors import (
+    ConfigError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    ResourceGroupUnavailableError,
+)
 
 #: The backends a group may name: ``local`` is built in, ``ray`` needs an address.
 GROUP_BACKENDS = ("ray",)
@@ -41,6 +46,36 @@ class ResourceGroup:
 
 
 LOCAL_GROUP = ResourceGroup(LOCAL, LOCAL)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a server lets a workload run: its groups, its default, and whether it sandboxes
+    user code (then a Ray group, which runs code as the cluster's user, is for superusers)."""
+
+    groups: tuple[ResourceGroup, ...] = (LOCAL_GROUP,)
+    default: str = LOCAL
+    sandboxed: bool = False
+
+    def choose(self, wanted: str | None, *, superuser: bool, flag: str) -> ResourceGroup:
+        """The group named ``wanted`` (by ``flag``), else the default; raises before anything
+        is created when it does not exist or ``superuser`` may not use it."""
+        name = wanted or self.default
+        group = next((g for g in self.groups if g.name == name), None)
+        if group is None:
+            known = ", ".join(g.name for g in self.groups)
+            raise InvalidRequestError(
+                f"Resource group {name!r} ({flag}) does not exist. Resource groups: {known} "
+                "(`liqi server status` lists them; leave it out for the server's default)."
+            )
+        if group.backend != LOCAL and self.sandboxed and not superuser:
+            raise PermissionDeniedError(
+                f"Resource group {group.describe()} runs user code as the Ray cluster's user, "
+                "without liqi's sandbox, so on this server (isolation 'sandbox') only a "
+                "superuser key may use it. Use the 'local' group or ask the operator "
+                "(docs/ray.md, Security)."
+            )
+        return group
 
 
 def _bad(text: str, problem: str) -> ConfigError:

@@ -124,6 +124,40 @@ class RayHead:
             f"the Ray head's Jobs API never answered at {self.dashboard_url}: {last}"
         )
 
+    def add_node(self, num_cpus: int) -> RayNode:
+        """A second Ray node of this cluster on this machine, in a session of its own (so it
+        can be lost alone); :meth:`stop` of the head stops it too (it names the GCS port)."""
+        agent, manager = free_ports(2)
+        command = [
+            _ray_cli(), "start",
+            f"--address={self.gcs_address}",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={num_cpus}",
+            f"--dashboard-agent-listen-port={agent}",
+            f"--node-manager-port={manager}",
+            "--object-store-memory=100000000",
+            "--disable-usage-stats",
+        ]  # fmt: skip
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        env.pop("RAY_ADDRESS", None)
+        log = self.temp_dir / f"ray-node-{manager}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        code = proc.wait(timeout=START_TIMEOUT_S)
+        node = RayNode(proc.pid, manager)
+        if code != 0:
+            node.kill()
+            text = log.read_text(errors="replace")[-4000:]
+            raise RuntimeError(f"`ray start --address` exited with code {code}:\n{text}")
+        return node
+
     def processes(self) -> list[psutil.Process]:
         """Every live process of this head."""
         marks = (str(self.temp_dir), f":{self.gcs_port}")
@@ -167,3 +201,30 @@ class RayHead:
             psutil.wait_procs(procs, timeout=10)
         self.stopped_s = time.monotonic() - begin
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+@dataclass
+class RayNode:
+    """A node :meth:`RayHead.add_node` started: its processes are those of its session."""
+
+    session_id: int
+    node_manager_port: int
+
+    def processes(self) -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                if os.getsid(proc.pid) == self.session_id and proc.pid != os.getpid():
+                    found.append(proc)
+        return found
+
+    def kill(self) -> None:
+        """SIGKILL every process of the node: the node is lost, as if its machine died."""
+        for _attempt in range(3):
+            procs = self.processes()
+            if not procs:
+                return
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+            psutil.wait_procs(procs, timeout=10)

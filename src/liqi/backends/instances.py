@@ -44,6 +44,8 @@ class InstanceSpec:
     # A SandboxPolicy.to_dict() (isolation "sandbox"): the process runs in liqi.sandbox and
     # sees ``dir`` at SANDBOX_DIR; None: as the control plane's user, unconfined.
     sandbox: dict[str, Any] | None = None
+    group: str = "local"  # the resource group it runs in (liqi.resource_groups)
+    cpu: float | None = None  # CPUs to reserve where the group schedules (metadata.cpu)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -234,7 +234,7 @@ class LocalInstanceBackend(InstanceBackend):
         if not alive:
             return self._ended(pid, spec, code, cgroup)
         self._kill_if_overdue(pid, spec, cgroup)
-        rss = _tree_rss(pid)
+        rss = tree_rss(pid)
         if spec.memory_mb is not None and rss > spec.memory_mb * MB:
             with contextlib.suppress(OSError):  # our own folder: written unless disk full
                 (folder / OOM_FILE).write_text(
@@ -266,7 +266,7 @@ class LocalInstanceBackend(InstanceBackend):
                     (folder / OOM_FILE).write_text(limit)
             with contextlib.suppress(OSError):
                 cgroup.remove()
-        return _exited(pid, folder, code, spec)
+        return exit_status(pid, folder, code, spec)
 
     def _poll(self, pid: int, instance_id: str, cgroup: Cgroup | None) -> tuple[bool, int | None]:
         """(alive, exit code): the code only for a process this object started."""
@@ -410,7 +410,7 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
-def _tree_rss(pid: int) -> int:
+def tree_rss(pid: int) -> int:
     """Resident bytes of ``pid`` and its descendants (0 once gone)."""
     try:
         root = psutil.Process(pid)
@@ -447,7 +447,9 @@ def _own_state(folder: Path, pid: int, spec: InstanceSpec) -> ServerState | None
     return state if spec.sandbox is not None or state.pid == pid else None
 
 
-def _exited(pid: int, folder: Path, code: int | None, spec: InstanceSpec) -> InstanceStatus:
+def exit_status(pid: int, folder: Path, code: int | None, spec: InstanceSpec) -> InstanceStatus:
+    """How the instance ``pid`` ended: its out-of-memory reason, the server's own "failed"
+    reason, or its exit code and the last error line of its log."""
     state = _own_state(folder, pid, spec)
     if code is None and state is not None:
         code = state.exit_code

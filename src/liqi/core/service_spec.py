@@ -81,6 +81,7 @@ class ServiceSpec:
     memory_mb: int | None = None
     gpu: int = 0
     region: str | None = None
+    resource_group: str | None = None  # metadata.resource: liqi's resource group (None: default)
     rpc: dict[str, Any] = field(default_factory=dict)
     autoscaler: AutoscalerSpec | None = None
     rolling: RollingStrategy = field(default_factory=RollingStrategy)
@@ -204,6 +205,7 @@ def parse_service_spec(document: Mapping[str, Any]) -> ParsedSpec:
         memory_mb=_optional_int(metadata.get("memory"), "metadata.memory"),
         gpu=int(_number(metadata.get("gpu", 0), "metadata.gpu", minimum=0)),
         region=_string(metadata.get("region"), "metadata.region"),
+        resource_group=_string(metadata.get("resource"), "metadata.resource"),
         rpc=rpc,
         autoscaler=_autoscaler(doc.get("autoscaler")),
         rolling=_rolling(metadata.get("rolling_strategy", doc.get("rolling_strategy"))),

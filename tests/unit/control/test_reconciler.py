@@ -25,7 +25,8 @@ from liqi.control.identity import workload_keys
 from liqi.control.identity.accounts import Principal
 from liqi.control.identity.workload_keys import WorkloadScope
 from liqi.control.services import catalog, staging
-from liqi.control.services.reconciler import START_ATTEMPTS, Reconciler, ReconcilerConfig
+from liqi.control.services.reconciler import START_ATTEMPTS, Reconciler
+from liqi.control.services.reconciler_config import ReconcilerConfig
 from liqi.control.services.staging import StagingOrder
 from liqi.control.services.transfer import StagingLimits
 from liqi.control.storage import buckets

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from liqi.control.db.tables import Service
 from liqi.control.services import catalog
-from liqi.control.services.reconciler import Reconciler, ReconcilerConfig
+from liqi.control.services.reconciler import Reconciler
+from liqi.control.services.reconciler_config import ReconcilerConfig
 from liqi.gateway.route_table import RouteTable
 from tests.support.control_db import control_db
 from tests.support.fakes import FakeInstanceBackend, ManualClock

@@ -175,6 +175,7 @@ def create_service(document: Document, p: PlaneDep, who: Who, project: str) -> S
             box=p.box,
             stores=p.stores,
             fetches=p.fetches,
+            placement=p.placement,
         )
         session.flush()
         out = service_out(p, session, change.service, detail=True)
@@ -216,6 +217,7 @@ def modify_service(
             box=p.box,
             stores=p.stores,
             fetches=p.fetches,
+            placement=p.placement,
         )
         session.flush()
         out = service_out(p, session, change.service, detail=True)

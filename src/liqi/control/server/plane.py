@@ -13,10 +13,12 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from liqi.backends.instance_groups import GroupedInstanceBackend
 from liqi.backends.instances import InstanceBackend
 from liqi.backends.jobs import Backend
 from liqi.backends.local_instances import LocalInstanceBackend
 from liqi.backends.local_jobs import LocalBackend
+from liqi.backends.ray_instances import RayInstanceBackend
 from liqi.backends.ray_jobs import RayJobBackend
 from liqi.config import ServerSettings
 from liqi.control.db.engine import create_db_engine, migrate, session_factory
@@ -26,12 +28,13 @@ from liqi.control.fetch_policy import FetchPolicy
 from liqi.control.identity.accounts import Principal
 from liqi.control.identity.auth import Authenticator
 from liqi.control.jobs.runner import JobRunner
-from liqi.control.services.reconciler import Reconciler, ReconcilerConfig
+from liqi.control.services.reconciler import Reconciler
+from liqi.control.services.reconciler_config import ReconcilerConfig
 from liqi.control.services.transfer import StagingLimits
 from liqi.control.storage.buckets import StoreRegistry
 from liqi.errors import PermissionDeniedError
 from liqi.gateway.route_table import RouteTable
-from liqi.resource_groups import GroupHealth, check_default
+from liqi.resource_groups import GroupHealth, Placement, check_default
 from liqi.sandbox import choose_isolation
 
 logger = logging.getLogger(__name__)
@@ -60,6 +63,13 @@ class ControlPlane:
 
     def uptime_s(self) -> float:
         return round(time.monotonic() - self.started_monotonic, 3)
+
+    @property
+    def placement(self) -> Placement:
+        """Where this server lets workloads run (its resource groups)."""
+        return Placement(
+            self.settings.resource_groups, self.settings.resource_group, self.isolation == "sandbox"
+        )
 
     def check_may_run_code(self, who: Principal, what: str) -> None:
         """Without a sandbox, user code would run as the server: only superusers may."""
@@ -92,6 +102,22 @@ def job_backends(settings: ServerSettings) -> dict[str, Backend]:
         settings.resource_group,
     )
     return backends
+
+
+def instance_backends(settings: ServerSettings, services_dir: Path) -> InstanceBackend:
+    """The instances' backend per resource group: the local one (with its standby servers)
+    for ``local``, a RayInstanceBackend per Ray cluster, behind one GroupedInstanceBackend."""
+    backends: dict[str, InstanceBackend] = {}
+    for group in settings.resource_groups:
+        if group.backend == "ray":
+            backends[group.name] = RayInstanceBackend(group.address)
+        else:
+            backends[group.name] = LocalInstanceBackend(
+                standby_dir=services_dir / ".standby" if settings.standby else None,
+                shared_readable=(str(settings.home / "cache" / "archives"),),
+                log_limits=settings.log_limits,
+            )
+    return GroupedInstanceBackend(backends)
 
 
 def open_plane(
@@ -130,12 +156,7 @@ def open_plane(
         sessions,
         box,
         stores,
-        instance_backend
-        or LocalInstanceBackend(
-            standby_dir=services_dir / ".standby" if settings.standby else None,
-            shared_readable=(str(settings.home / "cache" / "archives"),),
-            log_limits=settings.log_limits,
-        ),
+        instance_backend or instance_backends(settings, services_dir),
         routes,
         ReconcilerConfig(
             home=settings.home,
@@ -147,6 +168,7 @@ def open_plane(
             ),
             fetches=fetches,
             sandbox=isolation == "sandbox",
+            resource_group=settings.resource_group,
         ),
         endpoint=lambda: plane.url,
         clock=clock,

@@ -44,6 +44,7 @@ from liqi.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from liqi.resource_groups import Placement
 
 EVENTS_KEPT = 200
 
@@ -196,6 +197,7 @@ def create(
     box: SecretBox,
     stores: StoreRegistry,
     fetches: FetchPolicy | None = None,
+    placement: Placement | None = None,
 ) -> Change:
     """A new service at version 1 (state CREATING). Nothing is written when a check fails."""
     parsed = parse_service_spec(document)
@@ -206,7 +208,7 @@ def create(
             f"Service {spec.name!r} already exists. Change it with `liqi eas modify "
             f"{spec.name} -s <json>`, or delete it first with `liqi eas delete {spec.name}`."
         )
-    spec_checks.check_spec(session, who, spec, stores, owner.name, fetches)
+    spec_checks.check_spec(session, who, spec, stores, owner.name, fetches, placement)
     token = spec.token or (new_token() if spec.generate_token else None)
     now = utcnow()
     service = Service(
@@ -255,6 +257,7 @@ def modify(
     box: SecretBox,
     stores: StoreRegistry,
     fetches: FetchPolicy | None = None,
+    placement: Placement | None = None,
 ) -> Change:
     """A new version from ``patch`` merged into the current document (or replacing it); the
     reconciler rolls the instances over to it. The name cannot change."""
@@ -271,7 +274,9 @@ def modify(
         )
     parsed = parse_service_spec(document)
     spec = parsed.spec
-    spec_checks.check_spec(session, who, spec, stores, project_name(session, service), fetches)
+    spec_checks.check_spec(
+        session, who, spec, stores, project_name(session, service), fetches, placement
+    )
     old = parse_service_spec(current).spec
     version = service.latest_version + 1
     session.add(

@@ -7,12 +7,12 @@ request in flight), publish the ready instances to the gateway's RouteTable, and
 service's state and reason (a steady service, ``steady.py``: its route only). State lives in
 the database, instances are found from their handles: a restarted loop re-adopts them.
 
-A tick does no network or file transfer: a new instance is STAGING while the
-:class:`~liqi.control.services.stager.Stager`'s workers fetch what it needs (a model archive,
-a processor, a warm-up file); a later tick starts it, or counts the failure as a failed start
-(``START_ATTEMPTS`` in a row: the service is FAILED with the reason). Deleting or stopping a
-service removes every instance whatever its state. Time comes from the injected clock only.
-The loop never dies on an exception: it logs it, records it on the service, and goes on.
+A tick transfers no file (a Ray group's backend only asks its dashboard): a new instance is
+STAGING while the :class:`~liqi.control.services.stager.Stager`'s workers fetch what it needs
+(a model archive, a processor, a warm-up file); a later tick starts it, or counts a failed
+start (``START_ATTEMPTS`` in a row: the service is FAILED with the reason). Deleting or
+stopping a service removes every instance whatever its state. Time comes from the injected
+clock only. The loop never dies on an exception: it logs it, records it, and goes on.
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,14 +29,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from liqi.backends.instances import InstanceBackend, InstanceHandle, InstancePhase, InstanceSpec
 from liqi.control.db.secretbox import SecretBox
 from liqi.control.db.tables import Service, ServiceInstance, utcnow
-from liqi.control.fetch_policy import FetchPolicy
 from liqi.control.identity import workload_keys
 from liqi.control.services import catalog, staging, steady
+from liqi.control.services.reconciler_config import ReconcilerConfig
 from liqi.control.services.scaling import ServiceScalers
 from liqi.control.services.stager import Stager, StagingOutcome
 from liqi.control.services.staging import StagingOrder
-from liqi.control.services.steady import NOT_SERVING, progress, spec_of
-from liqi.control.services.transfer import StagingLimits
+from liqi.control.services.steady import NOT_SERVING, progress, route_of, spec_of
 from liqi.control.storage.buckets import StoreRegistry
 from liqi.control.ticker import Ticker
 from liqi.core.service_spec import ServiceSpec
@@ -51,29 +48,13 @@ from liqi.core.services import (
     service_state,
 )
 from liqi.errors import LiqiError
-from liqi.gateway.route_table import RouteTable, ServiceRoute, Upstream
+from liqi.gateway.route_table import RouteTable
 
 log = logging.getLogger(__name__)
 
 START_ATTEMPTS = 3  # a new version whose instances fail this often in a row: FAILED
-DRAIN_TIMEOUT_S = 30.0
-STOP_GRACE_S = 30.0
 
 StageFunction = Callable[[StagingOrder, threading.Event], InstanceSpec]
-
-
-@dataclass(frozen=True)
-class ReconcilerConfig:
-    home: Path
-    services_dir: Path
-    cache_dir: Path
-    tick_s: float = 0.2
-    drain_timeout_s: float = DRAIN_TIMEOUT_S
-    stop_grace_s: float = STOP_GRACE_S
-    staging: StagingLimits = field(default_factory=StagingLimits)
-    staging_workers: int = 2
-    fetches: FetchPolicy = field(default_factory=FetchPolicy)
-    sandbox: bool = False  # isolation "sandbox": instances run in liqi.sandbox
 
 
 class Reconciler(Ticker):
@@ -114,8 +95,7 @@ class Reconciler(Ticker):
     # -- the loop ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the loop; instances keep running when it stops (the next start re-adopts
-        them)."""
+        """Start the loop; instances outlive it (the next start re-adopts them)."""
         self.config.services_dir.mkdir(parents=True, exist_ok=True)
         super().start()
 
@@ -129,8 +109,7 @@ class Reconciler(Ticker):
         self.wake()
 
     def announce(self, name: str) -> None:
-        """Publish a new service's route at once, before its first tick, so that the gateway
-        holds its first requests (503 after the hold) instead of answering 404."""
+        """Publish a new service's route before its first tick: the gateway holds, not 404s."""
         with self.sessions() as session:
             service = session.scalar(select(Service).where(Service.name == name))
             if service is not None and self.routes.get(name) is None:
@@ -154,14 +133,13 @@ class Reconciler(Ticker):
                 self._note_error(service_id, exc)
 
     def _note_error(self, service_id: int, exc: Exception) -> None:
+        message = f"internal error while reconciling: {type(exc).__name__}: {exc}"
         try:
             with self.sessions.begin() as session:
                 service = session.get(Service, service_id)
-                if service is not None:
-                    message = f"internal error while reconciling: {type(exc).__name__}: {exc}"
-                    if service.reason != message:
-                        service.reason = message
-                        catalog.add_event(session, service_id, message, "error")
+                if service is not None and service.reason != message:
+                    service.reason = message
+                    catalog.add_event(session, service_id, message, "error")
         except Exception:
             log.exception("service_id=%s could not record the error", service_id)
 
@@ -420,6 +398,8 @@ class Reconciler(Ticker):
         """Hand the instance to the stager; what the order needs from the database is read
         here (no transfer)."""
         spec = self._spec(session, service, row.version)
+        group = spec.resource_group or self.config.resource_group
+        sandboxed = self.config.sandbox and group == "local"  # Ray: the cluster's user
         try:
             order = StagingOrder(
                 instance_id=row.id,
@@ -432,7 +412,8 @@ class Reconciler(Ticker):
                 stores=staging.stores_for(session, spec, self.stores),
                 policy=self.config.fetches,
                 trusted=staging.written_by_superuser(session, service, row.version),
-                sandbox_project=str(service.project_id) if self.config.sandbox else None,
+                sandbox_project=str(service.project_id) if sandboxed else None,
+                group=group,
             )
         except (LiqiError, OSError) as exc:
             message = exc.message if isinstance(exc, LiqiError) else str(exc)
@@ -473,21 +454,8 @@ class Reconciler(Ticker):
         add: bool = False,
     ) -> None:
         spec = self._spec(session, service, service.current_version)
-        (self.routes.add if add else self.routes.set)(
-            ServiceRoute(
-                name=service.name,
-                token=catalog.token_of(service, self.box),
-                upstreams=tuple(
-                    Upstream(r.id, r.url)
-                    for r in rows
-                    if r.state == InstanceState.READY.value and r.url
-                ),
-                state=state.value,
-                reason=service.reason,
-                scale_from_zero=spec.autoscaler is not None and spec.autoscaler.min == 0,
-                idempotent=spec.idempotent,
-            )
-        )
+        route = route_of(service, rows, state, spec, catalog.token_of(service, self.box))
+        (self.routes.add if add else self.routes.set)(route)
 
     def _forget(self, session: Session, service: Service) -> None:
         name = service.name

@@ -21,6 +21,7 @@ from liqi.errors import (
     InvalidRequestError,
     NotFoundError,
 )
+from liqi.resource_groups import Placement
 from liqi.stores.base import Store
 
 MAX_INSTANCES = 64
@@ -33,11 +34,16 @@ def check_spec(
     stores: StoreRegistry,
     project: str,
     fetches: FetchPolicy | None = None,
+    placement: Placement | None = None,
 ) -> None:
-    """Raise before anything is written when the spec cannot run: an unknown processor, a
+    """Raise before anything is written when the spec cannot run: an unknown resource group
+    (``metadata.resource``) or one ``who`` may not use, an unknown processor, a
     model path that does not exist or may not be read (a local path outside what ``fetches``
     allows ``who``, a URL whose host is not public), a missing warm-up file."""
     fetches = fetches or FetchPolicy()
+    (placement or Placement()).choose(
+        spec.resource_group, superuser=who.is_superuser, flag="metadata.resource"
+    )
     from liqi.serving.processors import normalize  # the serving stack only when needed
 
     if spec.processor is not None:

@@ -92,6 +92,7 @@ class StagingOrder:
     trusted: bool = False  # the version's author is an active superuser key
     # isolation "sandbox": the project whose workload user the instance runs as (its id)
     sandbox_project: str | None = None
+    group: str = "local"  # the resource group it runs in
 
 
 def written_by_superuser(session: Session, service: Service, version: int) -> bool:
@@ -199,6 +200,7 @@ def stage(
         credentials=order.credentials,
         warmup_file=warmup,
     )
+    staged = replace(staged, group=order.group, cpu=spec.cpu)
     if order.sandbox_project is None:
         return staged
     user = workload_user(order.sandbox_project)

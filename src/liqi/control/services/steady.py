@@ -1,5 +1,6 @@
 """What the reconciler reads about a service's instance records, without I/O: how far a
-service has come (its reason), an instance's stored spec, and whether a service is steady.
+service has come (its reason), an instance's stored spec, whether a service is steady, and
+the gateway's route to it.
 
 A steady service needs nothing from a tick but its route published again: RUNNING with
 exactly ``want`` READY instances of its current version (or STOPPED with none), its reason up
@@ -15,7 +16,9 @@ import logging
 
 from liqi.backends.instances import InstanceSpec
 from liqi.control.db.tables import Service, ServiceInstance
+from liqi.core.service_spec import ServiceSpec
 from liqi.core.services import InstanceState, ServiceState
+from liqi.gateway.route_table import ServiceRoute, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +75,24 @@ def _parsed(spec_json: str) -> InstanceSpec | None:
         return InstanceSpec.from_json(spec_json)
     except (ValueError, TypeError):
         return None
+
+
+def route_of(
+    service: Service,
+    rows: list[ServiceInstance],
+    state: ServiceState,
+    spec: ServiceSpec,
+    token: str | None,
+) -> ServiceRoute:
+    """The gateway's route to ``service``: its READY instances, token and state."""
+    return ServiceRoute(
+        name=service.name,
+        token=token,
+        upstreams=tuple(
+            Upstream(r.id, r.url) for r in rows if r.state == InstanceState.READY.value and r.url
+        ),
+        state=state.value,
+        reason=service.reason,
+        scale_from_zero=spec.autoscaler is not None and spec.autoscaler.min == 0,
+        idempotent=spec.idempotent,
+    )
