@@ -39,6 +39,8 @@ turns that body back into the same class (:func:`error_from_body`).
     │   ├── ServerStartError (server_start_failed)
     │   ├── PortInUseError (port_in_use)
     │   ├── DatabaseUnavailableError (database_unavailable)
+    │   ├── ResourceGroupUnavailableError (resource_group_unavailable): a job's Ray cluster
+    │   │   does not answer
     │   └── ModelUnavailableError (model_unavailable): no version of the model is ready
     ├── BackendError (backend_error, 500): a backend could not start a job's tasks or an instance
     ├── UploadCancelledError (upload_cancelled, 500): a job killed while its outputs uploaded
@@ -84,6 +86,7 @@ __all__ = [
     "RequestExpiredError",
     "RequestReplayedError",
     "RequestTimeoutError",
+    "ResourceGroupUnavailableError",
     "ServerAlreadyRunningError",
     "ServerStartError",
     "SecretKeyMismatchError",
@@ -321,6 +324,13 @@ class PortInUseError(ServerUnavailableError):
 
 class DatabaseUnavailableError(ServerUnavailableError):
     code = "database_unavailable"
+
+
+class ResourceGroupUnavailableError(ServerUnavailableError):
+    """A job's resource group cannot take jobs now (its Ray head does not answer); the job was
+    not created."""
+
+    code = "resource_group_unavailable"
 
 
 class BackendError(LiqiError):

@@ -6,15 +6,24 @@ the server's default (``LIQI_RESOURCE_GROUP``): :class:`Placement` decides.
 
 Parsing is pure (:func:`parse_resource_groups`); :func:`probe` is the one bit of I/O, a GET of
 a Ray dashboard's ``/api/version`` that ``liqi server status`` shows as the group's health.
+:class:`GroupHealth` asks it before a job is accepted, remembering a good answer briefly.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from liqi.errors import ConfigError, InvalidRequestError, PermissionDeniedError
+from liqi.errors import (
+    ConfigError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    ResourceGroupUnavailableError,
+)
 
 #: The backends a group may name: ``local`` is built in, ``ray`` needs an address.
 GROUP_BACKENDS = ("ray",)
@@ -173,3 +182,53 @@ def probe(group: ResourceGroup, timeout_s: float = 2.0) -> str:
     if answer.status_code != 200:
         return f"{url} answered HTTP {answer.status_code}"
     return "ok"
+
+
+@dataclass
+class GroupHealth:
+    """Can a group take a job now? :func:`probe`'s answer, remembered ``ok_ttl_s`` when it was
+    ok (a burst of submissions probes once) and ``failed_ttl_s`` when it was not (a head just
+    started is seen at once). Thread-safe: one probe per group at a time; the others wait for
+    its answer, at most ``timeout_s``."""
+
+    # A head that is down refuses at once; a busy dashboard (load, a cold start) may take a
+    # second: it must not be taken for a dead one.
+    timeout_s: float = 2.0
+    ok_ttl_s: float = 5.0
+    failed_ttl_s: float = 1.0
+    probe: Callable[[ResourceGroup, float], str] = probe
+    clock: Callable[[], float] = time.monotonic
+    _answers: dict[str, tuple[float, str]] = field(default_factory=dict, repr=False)
+    _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def check(self, group: ResourceGroup) -> str:
+        """``"ok"`` or what is wrong, from the last answer while it holds, else a new probe."""
+        if group.backend == LOCAL:
+            return "ok"
+        with self._lock:
+            lock = self._locks.setdefault(group.name, threading.Lock())
+        with lock:
+            at, answer = self._answers.get(group.name, (0.0, ""))
+            ttl_s = self.ok_ttl_s if answer == "ok" else self.failed_ttl_s
+            if answer and self.clock() - at < ttl_s:
+                return answer
+            answer = self.probe(group, self.timeout_s)
+            self._answers[group.name] = (self.clock(), answer)
+            return answer
+
+    def require(self, group: ResourceGroup, groups: tuple[ResourceGroup, ...]) -> None:
+        """Raise ResourceGroupUnavailableError unless ``group`` can take a job now; the message
+        says where it was looked for and what to do (``groups``: the ones to pick from)."""
+        answer = self.check(group)
+        if answer == "ok":
+            return
+        others = ", ".join(g.name for g in groups if g.name != group.name) or "none"
+        raise ResourceGroupUnavailableError(
+            f"Resource group {group.describe()} cannot take jobs: {answer}. Nothing was "
+            f"submitted. Start its Ray head with its dashboard at {group.address} (ray start "
+            f"--head --include-dashboard=true), or run the job in another group with "
+            f"-DresourceGroup=NAME (liqi pai) or --resource-group NAME (liqi job submit); other "
+            f"groups: {others}.",
+            details={"resource_group": group.name, "address": group.address},
+        )

@@ -1,5 +1,6 @@
 """A job's resource group through the real control plane, without a Ray head: refused at submit
-(nothing created), recorded on the job, and a group gone from the settings."""
+(nothing created) when unknown or when its head does not answer, recorded on the job, and a
+group gone from the settings."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from liqi.config import ServerSettings
 from liqi.control.db.tables import Job, Project
 from liqi.control.server.plane import open_plane
-from liqi.errors import InvalidRequestError
+from liqi.errors import InvalidRequestError, ResourceGroupUnavailableError
 from liqi.resource_groups import parse_resource_groups
 from tests.cli.test_cli_commands import run
 from tests.jobs.test_jobs import add_script, run_job
@@ -55,9 +56,51 @@ def test_a_job_names_its_group_and_local_is_the_default(
         assert (job.state, job.resource_group) == ("SUCCEEDED", "local")
 
 
-def test_an_unreachable_ray_group_fails_the_job_naming_the_group_and_address(
+def test_a_ray_group_whose_head_is_down_refuses_the_job_and_nothing_is_created(
     groups_server: LiveServer, tmp_path: Path
 ) -> None:
+    with groups_server.admin() as admin:
+        script = add_script(admin, tmp_path, "hello.py", "print('hello')\n")
+        resources = admin.list_resources()
+        with pytest.raises(ResourceGroupUnavailableError) as info:
+            admin.submit_job(script, resource_group="ray")
+        message = str(info.value)
+        assert message.startswith(
+            "Resource group 'ray' (ray at http://127.0.0.1:9) cannot take jobs: cannot "
+            "reach http://127.0.0.1:9/api/version: "
+        )
+        assert "Nothing was submitted. Start its Ray head" in message
+        assert "-DresourceGroup=NAME (liqi pai) or --resource-group NAME" in message
+        assert message.endswith("other groups: local.")
+        with pytest.raises(ResourceGroupUnavailableError):
+            admin.check_resource_group("ray")
+        assert admin.check_resource_group()["name"] == "local"  # the server's default
+        # The CLI shows the message, exits 6 and uploads nothing.
+        path = tmp_path / "cli.py"
+        path.write_text("print('hello')\n")
+        home = groups_server.home
+        for words in (
+            ("job", "submit", str(path), "--resource-group", "ray"),
+            ("pai", "-name", "tensorflow", f"-Dscript={path}", "-DresourceGroup=ray"),
+        ):
+            refused = run(home, *words)
+            assert refused.exit_code == 6, refused.output
+            assert "Resource group 'ray' (ray at http://127.0.0.1:9) cannot take jobs" in (
+                refused.output
+            )
+            assert "Uploaded" not in refused.output
+        assert admin.list_jobs() == []
+        assert admin.list_resources() == resources
+    jobs_dir = groups_server.home / "jobs"
+    assert not jobs_dir.exists() or list(jobs_dir.iterdir()) == []
+
+
+def test_a_ray_head_down_after_the_check_fails_the_job_naming_the_group_and_address(
+    groups_server: LiveServer, tmp_path: Path
+) -> None:
+    assert groups_server.plane is not None
+    # The head answered the check, then went away before the runner launched the job.
+    groups_server.plane.group_health.probe = lambda group, timeout_s: "ok"
     with groups_server.admin() as admin:
         script = add_script(admin, tmp_path, "hello.py", "print('hello')\n")
         job = run_job(admin, script, resource_group="ray")

@@ -198,3 +198,26 @@ def test_a_sandboxed_server_takes_ray_jobs_from_superusers_only(
         assert "".join(admin.follow_logs(job.id, follow=False)) == "hello\n"
         plan = LaunchPlan.from_json((live.home / "jobs" / job.id / "plan.json").read_text())
         assert plan.sandbox is None
+
+
+def test_a_job_submitted_while_the_head_is_up_is_checked_and_runs(
+    local_first_server: LiveServer, ray_head: RayHead, tmp_path: Path
+) -> None:
+    with local_first_server.admin() as admin:
+        assert admin.check_resource_group("ray") == {
+            "name": "ray",
+            "backend": "ray",
+            "address": ray_head.dashboard_url,
+            "default": False,
+            "health": "ok",
+        }
+    script = tmp_path / "hello.py"
+    script.write_text("print('hello from ray', flush=True)\n")
+    home = str(local_first_server.home)
+    submit = ("--home", home, "job", "submit", str(script), "--resource-group", "ray")
+    result = cli(*submit, "-o", "json")
+    assert result.exit_code == 0, result.output
+    log, brace, rest = result.stdout.partition("{")
+    job = json.loads(brace + rest)
+    assert (job["state"], job["resource_group"]) == ("SUCCEEDED", "ray"), job["reason"]
+    assert log == "hello from ray\n"

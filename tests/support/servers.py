@@ -17,6 +17,7 @@ from liqi.asgi.header_timeout import DEFAULT_HEADER_TIMEOUT_S
 from liqi.backends.instances import SANDBOX_DIR
 from liqi.client import Client
 from liqi.config import ProfileFile, ServerSettings
+from liqi.control.server.plane import ControlPlane
 from liqi.control.server.runtime import control_plane_runtime, uvicorn_server
 from liqi.resource_groups import check_default, parse_project_groups, parse_resource_groups
 
@@ -25,6 +26,7 @@ from liqi.resource_groups import check_default, parse_project_groups, parse_reso
 class LiveServer:
     settings: ServerSettings
     url: str
+    plane: ControlPlane | None = None  # the server's own, for tests that reach into it
 
     @property
     def home(self) -> Path:
@@ -105,7 +107,7 @@ def live_server(
         thread.start()
         try:
             wait_healthy(runtime.url)
-            yield LiveServer(settings=settings, url=runtime.url)
+            yield LiveServer(settings=settings, url=runtime.url, plane=runtime.plane)
         finally:
             server.should_exit = True
             thread.join(timeout=30)

@@ -55,6 +55,7 @@ CONTRACT = [
     ("ServerStartError", "server_start_failed", 503, 6),
     ("PortInUseError", "port_in_use", 503, 6),
     ("DatabaseUnavailableError", "database_unavailable", 503, 6),
+    ("ResourceGroupUnavailableError", "resource_group_unavailable", 503, 6),
     ("APIError", "api_error", 500, 1),
 ]
 

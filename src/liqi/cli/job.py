@@ -17,9 +17,10 @@ from liqi.errors import InvalidRequestError
 FAILED_EXIT = 8
 
 
-def script_uri(client: Client, script: str, project: str | None) -> str:
+def script_uri(client: Client, script: str, project: str | None, group: str | None) -> str:
     """``odps://`` and ``oss://`` scripts as they are; a local file is added as a resource of
-    the project (replacing one of the same name) and addressed by its ``odps://`` URI."""
+    the project (replacing one of the same name) and addressed by its ``odps://`` URI, once
+    the job's resource ``group`` (None: the server's default) is known to take jobs now."""
     if script.startswith(("odps://", "oss://")):
         return script
     path = Path(script.removeprefix("file://")).expanduser()
@@ -28,6 +29,7 @@ def script_uri(client: Client, script: str, project: str | None) -> str:
             f"Script {script!r} is not a file here, nor odps://<project>/resources/<name> "
             "nor oss://<bucket>/<key>."
         )
+    client.check_resource_group(group)  # a job that cannot run uploads nothing
     added = client.add_resource(path, force=True, project=project)
     click.echo(f"Uploaded {path} as {added.uri}", err=True)
     return added.uri
@@ -112,7 +114,7 @@ def submit(obj: CliContext, script: str, args: tuple[str, ...], name: str | None
         **({"resource_group": resource_group} if resource_group else {}),
     }
     with obj.client() as client:
-        uri = script_uri(client, script, project)
+        uri = script_uri(client, script, project, resource_group)
         submitted = client.submit_job(uri, name=name, project=project, **options)
         if output == "json" and not wait:
             echo_json(submitted)

@@ -58,7 +58,7 @@ def job_request(client: Client, cmd: PaiCommand, project: str | None) -> tuple[s
     if script.startswith("oss://"):
         script = _oss(script)
     elif not script.startswith("odps://"):
-        script = script_uri(client, script, project)
+        script = script_uri(client, script, project, cmd.resource_group)
     options: dict[str, Any] = {
         "name": cmd.job_name or script.rstrip("/").rsplit("/", 1)[-1],
         "project": project,

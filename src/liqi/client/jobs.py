@@ -113,6 +113,14 @@ class JobMethods:
         }
         return _job(self._request("POST", "/api/v1/jobs", json=body))
 
+    def check_resource_group(self, name: str | None = None) -> dict[str, Any]:
+        """The resource group a job naming ``name`` (None: the server's default) would run in,
+        checked as a submission is: raises ResourceGroupUnavailableError when its Ray head
+        does not answer, InvalidRequestError when there is no such group."""
+        params = {"name": name} if name else {}
+        group: dict[str, Any] = self._request("GET", "/api/v1/resource-groups/check", params=params)
+        return group
+
     def list_jobs(self, project: str | None = None, limit: int = 50) -> list[JobInfo]:
         params: dict[str, Any] = {"limit": limit}
         if project:

@@ -11,9 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from liqi.control.api.deps import DB, PlaneDep, Who
 from liqi.control.db.tables import Job, Project
+from liqi.control.identity.accounts import Principal
 from liqi.control.jobs import catalog
+from liqi.control.server.plane import ControlPlane
 from liqi.core.jobs import ClusterShape, JobSpec, JobState, Resources
 from liqi.errors import InvalidRequestError
+from liqi.resource_groups import ResourceGroup
 
 router = APIRouter(prefix="/api/v1")
 LOG_CHUNK_MAX = 1024 * 1024
@@ -101,6 +104,45 @@ def _name(session: DB, job: Job) -> str:
     return project.name if project else "?"
 
 
+class GroupOut(BaseModel):
+    name: str
+    backend: str
+    address: str | None
+    default: bool
+    health: str
+
+
+def _ready_group(spec: JobSpec, p: ControlPlane, who: Principal) -> ResourceGroup:
+    """The group ``spec`` runs in, checked for ``who``, and able to take a job now: a job its
+    group cannot run is refused before anything is created."""
+    settings = p.settings
+    group = catalog.choose_group(
+        spec,
+        settings.resource_groups,
+        settings.resource_group,
+        who,
+        sandboxed=p.isolation == "sandbox",
+    )
+    p.group_health.require(group, settings.resource_groups)
+    return group
+
+
+@router.get("/resource-groups/check")
+def check_resource_group(p: PlaneDep, who: Who, name: str | None = None) -> GroupOut:
+    """The group a job naming ``name`` (none: the server's default) would run in, checked as a
+    submission is (unknown: 400, not for ``who``: 403, head down: 503). The CLI asks it before
+    it uploads a local script, so that a job that cannot run leaves nothing behind."""
+    p.check_may_run_code(who, "submit jobs")
+    group = _ready_group(JobSpec(name="", project="", script="", resource_group=name), p, who)
+    return GroupOut(
+        name=group.name,
+        backend=group.backend,
+        address=group.address or None,
+        default=group.name == p.settings.resource_group,
+        health="ok",
+    )
+
+
 @router.post("/jobs", status_code=201)
 def submit_job(body: JobIn, p: PlaneDep, who: Who, session: DB) -> JobOut:
     p.check_may_run_code(who, "submit jobs")
@@ -123,14 +165,7 @@ def submit_job(body: JobIn, p: PlaneDep, who: Who, session: DB) -> JobOut:
         model_name=body.model_name,
         resource_group=body.resource_group,
     )
-    settings = p.settings
-    group = catalog.choose_group(
-        spec,
-        settings.resource_groups,
-        settings.resource_group,
-        who,
-        sandboxed=p.isolation == "sandbox",
-    )
+    group = _ready_group(spec, p, who)  # before anything is read or written
     project = catalog.validate(session, who, spec, p.stores.system_store("volumes"))
     job = catalog.submit(session, who, replace(spec, resource_group=group.name), project)
     session.flush()

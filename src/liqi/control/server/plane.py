@@ -34,7 +34,7 @@ from liqi.control.services.transfer import StagingLimits
 from liqi.control.storage.buckets import StoreRegistry
 from liqi.errors import PermissionDeniedError
 from liqi.gateway.route_table import RouteTable
-from liqi.resource_groups import Placement, check_default
+from liqi.resource_groups import GroupHealth, Placement, check_default
 from liqi.sandbox import choose_isolation
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class ControlPlane:
     clock: Callable[[], datetime] = utcnow
     routes: RouteTable = field(default_factory=RouteTable)
     fetches: FetchPolicy = field(default_factory=FetchPolicy)  # what specs may make it reach
+    group_health: GroupHealth = field(default_factory=GroupHealth)  # asked before a job is taken
     isolation: str = "none"  # "sandbox": user code runs in liqi.sandbox
     url: str = ""  # where it listens, once it does (endpoints are printed with it)
     started_at: datetime = field(default_factory=utcnow)

@@ -28,7 +28,7 @@ from liqi.config import ServerSettings, write_private_file
 from liqi.control.identity.bootstrap import ensure_bootstrapped, write_admin_profile
 from liqi.control.server.app import build_app
 from liqi.control.server.home import ServerRecord, home_lock, prepare_home, record_path
-from liqi.control.server.plane import open_plane
+from liqi.control.server.plane import ControlPlane, open_plane
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class Runtime:
     sock: socket.socket
     url: str
     record: ServerRecord
+    plane: ControlPlane
 
 
 @contextmanager
@@ -85,7 +86,7 @@ def control_plane_runtime(settings: ServerSettings) -> Iterator[Runtime]:
             )
             plane.runner.start()
             plane.reconciler.start()
-            yield Runtime(app=build_app(plane), sock=sock, url=url, record=record)
+            yield Runtime(app=build_app(plane), sock=sock, url=url, record=record, plane=plane)
         finally:
             if plane is not None:
                 plane.reconciler.stop()
