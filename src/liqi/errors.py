@@ -327,8 +327,8 @@ class DatabaseUnavailableError(ServerUnavailableError):
 
 
 class ResourceGroupUnavailableError(ServerUnavailableError):
-    """A job's resource group cannot take jobs now (its Ray head does not answer); the job was
-    not created."""
+    """A resource group cannot take a job or a service now (its Ray head does not answer);
+    nothing was created."""
 
     code = "resource_group_unavailable"
 

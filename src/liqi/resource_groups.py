@@ -184,6 +184,10 @@ def probe(group: ResourceGroup, timeout_s: float = 2.0) -> str:
     return "ok"
 
 
+JOB_ELSEWHERE = "-DresourceGroup=NAME (liqi pai) or --resource-group NAME (liqi job submit)"
+SERVICE_ELSEWHERE = '"metadata": {"resource": "NAME"} in the service\'s JSON'
+
+
 @dataclass
 class GroupHealth:
     """Can a group take a job now? :func:`probe`'s answer, remembered ``ok_ttl_s`` when it was
@@ -217,18 +221,25 @@ class GroupHealth:
             self._answers[group.name] = (self.clock(), answer)
             return answer
 
-    def require(self, group: ResourceGroup, groups: tuple[ResourceGroup, ...]) -> None:
-        """Raise ResourceGroupUnavailableError unless ``group`` can take a job now; the message
-        says where it was looked for and what to do (``groups``: the ones to pick from)."""
+    def require(
+        self,
+        group: ResourceGroup,
+        groups: tuple[ResourceGroup, ...],
+        *,
+        work: str = "jobs",
+        elsewhere: str = JOB_ELSEWHERE,
+    ) -> None:
+        """Raise ResourceGroupUnavailableError unless ``group`` can take ``work`` now; the
+        message says where it was looked for and what to do (``elsewhere``: how to pick
+        another of ``groups``)."""
         answer = self.check(group)
         if answer == "ok":
             return
         others = ", ".join(g.name for g in groups if g.name != group.name) or "none"
         raise ResourceGroupUnavailableError(
-            f"Resource group {group.describe()} cannot take jobs: {answer}. Nothing was "
-            f"submitted. Start its Ray head with its dashboard at {group.address} (ray start "
-            f"--head --include-dashboard=true), or run the job in another group with "
-            f"-DresourceGroup=NAME (liqi pai) or --resource-group NAME (liqi job submit); other "
+            f"Resource group {group.describe()} cannot take {work}: {answer}. Nothing was "
+            f"created. Start its Ray head with its dashboard at {group.address} (ray start "
+            f"--head --include-dashboard=true), or use another group with {elsewhere}; other "
             f"groups: {others}.",
             details={"resource_group": group.name, "address": group.address},
         )

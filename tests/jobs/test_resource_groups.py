@@ -69,7 +69,7 @@ def test_a_ray_group_whose_head_is_down_refuses_the_job_and_nothing_is_created(
             "Resource group 'ray' (ray at http://127.0.0.1:9) cannot take jobs: cannot "
             "reach http://127.0.0.1:9/api/version: "
         )
-        assert "Nothing was submitted. Start its Ray head" in message
+        assert "Nothing was created. Start its Ray head" in message
         assert "-DresourceGroup=NAME (liqi pai) or --resource-group NAME" in message
         assert message.endswith("other groups: local.")
         with pytest.raises(ResourceGroupUnavailableError):
@@ -161,3 +161,38 @@ def test_job_submit_takes_a_group_and_status_shows_it(
     shown = run(home, "job", "status", job_id).stdout
     assert "resource group" in shown
     assert "local" in shown.split("resource group", 1)[1].splitlines()[0]
+
+
+def test_a_service_on_a_ray_group_whose_head_is_down_is_refused_and_nothing_is_created(
+    groups_server: LiveServer, tmp_path: Path
+) -> None:
+    """The same for services: ``metadata.resource`` naming the group at create or in a
+    modify; the CLI (`liqi eas create`) shows the message."""
+    spec = {
+        "name": "nowhere",
+        "model_path": "oss://models/m/",
+        "processor": "tensorflow_cpu",
+        "metadata": {"instance": 1, "resource": "ray"},
+    }
+    with groups_server.admin() as admin:
+        with pytest.raises(ResourceGroupUnavailableError) as info:
+            admin.create_service(spec)
+        message = str(info.value)
+        assert "Resource group 'ray' (ray at http://127.0.0.1:9) cannot take services" in message
+        assert "Nothing was created." in message
+        assert '"metadata": {"resource": "NAME"}' in message
+        assert admin.list_services() == []
+        path = tmp_path / "nowhere.json"
+        path.write_text(json.dumps(spec))
+        refused = run(groups_server.home, "eas", "create", str(path))
+        assert refused.exit_code == 6, refused.output
+        assert "cannot take services" in refused.output
+        assert admin.list_services() == []
+        # A service created locally cannot be moved onto the dead head either.
+        admin.create_bucket("models")
+        admin.put_object("models", "m/1/saved_model.pb", b"not loaded: no instance runs")
+        admin.create_service({**spec, "metadata": {"instance": 0}})
+        with pytest.raises(ResourceGroupUnavailableError):
+            admin.modify_service("nowhere", {"metadata": {"resource": "ray"}})
+        assert admin.get_service("nowhere").current_version == 1
+    assert not (groups_server.home / "services" / "nowhere").exists()

@@ -191,9 +191,9 @@ def test_group_health_require_names_the_group_its_address_and_what_to_do() -> No
         health.require(GPU, (LOCAL_GROUP, RAY, GPU))
     assert str(info.value) == (
         "Resource group 'gpu-a_1' (ray at https://10.0.0.5:8265) cannot take jobs: cannot reach "
-        "http://10.0.0.5:8265/api/version: timed out. Nothing was submitted. Start its Ray head "
+        "http://10.0.0.5:8265/api/version: timed out. Nothing was created. Start its Ray head "
         "with its dashboard at https://10.0.0.5:8265 (ray start --head --include-dashboard=true), "
-        "or run the job in another group with -DresourceGroup=NAME (liqi pai) or "
+        "or use another group with -DresourceGroup=NAME (liqi pai) or "
         "--resource-group NAME (liqi job submit); other groups: local, ray."
     )
     assert info.value.http_status == 503

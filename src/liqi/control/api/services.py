@@ -15,11 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from liqi.control.api.deps import DB, PlaneDep, Who
 from liqi.control.api.jobs import LOG_CHUNK_MAX, whole_characters
 from liqi.control.db.tables import Service, ServiceEvent, ServiceInstance
+from liqi.control.identity.accounts import Principal
 from liqi.control.server.plane import ControlPlane
 from liqi.control.services import catalog
 from liqi.core.names import Role
 from liqi.errors import InvalidRequestError, NotFoundError
 from liqi.logs.reading import read_log
+from liqi.resource_groups import SERVICE_ELSEWHERE
 
 router = APIRouter(prefix="/api/v1")
 
@@ -163,9 +165,25 @@ def _changed(p: ControlPlane, session: DB, service: Service) -> ServiceOut:
 Document = Annotated[dict[str, Any], Body(description="The EAS service JSON.")]
 
 
+def _check_group(p: ControlPlane, who: Principal, document: dict[str, Any], project: str) -> None:
+    """The Ray group the document names (or its project's, or the server's) must answer now:
+    else 503 before anything is created. A malformed value is left to the spec's checks."""
+    metadata = document.get("metadata")
+    wanted = metadata.get("resource") if isinstance(metadata, dict) else None
+    if wanted is not None and not isinstance(wanted, str):
+        return
+    group = p.placement.choose(
+        wanted, project=project, superuser=who.is_superuser, flag="metadata.resource"
+    )
+    p.group_health.require(
+        group, p.settings.resource_groups, work="services", elsewhere=SERVICE_ELSEWHERE
+    )
+
+
 @router.post("/services", status_code=201)
 def create_service(document: Document, p: PlaneDep, who: Who, project: str) -> ServiceOut:
     p.check_may_run_code(who, "deploy services")
+    _check_group(p, who, document, project)
     with p.sessions.begin() as session:
         change = catalog.create(
             session,
@@ -207,6 +225,10 @@ def modify_service(
         raise InvalidRequestError(
             f"update_type={update_type!r}: use 'merge' (the default) or 'replace'."
         )
+    if isinstance(patch.get("metadata"), dict) and "resource" in patch["metadata"]:
+        with p.sessions() as session:
+            service = catalog.get_service(session, who, name)
+            _check_group(p, who, patch, catalog.project_name(session, service))
     with p.sessions.begin() as session:
         change = catalog.modify(
             session,
