@@ -7,6 +7,7 @@ instance on a lost node replaced while clients see no error."""
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,9 +112,22 @@ def test_ray_lists_each_instance_as_a_detached_actor_sized_by_the_spec(
     plane: LiveServer, admin: Client, ray_head: RayHead
 ) -> None:
     spec = seed_spec("ray_sized", metadata={"instance": 2, "cpu": 2, "memory": 1500})
-    admin.create_service(spec, project=PROJECT)
+    spec["generate_token"] = "true"
+    token = admin.create_service(spec, project=PROJECT).token
+    assert token
     info = wait_running(admin, "ray_sized")
     assert info.instances_ready == 2
+    # The token and the workload key are nowhere Ray shows (`ray job list`: entrypoints,
+    # metadata, runtime envs), and the file that carried them to the launch job is gone.
+    from ray.job_submission import JobSubmissionClient
+
+    jobs = JobSubmissionClient(ray_head.dashboard_url).list_jobs()
+    listed = json.dumps([j.model_dump(mode="json") for j in jobs])
+    assert "ray_sized" in listed
+    assert token not in listed
+    assert "LIQI_ACCESS_KEY" not in listed
+    folders = plane.home / "services" / "ray_sized"
+    assert not list(folders.rglob("launch.json"))
     for instance in info.instances:
         actor = actor_of(ray_head, instance.id)
         assert actor["is_detached"] is True
