@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from liqi.backends.jobs import Backend, Handle, LaunchPlan, RunStatus, TaskResult
+from liqi.backends.ray_cluster import PLACEMENT_TIMEOUT_S, split_task_output
 from liqi.errors import BackendError
 
 if TYPE_CHECKING:
@@ -126,9 +127,11 @@ class RayJobBackend(Backend):
         request_timeout_s: float = 10.0,
         log_interval_s: float = 1.0,
         python: str = sys.executable,
+        placement_timeout_s: float = PLACEMENT_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.address = address
+        self.placement_timeout_s = placement_timeout_s
         self.request_timeout_s = request_timeout_s
         self.log_interval_s = log_interval_s
         self.python = python
@@ -148,13 +151,6 @@ class RayJobBackend(Backend):
             self._client = None
 
     def launch(self, plan: LaunchPlan) -> Handle:
-        if len(plan.tasks) != 1:
-            names = ", ".join(t.name for t in plan.tasks)
-            raise BackendError(
-                f"The ray backend runs one-task jobs for now; job {plan.job_id} has "
-                f"{len(plan.tasks)} tasks ({names}). Run PAI -Dcluster (ps/worker) jobs on the "
-                "local backend until the Ray form of -Dcluster lands."
-            )
         if plan.sandbox is not None:
             raise BackendError(
                 f"Job {plan.job_id} asks for liqi's sandbox, which the ray backend does not "
@@ -165,15 +161,19 @@ class RayJobBackend(Backend):
         (job_dir / PLAN_FILE).write_text(plan.to_json())
         (job_dir / RESULT_FILE).unlink(missing_ok=True)
         ref = submission_id(plan.job_id)
-        entrypoint = shlex.join([self.python, "-m", "liqi.backends.ray_driver", str(job_dir)])
-        options: dict[str, Any] = {
-            "entrypoint": entrypoint,
-            "submission_id": ref,
-            "metadata": {"liqi_job_id": plan.job_id, "liqi_task": plan.tasks[0].name},
-            "entrypoint_num_cpus": plan.cpu,
-        }
-        if plan.memory_mb is not None:
-            options["entrypoint_memory"] = plan.memory_mb * MB
+        driver = [self.python, "-m", "liqi.backends.ray_driver", str(job_dir)]
+        options: dict[str, Any] = {"submission_id": ref}
+        if len(plan.tasks) == 1:
+            options["metadata"] = {"liqi_job_id": plan.job_id, "liqi_task": plan.tasks[0].name}
+            options["entrypoint_num_cpus"] = plan.cpu
+            if plan.memory_mb is not None:
+                options["entrypoint_memory"] = plan.memory_mb * MB
+        else:
+            # The driver only coordinates: the tasks' resources are their placement group's.
+            names = ",".join(t.name for t in plan.tasks)
+            options["metadata"] = {"liqi_job_id": plan.job_id, "liqi_tasks": names}
+            driver += ["--placement-timeout-s", f"{self.placement_timeout_s:g}"]
+        options["entrypoint"] = shlex.join(driver)
         client = self.client()
         try:
             client.submit_job(**options)
@@ -255,14 +255,23 @@ class RayJobBackend(Backend):
             self._logs_copied_at.pop(ref, None)
         try:
             plan = LaunchPlan.from_json((job_dir / PLAN_FILE).read_text())
-            log = Path(plan.tasks[0].log)
             data = _user_output(self.client().get_job_logs(ref))
-            have = log.stat().st_size if log.exists() else 0
-            if len(data) > have:
-                with open(log, "ab") as fh:
-                    fh.write(data[have:])
+            if len(plan.tasks) == 1:
+                _append_new(Path(plan.tasks[0].log), data)
+            else:
+                parts = split_task_output(data, [t.name for t in plan.tasks])
+                for task in plan.tasks:
+                    _append_new(Path(task.log), parts[task.name])
         except (OSError, ValueError, RuntimeError, BackendError) as exc:
             logger.warning("ray job %s: cannot copy its log: %s", ref, exc)
+
+
+def _append_new(log: Path, data: bytes) -> None:
+    """Append what ``data`` (a task's whole output so far) has beyond the log's length."""
+    have = log.stat().st_size if log.exists() else 0
+    if len(data) > have:
+        with open(log, "ab") as fh:
+            fh.write(data[have:])
 
 
 def _result_from_ray(info: JobDetails, state: str) -> TaskResult:
