@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from liqi.backends.jobs import LaunchPlan, TaskSpec
-from liqi.backends.ray_jobs import RayJobBackend
+from liqi.backends.ray_jobs import RayJobBackend, submission_id
 from tests.jobs.test_distributed_tf import (
     run_tf1_between_graph_job,
     run_tf2_multi_worker_mirrored_job,
@@ -141,20 +141,30 @@ def backend(ray_head: RayHead) -> RayJobBackend:
     return RayJobBackend(ray_head.dashboard_url, log_interval_s=0.2, placement_timeout_s=3)
 
 
+def assert_ran_on_ray(backend: RayJobBackend, head: RayHead, job_id: str, tasks: str) -> None:
+    """The job was the Ray job liqi-<job_id>, which succeeded, and none of its actors lives."""
+    info = backend.client().get_job_info(submission_id(job_id))
+    assert (info.status.value, info.metadata) == (
+        "SUCCEEDED",
+        {"liqi_job_id": job_id, "liqi_tasks": tasks},
+    )
+    assert alive_actors(head, job_id) == {}
+
+
 @pytest.mark.tf
 def test_tf1_between_graph_job_on_ray_trains_and_stops_its_parameter_server(
-    ray_group_server: LiveServer, ray_head: RayHead
+    ray_group_server: LiveServer, backend: RayJobBackend, ray_head: RayHead
 ) -> None:
     job_id = run_tf1_between_graph_job(ray_group_server.home, "-DresourceGroup=ray")
-    assert alive_actors(ray_head, job_id) == {}
+    assert_ran_on_ray(backend, ray_head, job_id, "worker:0,worker:1,ps:0")
 
 
 @pytest.mark.tf
 def test_tf2_multi_worker_mirrored_job_on_ray_trains_on_two_workers(
-    ray_group_server: LiveServer, ray_head: RayHead
+    ray_group_server: LiveServer, backend: RayJobBackend, ray_head: RayHead
 ) -> None:
     job_id = run_tf2_multi_worker_mirrored_job(ray_group_server.home, "-DresourceGroup=ray")
-    assert alive_actors(ray_head, job_id) == {}
+    assert_ran_on_ray(backend, ray_head, job_id, "worker:0,worker:1")
 
 
 def test_a_cluster_job_runs_an_actor_per_task_and_a_kill_leaves_nothing(

@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -235,8 +235,14 @@ def build_plan(
             name = f"{role}:{index}"
             argv, task_env = addressed((*base, *flags), {**env, "LIQI_TASK": name}, hosts, name)
             log = str(logs / f"{role}-{index}.log")
-            tasks.append(TaskSpec(name, argv, task_env, work, log, role == "ps"))
-    return _plan(job_id, job_dir, spec, tuple(tasks), sandbox)
+            cpu, memory_mb = (
+                (spec.cluster.ps_cpu, spec.cluster.ps_memory_mb)
+                if role == "ps"
+                else (spec.cluster.worker_cpu, spec.cluster.worker_memory_mb)
+            )
+            tasks.append(TaskSpec(name, argv, task_env, work, log, role == "ps", cpu, memory_mb))
+    plan = _plan(job_id, job_dir, spec, tuple(tasks), sandbox)
+    return replace(plan, placement=spec.cluster.placement)
 
 
 def _plan(
