@@ -1,8 +1,11 @@
-"""The driver of a liqi job on Ray: ``python -m liqi.backends.ray_driver JOB_DIR``.
+"""The driver of a liqi job on Ray:
+``python -m liqi.backends.ray_driver JOB_DIR [--placement-timeout-s SECONDS]``.
 
 It is the entrypoint of the Ray job that :class:`liqi.backends.ray_jobs.RayJobBackend`
 submits. It reads the job's ``plan.json``, runs its one task with the task's argv,
-environment and working folder, and writes ``result.json`` (a
+environment and working folder (a plan of several tasks, PAI's ``-Dcluster``, is run by
+:class:`liqi.backends.ray_cluster.ClusterDriver` instead: a placement group, an actor per
+task), and writes ``result.json`` (a
 :class:`~liqi.backends.jobs.TaskResult`, as the local supervisor does) before it exits with the
 task's exit code. The task's output goes to the driver's own stdout, which is the Ray job's
 log; the backend copies that log to the task's ``log`` path, where ``liqi job logs`` reads it.

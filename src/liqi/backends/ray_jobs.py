@@ -2,7 +2,7 @@
 (``ray.job_submission.JobSubmissionClient``) at a cluster's dashboard address.
 
 The Ray job's entrypoint is liqi's own driver (:mod:`liqi.backends.ray_driver`), which runs
-the plan's task and reports how it ended. The job's files do not travel through Ray
+the plan's tasks and reports how they ended. The job's files do not travel through Ray
 (``runtime_env.working_dir`` goes through the GCS, which limits its size): for now the head is
 on this machine and the driver is given the staged job folder's path; on a cluster it will be
 given the job's store address and a scoped key and fetch the folder from liqi's store (see
@@ -12,21 +12,31 @@ changes then.
 - **Handle**: ``Handle("ray", "liqi-<job_id>")``, the Ray submission id. The backend keeps
   nothing else (a log-copy timer only), so a new backend object for the same address
   re-attaches to a job from its stored handle.
-- **Resources**: ``entrypoint_num_cpus`` from the plan's ``cpu``, ``entrypoint_memory`` from
-  its ``memory_mb``: Ray schedules the driver with them (Ray does not enforce memory; the
-  driver enforces ``memory_mb`` and ``timeout_s`` as the local supervisor does).
+- **Resources**: a one-task plan: ``entrypoint_num_cpus`` from the plan's ``cpu``,
+  ``entrypoint_memory`` from its ``memory_mb``: Ray schedules the driver with them (Ray does
+  not enforce memory; the driver enforces ``memory_mb`` and ``timeout_s`` as the local
+  supervisor does).
+- **Several tasks** (PAI's ``-Dcluster`` ps/worker form): the driver reserves nothing; it
+  places one placement group with a bundle per task (strategy the plan's ``placement``,
+  ``PACK`` by default) and runs each task in an actor of its own, told the cluster's addresses
+  on the actors' nodes (:mod:`liqi.backends.ray_cluster`). A plan bigger than the cluster, or
+  not placed within ``placement_timeout_s``, fails with what it asked and what the cluster
+  has.
 - **States**: Ray's PENDING and RUNNING are running; SUCCEEDED, FAILED and STOPPED end the
   job with the driver's ``result.json`` when it wrote one, else (the driver died, was killed,
   or Ray stopped it first) FAILED or CANCELLED with what Ray says. A submission id Ray does not
   know (the job was deleted, or the head restarted without its state) ends the job as LOST.
 - **Logs**: the Ray job's log (the driver's stdout: the task's output) is copied to the task's
   ``log`` file, where ``liqi job logs`` reads it: appended from the length already copied, at
-  most every ``log_interval_s`` while the job runs and once when it ends.
-- **Kill**: ``stop_job``; Ray sends SIGTERM to the driver and its task, SIGKILL 3 s later.
+  most every ``log_interval_s`` while the job runs and once when it ends. With several tasks
+  the log's lines are prefixed with their task (``[worker:1] ...``) and split back into each
+  task's file (the driver's own lines go to the chief's).
+- **Kill**: ``stop_job``; Ray sends SIGTERM to the driver and its task, SIGKILL 3 s later. A
+  several-task driver stops every task, kills the actors and removes the placement group
+  before that.
 
-Not yet: plans of more than one task (PAI's ``-Dcluster`` ps/worker form) are refused with a
-BackendError, as are sandboxed plans (Ray runs every job as the cluster's user: isolation
-comes from a separate cluster per resource group, not from liqi's sandbox).
+Refused: sandboxed plans, with a BackendError (Ray runs every job as the cluster's user:
+isolation comes from a separate cluster per resource group, not from liqi's sandbox).
 """
 
 from __future__ import annotations
