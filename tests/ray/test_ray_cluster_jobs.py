@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sys
 import textwrap
 import uuid
@@ -26,7 +27,7 @@ from tests.jobs.test_distributed_tf import (
     run_tf1_between_graph_job,
     run_tf2_multi_worker_mirrored_job,
 )
-from tests.ray.test_ray_jobs import assert_nothing_left, wait_for_end
+from tests.ray.test_ray_jobs import assert_nothing_left, processes_of, wait_for_end
 from tests.support.ray_head import RayHead
 from tests.support.servers import LiveServer, live_server
 from tests.support.waiting import wait_until
@@ -94,22 +95,20 @@ def task_pids(plan: LaunchPlan) -> list[int]:
     return pids
 
 
-def alive_actors(head: RayHead, job_id: str) -> dict[str, str]:
-    """The job's task actors the dashboard's State API lists, by name: their state."""
-    answer = httpx.get(
-        f"{head.dashboard_url}/api/v0/actors",
-        params={
-            "limit": 1000,
-            "filter_keys": "state",
-            "filter_predicates": "=",
-            "filter_values": "ALIVE",
-        },
-        timeout=30,
-    )
-    answer.raise_for_status()
-    actors = answer.json()["data"]["result"]["result"]
-    prefix = f"liqi-{job_id}-"
-    return {a["name"]: a["state"] for a in actors if str(a.get("name", "")).startswith(prefix)}
+def ray_state(head: RayHead, job_id: str) -> dict[str, str]:
+    """What the dashboard's State API (``ray list actors``, ``ray list placement-groups``)
+    lists of the job: its live actors and its placement group unless removed, by name."""
+    found = {}
+    for kind in ("actors", "placement_groups"):
+        answer = httpx.get(
+            f"{head.dashboard_url}/api/v0/{kind}", params={"limit": 10000}, timeout=30
+        )
+        answer.raise_for_status()
+        for entry in answer.json()["data"]["result"]["result"]:
+            name, state = str(entry.get("name") or ""), entry["state"]
+            if name.startswith(f"liqi-{job_id}") and state not in ("DEAD", "REMOVED"):
+                found[name] = state
+    return found
 
 
 def no_task_survives(pids: list[int]) -> None:
@@ -142,13 +141,13 @@ def backend(ray_head: RayHead) -> RayJobBackend:
 
 
 def assert_ran_on_ray(backend: RayJobBackend, head: RayHead, job_id: str, tasks: str) -> None:
-    """The job was the Ray job liqi-<job_id>, which succeeded, and none of its actors lives."""
+    """The job was the Ray job liqi-<job_id>, which succeeded, and left no actor or group."""
     info = backend.client().get_job_info(submission_id(job_id))
     assert (info.status.value, info.metadata) == (
         "SUCCEEDED",
         {"liqi_job_id": job_id, "liqi_tasks": tasks},
     )
-    assert alive_actors(head, job_id) == {}
+    assert ray_state(head, job_id) == {}
 
 
 @pytest.mark.tf
@@ -173,7 +172,8 @@ def test_a_cluster_job_runs_an_actor_per_task_and_a_kill_leaves_nothing(
     plan = cluster_plan(tmp_path, workers=2, ps=1)
     handle = backend.launch(plan)
     wait_until(lambda: started(plan), "the three tasks to start", timeout_s=120, interval_s=0.1)
-    assert alive_actors(ray_head, plan.job_id) == {
+    assert ray_state(ray_head, plan.job_id) == {
+        f"liqi-{plan.job_id}": "CREATED",  # the placement group
         f"liqi-{plan.job_id}-worker-0": "ALIVE",
         f"liqi-{plan.job_id}-worker-1": "ALIVE",
         f"liqi-{plan.job_id}-ps-0": "ALIVE",
@@ -215,7 +215,7 @@ def test_a_cluster_job_runs_an_actor_per_task_and_a_kill_leaves_nothing(
     assert "released" not in "".join(task_logs(plan).values())
     no_task_survives(pids)
     assert_nothing_left(plan)
-    assert alive_actors(ray_head, plan.job_id) == {}
+    assert ray_state(ray_head, plan.job_id) == {}
 
 
 def test_a_failing_worker_fails_the_cluster_job_and_stops_the_others(
@@ -233,7 +233,7 @@ def test_a_failing_worker_fails_the_cluster_job_and_stops_the_others(
     assert logs["ps:0"].startswith("ps-0 (pid ")
     no_task_survives(task_pids(plan))
     assert_nothing_left(plan)
-    assert alive_actors(ray_head, plan.job_id) == {}
+    assert ray_state(ray_head, plan.job_id) == {}
 
 
 def test_a_cluster_job_bigger_than_the_cluster_fails_with_the_reason(
@@ -249,3 +249,27 @@ def test_a_cluster_job_bigger_than_the_cluster_fails_with_the_reason(
         "(worker:0 6 CPU, worker:1 6 CPU), and the whole cluster has 8 CPU and "
     ), reason
     assert task_logs(plan)["worker:0"].endswith(f"liqi: {reason}\n")
+
+
+def test_a_cluster_job_whose_driver_is_killed_outright_leaves_nothing(
+    backend: RayJobBackend, ray_head: RayHead, tmp_path: Path
+) -> None:
+    plan = cluster_plan(tmp_path, workers=2, ps=0)
+    handle = backend.launch(plan)
+
+    def running() -> bool:
+        return backend.status(handle, Path(plan.job_dir)).running and len(task_pids(plan)) == 2
+
+    wait_until(running, "the two tasks to start", timeout_s=120, interval_s=0.1)
+    pids = task_pids(plan)
+    drivers = [p for p in processes_of(plan) if "liqi.backends.ray_driver" in p.cmdline()]
+    assert len(drivers) == 1
+    drivers[0].send_signal(signal.SIGKILL)  # no SIGTERM, no clean-up of its own
+    status = wait_for_end(backend, handle, plan)
+    assert status.result is not None
+    assert status.result.state == "FAILED"
+    assert status.result.reason.startswith("liqi's driver on Ray ended without a result: ")
+    # Ray kills the actors of a dead driver; each task dies with its actor.
+    no_task_survives(pids)
+    assert_nothing_left(plan)
+    wait_until(lambda: ray_state(ray_head, plan.job_id) == {}, "the actors and group to be gone")

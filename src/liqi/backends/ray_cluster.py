@@ -6,11 +6,11 @@
    (else the plan's), ``memory`` the task's ``memory_mb`` when it has one. When their sum is
    more than the whole cluster has (``ray.cluster_resources()``) the job fails at once, naming
    both.
-2. **Placement.** One placement group for the job, strategy the plan's ``placement``: ``PACK``
-   (the default: as few nodes as possible) or ``SPREAD`` (as many). Both are best-effort in
-   Ray: a group that cannot be packed onto one node is spread, and the reverse. A group not
-   ready within ``placement_timeout_s`` (the cluster is busy, or no node is big enough for a
-   task) fails the job with what was asked and what is free.
+2. **Placement.** One placement group for the job, ``liqi-<job_id>``, strategy the plan's
+   ``placement``: ``PACK`` (the default: as few nodes as possible) or ``SPREAD`` (as many).
+   Both are best-effort in Ray: a group that cannot be packed onto one node is spread, and
+   the reverse. A group not ready within ``placement_timeout_s`` (the cluster is busy, or no
+   node is big enough for a task) fails the job with what was asked and what is free.
 3. **Addresses.** One actor per task (:class:`~liqi.backends.ray_task.TaskActor`, named
    ``liqi-<job_id>-<role>-<index>``) in its bundle. Each picks its node's IP and a port free
    there; once all have answered, every task is told the whole cluster (``TF_CONFIG`` and
@@ -254,7 +254,8 @@ class ClusterDriver:
         from ray.util.placement_group import placement_group
 
         strategy = self.plan.placement if self.plan.placement in PLACEMENTS else "PACK"
-        self.group = placement_group(bundles(self.plan), strategy=strategy)
+        name = f"liqi-{self.plan.job_id}"
+        self.group = placement_group(bundles(self.plan), strategy=strategy, name=name)
         try:
             self._gather([self.group.ready()], "placing", self.placement_timeout_s)
         except TimeoutError:
