@@ -55,9 +55,16 @@ HELD_TASK = """
 
 
 def cluster_plan(
-    root: Path, *, workers: int, ps: int, cpu: float = 1.0, env: dict[str, str] | None = None
+    root: Path,
+    *,
+    workers: int,
+    ps: int,
+    cpu: float = 1.0,
+    ps_shape: tuple[float | None, int | None] = (None, None),
+    env: dict[str, str] | None = None,
 ) -> LaunchPlan:
-    """A staged several-task job laid out as staging lays it out, tasks running HELD_TASK."""
+    """A staged several-task job laid out as staging lays it out, tasks running HELD_TASK;
+    ``ps_shape``: the ps tasks' own CPUs and MB."""
     job_id = f"j{uuid.uuid4().hex[:12]}"
     job_dir = root / job_id
     for name in ("inputs", "work", "logs"):
@@ -71,9 +78,10 @@ def cluster_plan(
         argv = (sys.executable, "-m", "liqi.training.launcher", str(script), "--job_name=stale")
         task_env = {"LIQI_JOB_ID": job_id, "LIQI_TASK": name, "ALL_TASKS": all_tasks, **(env or {})}
         log = str(job_dir / "logs" / f"{name.replace(':', '-')}.log")
-        tasks.append(
-            TaskSpec(name, argv, task_env, str(job_dir / "work"), log, name.startswith("ps"))
-        )
+        is_ps = name.startswith("ps")
+        task_cpu, memory_mb = ps_shape if is_ps else (None, None)
+        work = str(job_dir / "work")
+        tasks.append(TaskSpec(name, argv, task_env, work, log, is_ps, task_cpu, memory_mb))
     return LaunchPlan(job_id=job_id, job_dir=str(job_dir), tasks=tuple(tasks), cpu=cpu)
 
 
@@ -169,7 +177,9 @@ def test_tf2_multi_worker_mirrored_job_on_ray_trains_on_two_workers(
 def test_a_cluster_job_runs_an_actor_per_task_and_a_kill_leaves_nothing(
     backend: RayJobBackend, ray_head: RayHead, tmp_path: Path
 ) -> None:
-    plan = cluster_plan(tmp_path, workers=2, ps=1)
+    from ray.util.state import list_placement_groups
+
+    plan = cluster_plan(tmp_path, workers=2, ps=1, ps_shape=(0.5, 64))
     handle = backend.launch(plan)
     wait_until(lambda: started(plan), "the three tasks to start", timeout_s=120, interval_s=0.1)
     assert ray_state(ray_head, plan.job_id) == {
@@ -178,6 +188,18 @@ def test_a_cluster_job_runs_an_actor_per_task_and_a_kill_leaves_nothing(
         f"liqi-{plan.job_id}-worker-1": "ALIVE",
         f"liqi-{plan.job_id}-ps-0": "ALIVE",
     }
+    # A bundle per task: the workers get the job's cpu, the ps its own CPUs and memory.
+    (group,) = list_placement_groups(
+        address=ray_head.dashboard_url,
+        filters=[("name", "=", f"liqi-{plan.job_id}")],
+        detail=True,
+        raise_on_missing_output=False,
+    )
+    assert [b["unit_resources"] for b in group.bundles or []] == [
+        {"CPU": 1.0},
+        {"CPU": 1.0},
+        {"CPU": 0.5, "memory": 64.0 * 1024 * 1024},
+    ]
 
     def copied() -> bool:  # the backend copies the Ray job's log when asked for the status
         return backend.status(handle, Path(plan.job_dir)).running and len(task_pids(plan)) == 3
@@ -196,7 +218,7 @@ def test_a_cluster_job_runs_an_actor_per_task_and_a_kill_leaves_nothing(
     )
     pids = task_pids(plan)
 
-    # While it holds 3 of the head's 8 CPUs, a job of 2 x 3 CPUs fits the cluster but not
+    # While it holds 2.5 of the head's 8 CPUs, a job of 2 x 3 CPUs fits the cluster but not
     # what is free: its placement group is not ready within the backend's 3 s.
     waiting = cluster_plan(tmp_path, workers=2, ps=0, cpu=3)
     status = wait_for_end(backend, backend.launch(waiting), waiting)
@@ -204,7 +226,7 @@ def test_a_cluster_job_runs_an_actor_per_task_and_a_kill_leaves_nothing(
     assert status.result.state == "FAILED"
     assert status.result.reason.startswith(
         "the Ray cluster did not place the job's 2 tasks (worker:0 3 CPU, worker:1 3 CPU; "
-        "placement PACK) within 3 s: it has 5 CPU and "
+        "placement PACK) within 3 s: it has 5.5 CPU and "
     ), status.result.reason
 
     backend.cancel(handle)
