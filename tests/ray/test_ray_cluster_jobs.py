@@ -15,6 +15,7 @@ import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -244,7 +245,7 @@ def test_a_failing_worker_fails_the_cluster_job_and_stops_the_others(
     backend: RayJobBackend, ray_head: RayHead, tmp_path: Path
 ) -> None:
     plan = cluster_plan(tmp_path, workers=2, ps=1, env={"FAIL": "worker-1"})
-    handle = backend.launch(plan)
+    handle = backend.launch(replace(plan, placement="SPREAD"))  # one node: all on it
     status = wait_for_end(backend, handle, plan)
     assert status.result is not None
     assert status.result.state == "FAILED"

@@ -257,7 +257,9 @@ class ClusterDriver:
         name = f"liqi-{self.plan.job_id}"
         self.group = placement_group(bundles(self.plan), strategy=strategy, name=name)
         try:
-            self._gather([self.group.ready()], "placing", self.placement_timeout_s)
+            self._gather(
+                [self.group.ready()], "placing", self.placement_timeout_s, late=TimeoutError
+            )
         except TimeoutError:
             ray: Any = importlib.import_module("ray")
             free = ray.available_resources()
@@ -363,11 +365,16 @@ class ClusterDriver:
         return sum(p.rss_bytes for p in polls)
 
     def _gather(
-        self, refs: list[Any], what: str, timeout_s: float, *, stoppable: bool = True
+        self,
+        refs: list[Any],
+        what: str,
+        timeout_s: float,
+        *,
+        stoppable: bool = True,
+        late: type[Exception] = ClusterFailedError,
     ) -> list[Any]:
         """``ray.get(refs)`` in ticks: ClusterStoppedError on a kill (when ``stoppable``),
-        TimeoutError (for placing) or ClusterFailedError (for the rest) past ``timeout_s``,
-        ClusterFailedError when an actor died."""
+        ``late`` past ``timeout_s``, ClusterFailedError when an actor died."""
         import ray
 
         deadline = time.monotonic() + timeout_s
@@ -378,9 +385,7 @@ class ClusterDriver:
             if len(ready) == len(refs):
                 break
             if time.monotonic() > deadline:
-                if what == "placing":
-                    raise TimeoutError(what)
-                raise ClusterFailedError(f"{what} on Ray took over {timeout_s:g} s")
+                raise late(f"{what} on Ray took over {timeout_s:g} s")
         try:
             return list(ray.get(refs, timeout=CALL_TIMEOUT_S))
         except ray.exceptions.RayError as exc:
