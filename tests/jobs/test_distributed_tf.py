@@ -72,16 +72,14 @@ def still_running(pid: int, script: str) -> bool:
         return False
 
 
-@pytest.mark.timeout(300)
-def test_tf1_between_graph_job_trains_and_stops_its_parameter_server(
-    sqlite_server: LiveServer,
-) -> None:
-    home = sqlite_server.home
+def run_tf1_between_graph_job(home: Path, *options: str) -> str:
+    """`liqi pai` the TF1 between-graph example (``options``: more -D flags) and check that
+    it trained and that its parameter server was stopped; the job's id."""
     script = EXAMPLES / "mnist_between_graph_tf1.py"
     assert run(home, "resource", "add", str(script)).exit_code == 0
     result = run(home, "pai", "-name", "tensorflow",
                  f"-Dscript=odps://default/resources/{script.name}", VOLUMES,
-                 PS_AND_WORKERS)  # fmt: skip
+                 PS_AND_WORKERS, *options)  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "SUCCEEDED" in result.stderr
     job_id = last_job(home)
@@ -100,16 +98,24 @@ def test_tf1_between_graph_job_trains_and_stops_its_parameter_server(
     assert "ps 0 serving the variables" in ps
     assert not still_running(pid_in(ps), script.name)
     assert processes_in(home, job_id) == []
+    return job_id
 
 
 @pytest.mark.timeout(300)
-def test_tf2_multi_worker_mirrored_job_trains_on_two_workers(sqlite_server: LiveServer) -> None:
-    home = sqlite_server.home
+def test_tf1_between_graph_job_trains_and_stops_its_parameter_server(
+    sqlite_server: LiveServer,
+) -> None:
+    run_tf1_between_graph_job(sqlite_server.home)
+
+
+def run_tf2_multi_worker_mirrored_job(home: Path, *options: str) -> str:
+    """`liqi pai` the TF2 MultiWorkerMirroredStrategy example on two workers (``options``:
+    more -D flags) and check that both trained; the job's id."""
     script = EXAMPLES / "mnist_multiworker_tf2.py"
     assert run(home, "resource", "add", str(script)).exit_code == 0
     result = run(home, "pai", "-name", "tensorflow2",
                  f"-Dscript=odps://default/resources/{script.name}", VOLUMES,
-                 '-Dcluster={"worker":{"count":2}}')  # fmt: skip
+                 '-Dcluster={"worker":{"count":2}}', *options)  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "SUCCEEDED" in result.stderr
     job_id = last_job(home)
@@ -124,6 +130,12 @@ def test_tf2_multi_worker_mirrored_job_trains_on_two_workers(sqlite_server: Live
     assert "worker 1 of 2 joined" in other
     assert re.search(r"^worker 1 ran \d+ epochs of \d+ steps$", other, re.MULTILINE), other
     assert "accuracy:" not in other
+    return job_id
+
+
+@pytest.mark.timeout(300)
+def test_tf2_multi_worker_mirrored_job_trains_on_two_workers(sqlite_server: LiveServer) -> None:
+    run_tf2_multi_worker_mirrored_job(sqlite_server.home)
 
 
 FAILING_WORKER = """

@@ -40,8 +40,8 @@ def test_an_unknown_group_is_refused_and_nothing_is_created(
             admin.submit_job(script, resource_group="gpu")
         assert "Resource group 'gpu' does not exist. Resource groups: local, ray" in str(info.value)
         with pytest.raises(InvalidRequestError) as info:
-            admin.submit_job(script, resource_group="ray", cluster={"ps": 1, "workers": 2})
-        assert "runs one-task jobs for now" in str(info.value)
+            admin.submit_job(script, resource_group="gpu", cluster={"ps": 1, "workers": 2})
+        assert "Resource group 'gpu' does not exist" in str(info.value)
         assert admin.list_jobs() == []
 
 

@@ -258,13 +258,8 @@ def test_a_job_whose_driver_dies_fails_with_the_reason(
     assert_nothing_left(plan)
 
 
-def test_plans_the_ray_backend_cannot_run_yet_are_refused(
-    backend: RayJobBackend, tmp_path: Path
-) -> None:
+def test_a_sandboxed_plan_is_refused(backend: RayJobBackend, tmp_path: Path) -> None:
     plan = make_plan(tmp_path, "print('never')\n")
-    ps = replace(plan.tasks[0], name="ps:0", is_ps=True)
-    with pytest.raises(BackendError, match=r"one-task jobs for now.*\(chief, ps:0\)"):
-        backend.launch(replace(plan, tasks=(plan.tasks[0], ps)))
     with pytest.raises(BackendError, match="does not provide: Ray runs every job as the"):
         backend.launch(replace(plan, sandbox={"name": "job-x"}))
     known = {job.submission_id for job in backend.client().list_jobs()}

@@ -116,13 +116,10 @@ def test_an_unknown_group_is_refused_naming_the_groups() -> None:
     assert "Resource group 'gpu' does not exist. Resource groups: local, ray" in str(info.value)
 
 
-def test_a_cluster_job_on_a_ray_group_is_refused() -> None:
+def test_a_cluster_job_runs_in_a_ray_group_as_in_local() -> None:
     shape = ClusterShape(ps=1, workers=2)
-    with pytest.raises(InvalidRequestError) as info:
-        choose_group(spec("ray", shape), GROUPS, "local", ADMIN, sandboxed=False)
-    message = str(info.value)
-    assert "'ray' (ray at http://127.0.0.1:8265) runs one-task jobs" in message
-    assert "1 ps and 2 worker task(s) (-Dcluster)" in message
+    ray_group = choose_group(spec("ray", shape), GROUPS, "local", ADMIN, sandboxed=False)
+    assert ray_group.name == "ray"
     assert choose_group(spec("local", shape), GROUPS, "ray", ADMIN, sandboxed=False) == LOCAL_GROUP
 
 

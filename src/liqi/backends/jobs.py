@@ -24,6 +24,10 @@ class TaskSpec:
     cwd: str
     log: str
     is_ps: bool = False
+    # What a cluster backend reserves for this task alone (-Dcluster's cpu and memory); None:
+    # the plan's ``cpu``, and no memory reservation.
+    cpu: float | None = None
+    memory_mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class LaunchPlan:
     # A liqi.sandbox.SandboxPolicy as a dict: each task runs inside it (its env and name are
     # the task's); None runs the tasks as the supervisor's own user, unconfined.
     sandbox: dict[str, Any] | None = None
+    # How a cluster backend places a several-task plan's tasks on its nodes: "PACK" (as few
+    # nodes as possible) or "SPREAD" (as many); both best-effort.
+    placement: str = "PACK"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

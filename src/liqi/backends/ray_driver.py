@@ -1,8 +1,11 @@
-"""The driver of a liqi job on Ray: ``python -m liqi.backends.ray_driver JOB_DIR``.
+"""The driver of a liqi job on Ray:
+``python -m liqi.backends.ray_driver JOB_DIR [--placement-timeout-s SECONDS]``.
 
 It is the entrypoint of the Ray job that :class:`liqi.backends.ray_jobs.RayJobBackend`
 submits. It reads the job's ``plan.json``, runs its one task with the task's argv,
-environment and working folder, and writes ``result.json`` (a
+environment and working folder (a plan of several tasks, PAI's ``-Dcluster``, is run by
+:class:`liqi.backends.ray_cluster.ClusterDriver` instead: a placement group, an actor per
+task), and writes ``result.json`` (a
 :class:`~liqi.backends.jobs.TaskResult`, as the local supervisor does) before it exits with the
 task's exit code. The task's output goes to the driver's own stdout, which is the Ray job's
 log; the backend copies that log to the task's ``log`` path, where ``liqi job logs`` reads it.
@@ -26,20 +29,19 @@ also what the backend asks Ray to reserve (``entrypoint_memory``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 
-import psutil
-
 from liqi.backends.jobs import LaunchPlan, TaskResult, TaskSpec
+from liqi.backends.ray_cluster import PLACEMENT_TIMEOUT_S, ClusterDriver
+from liqi.backends.ray_task import die_with, exit_reason, tree_rss
 from liqi.training.supervisor import write_result
 
 PLAN_FILE = "plan.json"
@@ -48,7 +50,7 @@ TICK_S = 0.1
 # Ray sends SIGKILL 3 s after SIGTERM (RAY_JOB_STOP_WAIT_TIME_S): stop the task before that.
 STOP_GRACE_S = 2.0
 MB = 1024 * 1024
-PR_SET_PDEATHSIG = 1
+USAGE = "usage: python -m liqi.backends.ray_driver JOB_DIR [--placement-timeout-s SECONDS]"
 
 
 def _now() -> str:
@@ -57,43 +59,17 @@ def _now() -> str:
 
 def job_folder(argv: list[str]) -> Path:
     """The staged job folder. Later: fetched from the store into a node-local folder."""
-    if len(argv) != 2:
-        raise SystemExit("usage: python -m liqi.backends.ray_driver JOB_DIR")
+    if len(argv) not in (2, 4) or (len(argv) == 4 and argv[2] != "--placement-timeout-s"):
+        raise SystemExit(USAGE)
     return Path(argv[1])
 
 
-def _die_with(parent: int) -> Callable[[], None]:
-    """For the task, between fork and exec: SIGKILL when the driver dies (Linux). A driver
-    that died before this ran (``ray job stop`` SIGKILLs it 3 s after SIGTERM) is caught by
-    the parent check that follows."""
-
-    def arm() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return arm
-
-
-def _tree_rss(proc: subprocess.Popen[bytes]) -> int:
-    total = 0
-    with contextlib.suppress(psutil.Error):
-        parent = psutil.Process(proc.pid)
-        for member in [parent, *parent.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                total += member.memory_info().rss
-    return total
-
-
-def _exit_reason(code: int) -> str:
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"the script was killed by {name}"
-    return f"the script exited with code {code}"
+def placement_timeout(argv: list[str]) -> float:
+    """How long a several-task job waits for its placement group (the backend's setting)."""
+    try:
+        return float(argv[3]) if len(argv) == 4 else PLACEMENT_TIMEOUT_S
+    except ValueError:
+        raise SystemExit(USAGE) from None
 
 
 class Driver:
@@ -122,7 +98,7 @@ class Driver:
             stdin=subprocess.DEVNULL,
             stdout=sys.stdout.fileno(),
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with(os.getpid()),  # not thread-safe; the driver has no threads
+            preexec_fn=die_with(os.getpid()),  # not thread-safe; the driver has no threads
         )
         began = time.monotonic()
         limit = self.plan.memory_mb
@@ -134,8 +110,8 @@ class Driver:
             if code is not None:
                 if code == 0:
                     return self.result("SUCCEEDED", "", 0)
-                return self.result("FAILED", _exit_reason(code), code)
-            rss = _tree_rss(proc)
+                return self.result("FAILED", exit_reason(code), code)
+            rss = tree_rss(proc.pid)
             self.peak_rss = max(self.peak_rss, rss)
             if limit is not None and rss > limit * MB:
                 reason = (
@@ -171,17 +147,36 @@ class Driver:
         )
 
 
+def run_cluster(plan: LaunchPlan, driver: Driver, placement_timeout_s: float) -> TaskResult:
+    """A several-task plan: this process joins the Ray cluster as a driver and runs the tasks
+    as actors in a placement group (:mod:`liqi.backends.ray_cluster`)."""
+    import ray
+
+    logging.basicConfig(level=logging.WARNING, format="liqi: %(message)s")
+    # Quiet: the log is the tasks' output; the actors' own stdout is not forwarded to it.
+    # No ray.shutdown() here: Ray's exit hook does it once the result is written (a kill
+    # leaves 3 s for everything).
+    ray.init(log_to_driver=False, logging_level=logging.WARNING)
+    # ray.init installs its own SIGTERM handler (exit at once): a kill must stop the tasks.
+    signal.signal(signal.SIGTERM, driver.on_signal)
+    signal.signal(signal.SIGINT, driver.on_signal)
+    cluster = ClusterDriver(
+        plan, sys.stdout.buffer, driver.is_cancelled, placement_timeout_s=placement_timeout_s
+    )
+    return cluster.run()
+
+
 def main(argv: list[str]) -> int:
     job_dir = job_folder(argv)
     plan = LaunchPlan.from_json((job_dir / PLAN_FILE).read_text())
-    if len(plan.tasks) != 1:
-        sys.stderr.write(f"liqi's Ray driver runs one task; this plan has {len(plan.tasks)}\n")
-        return 2
     driver = Driver(plan)
     signal.signal(signal.SIGTERM, driver.on_signal)
     signal.signal(signal.SIGINT, driver.on_signal)
     try:
-        result = driver.run(plan.tasks[0])
+        if len(plan.tasks) == 1:
+            result = driver.run(plan.tasks[0])
+        else:
+            result = run_cluster(plan, driver, placement_timeout(argv))
     except Exception as exc:  # the job must always end with a result
         result = driver.result("FAILED", f"liqi's Ray driver failed: {exc!r}", None)
     write_result(job_dir, result)

@@ -2,7 +2,7 @@
 (``ray.job_submission.JobSubmissionClient``) at a cluster's dashboard address.
 
 The Ray job's entrypoint is liqi's own driver (:mod:`liqi.backends.ray_driver`), which runs
-the plan's task and reports how it ended. The job's files do not travel through Ray
+the plan's tasks and reports how they ended. The job's files do not travel through Ray
 (``runtime_env.working_dir`` goes through the GCS, which limits its size): for now the head is
 on this machine and the driver is given the staged job folder's path; on a cluster it will be
 given the job's store address and a scoped key and fetch the folder from liqi's store (see
@@ -12,21 +12,31 @@ changes then.
 - **Handle**: ``Handle("ray", "liqi-<job_id>")``, the Ray submission id. The backend keeps
   nothing else (a log-copy timer only), so a new backend object for the same address
   re-attaches to a job from its stored handle.
-- **Resources**: ``entrypoint_num_cpus`` from the plan's ``cpu``, ``entrypoint_memory`` from
-  its ``memory_mb``: Ray schedules the driver with them (Ray does not enforce memory; the
-  driver enforces ``memory_mb`` and ``timeout_s`` as the local supervisor does).
+- **Resources**: a one-task plan: ``entrypoint_num_cpus`` from the plan's ``cpu``,
+  ``entrypoint_memory`` from its ``memory_mb``: Ray schedules the driver with them (Ray does
+  not enforce memory; the driver enforces ``memory_mb`` and ``timeout_s`` as the local
+  supervisor does).
+- **Several tasks** (PAI's ``-Dcluster`` ps/worker form): the driver reserves nothing; it
+  places one placement group with a bundle per task (strategy the plan's ``placement``,
+  ``PACK`` by default) and runs each task in an actor of its own, told the cluster's addresses
+  on the actors' nodes (:mod:`liqi.backends.ray_cluster`). A plan bigger than the cluster, or
+  not placed within ``placement_timeout_s``, fails with what it asked and what the cluster
+  has.
 - **States**: Ray's PENDING and RUNNING are running; SUCCEEDED, FAILED and STOPPED end the
   job with the driver's ``result.json`` when it wrote one, else (the driver died, was killed,
   or Ray stopped it first) FAILED or CANCELLED with what Ray says. A submission id Ray does not
   know (the job was deleted, or the head restarted without its state) ends the job as LOST.
 - **Logs**: the Ray job's log (the driver's stdout: the task's output) is copied to the task's
   ``log`` file, where ``liqi job logs`` reads it: appended from the length already copied, at
-  most every ``log_interval_s`` while the job runs and once when it ends.
-- **Kill**: ``stop_job``; Ray sends SIGTERM to the driver and its task, SIGKILL 3 s later.
+  most every ``log_interval_s`` while the job runs and once when it ends. With several tasks
+  the log's lines are prefixed with their task (``[worker:1] ...``) and split back into each
+  task's file (the driver's own lines go to the chief's).
+- **Kill**: ``stop_job``; Ray sends SIGTERM to the driver and its task, SIGKILL 3 s later. A
+  several-task driver stops every task, kills the actors and removes the placement group
+  before that.
 
-Not yet: plans of more than one task (PAI's ``-Dcluster`` ps/worker form) are refused with a
-BackendError, as are sandboxed plans (Ray runs every job as the cluster's user: isolation
-comes from a separate cluster per resource group, not from liqi's sandbox).
+Refused: sandboxed plans, with a BackendError (Ray runs every job as the cluster's user:
+isolation comes from a separate cluster per resource group, not from liqi's sandbox).
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from liqi.backends.jobs import Backend, Handle, LaunchPlan, RunStatus, TaskResult
+from liqi.backends.ray_cluster import PLACEMENT_TIMEOUT_S, split_task_output
 from liqi.errors import BackendError
 
 if TYPE_CHECKING:
@@ -126,9 +137,11 @@ class RayJobBackend(Backend):
         request_timeout_s: float = 10.0,
         log_interval_s: float = 1.0,
         python: str = sys.executable,
+        placement_timeout_s: float = PLACEMENT_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.address = address
+        self.placement_timeout_s = placement_timeout_s
         self.request_timeout_s = request_timeout_s
         self.log_interval_s = log_interval_s
         self.python = python
@@ -148,13 +161,6 @@ class RayJobBackend(Backend):
             self._client = None
 
     def launch(self, plan: LaunchPlan) -> Handle:
-        if len(plan.tasks) != 1:
-            names = ", ".join(t.name for t in plan.tasks)
-            raise BackendError(
-                f"The ray backend runs one-task jobs for now; job {plan.job_id} has "
-                f"{len(plan.tasks)} tasks ({names}). Run PAI -Dcluster (ps/worker) jobs on the "
-                "local backend until the Ray form of -Dcluster lands."
-            )
         if plan.sandbox is not None:
             raise BackendError(
                 f"Job {plan.job_id} asks for liqi's sandbox, which the ray backend does not "
@@ -165,15 +171,19 @@ class RayJobBackend(Backend):
         (job_dir / PLAN_FILE).write_text(plan.to_json())
         (job_dir / RESULT_FILE).unlink(missing_ok=True)
         ref = submission_id(plan.job_id)
-        entrypoint = shlex.join([self.python, "-m", "liqi.backends.ray_driver", str(job_dir)])
-        options: dict[str, Any] = {
-            "entrypoint": entrypoint,
-            "submission_id": ref,
-            "metadata": {"liqi_job_id": plan.job_id, "liqi_task": plan.tasks[0].name},
-            "entrypoint_num_cpus": plan.cpu,
-        }
-        if plan.memory_mb is not None:
-            options["entrypoint_memory"] = plan.memory_mb * MB
+        driver = [self.python, "-m", "liqi.backends.ray_driver", str(job_dir)]
+        options: dict[str, Any] = {"submission_id": ref}
+        if len(plan.tasks) == 1:
+            options["metadata"] = {"liqi_job_id": plan.job_id, "liqi_task": plan.tasks[0].name}
+            options["entrypoint_num_cpus"] = plan.cpu
+            if plan.memory_mb is not None:
+                options["entrypoint_memory"] = plan.memory_mb * MB
+        else:
+            # The driver only coordinates: the tasks' resources are their placement group's.
+            names = ",".join(t.name for t in plan.tasks)
+            options["metadata"] = {"liqi_job_id": plan.job_id, "liqi_tasks": names}
+            driver += ["--placement-timeout-s", f"{self.placement_timeout_s:g}"]
+        options["entrypoint"] = shlex.join(driver)
         client = self.client()
         try:
             client.submit_job(**options)
@@ -255,14 +265,23 @@ class RayJobBackend(Backend):
             self._logs_copied_at.pop(ref, None)
         try:
             plan = LaunchPlan.from_json((job_dir / PLAN_FILE).read_text())
-            log = Path(plan.tasks[0].log)
             data = _user_output(self.client().get_job_logs(ref))
-            have = log.stat().st_size if log.exists() else 0
-            if len(data) > have:
-                with open(log, "ab") as fh:
-                    fh.write(data[have:])
+            if len(plan.tasks) == 1:
+                _append_new(Path(plan.tasks[0].log), data)
+            else:
+                parts = split_task_output(data, [t.name for t in plan.tasks])
+                for task in plan.tasks:
+                    _append_new(Path(task.log), parts[task.name])
         except (OSError, ValueError, RuntimeError, BackendError) as exc:
             logger.warning("ray job %s: cannot copy its log: %s", ref, exc)
+
+
+def _append_new(log: Path, data: bytes) -> None:
+    """Append what ``data`` (a task's whole output so far) has beyond the log's length."""
+    have = log.stat().st_size if log.exists() else 0
+    if len(data) > have:
+        with open(log, "ab") as fh:
+            fh.write(data[have:])
 
 
 def _result_from_ray(info: JobDetails, state: str) -> TaskResult:

@@ -19,7 +19,7 @@ from liqi.cli.output import echo_json
 from liqi.client import Client
 from liqi.client.jobs import JobInfo
 from liqi.core.odps import parse_resource_uri
-from liqi.core.pai_command import PaiCommand, parse_hyper_parameters, parse_pai
+from liqi.core.pai_command import ClusterSpec, PaiCommand, parse_hyper_parameters, parse_pai
 from liqi.core.refs import parse_oss_uri
 
 
@@ -78,8 +78,24 @@ def job_request(client: Client, cmd: PaiCommand, project: str | None) -> tuple[s
     if cmd.resource_group is not None:
         options["resource_group"] = cmd.resource_group
     if cmd.cluster is not None:
-        options["cluster"] = {"ps": cmd.cluster.ps_count, "workers": cmd.cluster.worker_count}
+        options["cluster"] = cluster_options(cmd.cluster)
     return script, options
+
+
+def cluster_options(cluster: ClusterSpec) -> dict[str, Any]:
+    """``-Dcluster`` as the API's ``cluster``: counts, CPUs (PAI counts 100 per core), MB."""
+    options: dict[str, Any] = {"ps": cluster.ps_count, "workers": cluster.worker_count}
+    for role, cpu, memory_mb in (
+        ("ps", cluster.ps_cpu, cluster.ps_memory_mb),
+        ("worker", cluster.worker_cpu, cluster.worker_memory_mb),
+    ):
+        if cpu:
+            options[f"{role}_cpu"] = cpu / 100
+        if memory_mb:
+            options[f"{role}_memory_mb"] = memory_mb
+    if cluster.placement != "PACK":
+        options["placement"] = cluster.placement
+    return options
 
 
 def run_pai(client: Client, cmd: PaiCommand, project: str | None, *, wait: bool = True) -> JobInfo:

@@ -101,9 +101,11 @@ class JobMethods:
         """Submit a job running ``script`` (``odps://<project>/resources/<name>`` or
         ``oss://...``). ``options`` are the JobSpec fields: ``args``, ``datasets``, ``buckets``,
         ``checkpoint_dir``, ``hyper_parameters``, ``env``, ``resources`` (``cpu``,
-        ``memory_mb``, ``gpu``, ``timeout_s``), ``cluster`` (``ps``, ``workers``),
-        ``tf1_compat``, ``entry_file``, ``model_name``, ``resource_group`` (where it runs:
-        ``liqi server status`` lists the groups; the server's default when left out).
+        ``memory_mb``, ``gpu``, ``timeout_s``), ``cluster`` (``ps``, ``workers``; on a Ray
+        group also ``ps_cpu``, ``ps_memory_mb``, ``worker_cpu``, ``worker_memory_mb`` and
+        ``placement``: ``PACK`` or ``SPREAD``), ``tf1_compat``, ``entry_file``,
+        ``model_name``, ``resource_group`` (where it runs: ``liqi server status`` lists the
+        groups; the server's default when left out).
         """
         body = {
             "project": project or self.project,

@@ -55,10 +55,17 @@ class Resources:
 
 @dataclass(frozen=True)
 class ClusterShape:
-    """Between-graph PS/worker training: how many of each task."""
+    """Between-graph PS/worker training: how many of each task, what a cluster resource
+    group reserves for each (CPUs, MB; None: the job's ``cpu``, no memory reservation) and
+    how it places them ("PACK" or "SPREAD"). The local group runs them all on this machine."""
 
     ps: int = 0
     workers: int = 1
+    ps_cpu: float | None = None
+    ps_memory_mb: int | None = None
+    worker_cpu: float | None = None
+    worker_memory_mb: int | None = None
+    placement: str = "PACK"
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,8 @@ class ClusterSpec:
     worker_cpu: int | None = None
     worker_memory_mb: int | None = None
     worker_gpu: int | None = None
+    # liqi's own key: how a cluster resource group (Ray) places the tasks on its nodes.
+    placement: str = "PACK"
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,8 @@ def framework_kind(name: str) -> FrameworkKind:
 # --- -Dcluster ---------------------------------------------------------------------------------
 
 _ROLE_KEYS = {"count": "count", "cpu": "cpu", "memory": "memory_mb", "gpu": "gpu"}
+#: ``-Dcluster``'s ``placement`` (liqi's, not PAI's): Ray placement-group strategies.
+PLACEMENTS = ("PACK", "SPREAD")
 
 
 # A -Dcluster is two levels deep ({"worker": {"count": 2}}); deeper nesting is refused before
@@ -281,9 +285,14 @@ def parse_cluster(value: str) -> ClusterSpec:
         raise _cluster_error(value, f"it is not JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise _cluster_error(value, "it is not a JSON object")
-    unknown = sorted(set(data) - {"ps", "worker"})
+    unknown = sorted(set(data) - {"ps", "worker", "placement"})
     if unknown:
         raise _cluster_error(value, f"unknown role {unknown[0]!r} (accepted: 'ps', 'worker')")
+    placement = data.get("placement", "PACK")
+    if placement not in PLACEMENTS:
+        raise _cluster_error(
+            value, f"placement must be one of {', '.join(PLACEMENTS)}, not {placement!r}"
+        )
     ps = _role(value, "ps", data["ps"]) if "ps" in data else {"count": 0}
     worker = _role(value, "worker", data.get("worker", {"count": 0}))
     if worker["count"] == 0:
@@ -293,6 +302,7 @@ def parse_cluster(value: str) -> ClusterSpec:
         worker_count=worker.pop("count"),
         **{f"ps_{key}": number for key, number in ps.items()},
         **{f"worker_{key}": number for key, number in worker.items()},
+        placement=placement,
     )
 
 

@@ -150,7 +150,12 @@ def last_error_line(log: Path) -> str:
         tail = read_tail(log, _TAIL_BYTES).decode("utf-8", errors="replace")
     except OSError:
         return ""
-    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return last_error_in(tail)
+
+
+def last_error_in(text: str) -> str:
+    """The last error line of ``text`` (see :func:`last_error_line`), else its last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     errors = [line for line in lines if _ERROR_LINE.match(line)]
     chosen = errors[-1] if errors else (lines[-1] if lines else "")
     return chosen[:500]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
@@ -34,6 +35,11 @@ class ClusterIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ps: int = Field(default=0, ge=0, le=16)
     workers: int = Field(default=1, ge=1, le=32)
+    ps_cpu: float | None = Field(default=None, gt=0)
+    ps_memory_mb: int | None = Field(default=None, gt=0)
+    worker_cpu: float | None = Field(default=None, gt=0)
+    worker_memory_mb: int | None = Field(default=None, gt=0)
+    placement: Literal["PACK", "SPREAD"] = "PACK"
 
 
 class JobIn(BaseModel):

@@ -91,12 +91,6 @@ def choose_group(
         )
     if group.backend == LOCAL:
         return group
-    if spec.cluster is not None:
-        raise InvalidRequestError(
-            f"Resource group {group.describe()} runs one-task jobs for now; this job asks for "
-            f"{spec.cluster.ps} ps and {spec.cluster.workers} worker task(s) (-Dcluster). Run "
-            f"it in the 'local' group (-DresourceGroup=local)."
-        )
     if sandboxed and not who.is_superuser:
         raise PermissionDeniedError(
             f"Resource group {group.describe()} runs jobs as the Ray cluster's user, without "

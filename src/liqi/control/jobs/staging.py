@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,6 +32,7 @@ from liqi.control.storage import buckets, datasets, resources
 from liqi.core.jobs import JobSpec
 from liqi.core.odps import parse_resource_uri, parse_volume_uri
 from liqi.core.refs import parse_oss_uri
+from liqi.core.tf_cluster import ClusterHosts, addressed
 from liqi.errors import InvalidRequestError, UploadCancelledError
 from liqi.sandbox import SandboxPolicy
 from liqi.stores.base import ObjectReader, Store, file_chunks
@@ -225,21 +226,23 @@ def build_plan(
             "chief", (*base, *flags), {**env, "LIQI_TASK": "chief"}, work, str(logs / "chief.log")
         )
         return _plan(job_id, job_dir, spec, (task,), sandbox)
-    ports = free_ports(spec.cluster.ps + spec.cluster.workers)
-    ps_hosts = [f"127.0.0.1:{p}" for p in ports[: spec.cluster.ps]]
-    worker_hosts = [f"127.0.0.1:{p}" for p in ports[spec.cluster.ps :]]
-    cluster = {"worker": worker_hosts, **({"ps": ps_hosts} if ps_hosts else {})}
+    # Addresses on this machine; a cluster backend (Ray) gives the tasks their own instead.
+    ports = [f"127.0.0.1:{p}" for p in free_ports(spec.cluster.ps + spec.cluster.workers)]
+    hosts = ClusterHosts(ps=tuple(ports[: spec.cluster.ps]), worker=tuple(ports[spec.cluster.ps :]))
     tasks = []
-    for role, hosts in (("worker", worker_hosts), ("ps", ps_hosts)):
-        for index in range(len(hosts)):
-            tf_config = json.dumps({"cluster": cluster, "task": {"type": role, "index": index}})
-            argv = (*base, *flags, f"--ps_hosts={','.join(ps_hosts)}",
-                    f"--worker_hosts={','.join(worker_hosts)}", f"--job_name={role}",
-                    f"--task_index={index}")  # fmt: skip
-            task_env = {**env, "TF_CONFIG": tf_config, "LIQI_TASK": f"{role}:{index}"}
+    for role, count in (("worker", len(hosts.worker)), ("ps", len(hosts.ps))):
+        for index in range(count):
+            name = f"{role}:{index}"
+            argv, task_env = addressed((*base, *flags), {**env, "LIQI_TASK": name}, hosts, name)
             log = str(logs / f"{role}-{index}.log")
-            tasks.append(TaskSpec(f"{role}:{index}", argv, task_env, work, log, role == "ps"))
-    return _plan(job_id, job_dir, spec, tuple(tasks), sandbox)
+            cpu, memory_mb = (
+                (spec.cluster.ps_cpu, spec.cluster.ps_memory_mb)
+                if role == "ps"
+                else (spec.cluster.worker_cpu, spec.cluster.worker_memory_mb)
+            )
+            tasks.append(TaskSpec(name, argv, task_env, work, log, role == "ps", cpu, memory_mb))
+    plan = _plan(job_id, job_dir, spec, tuple(tasks), sandbox)
+    return replace(plan, placement=spec.cluster.placement)
 
 
 def _plan(
