@@ -81,8 +81,8 @@ class Placement:
         if group is None:
             known = ", ".join(g.name for g in self.groups)
             raise InvalidRequestError(
-                f"Resource group {name!r} ({flag}) does not exist. Resource groups: {known} "
-                "(`liqi server status` lists them; leave it out for the server's default)."
+                f"Resource group {name!r} does not exist. Resource groups: {known} (name one "
+                f"with {flag}, or leave it out for the default; `liqi server status` lists them)."
             )
         assigned = dict(self.projects).get(project) == group.name
         if group.backend != LOCAL and self.sandboxed and not (superuser or assigned):

@@ -27,7 +27,8 @@ def test_the_workloads_own_group_then_its_projects_then_the_servers() -> None:
 def test_an_unknown_group_is_refused_naming_the_flag_and_the_groups() -> None:
     with pytest.raises(InvalidRequestError) as caught:
         Placement(GROUPS).choose("eas-r-abc", project="p", superuser=True, flag="metadata.resource")
-    assert "'eas-r-abc' (metadata.resource)" in caught.value.message
+    assert "'eas-r-abc' does not exist" in caught.value.message
+    assert "name one with metadata.resource" in caught.value.message
     assert "local, ray" in caught.value.message
 
 

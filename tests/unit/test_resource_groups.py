@@ -22,6 +22,7 @@ from liqi.errors import (
 from liqi.resource_groups import (
     LOCAL_GROUP,
     GroupHealth,
+    Placement,
     ResourceGroup,
     parse_resource_groups,
     probe,
@@ -105,30 +106,30 @@ GROUPS = (LOCAL_GROUP, RAY)
 
 
 def test_a_job_without_a_group_gets_the_servers_default() -> None:
-    assert choose_group(spec(), GROUPS, "ray", ADMIN, sandboxed=False) == RAY
-    assert choose_group(spec(), GROUPS, "local", USER, sandboxed=True) == LOCAL_GROUP
-    assert choose_group(spec("local"), GROUPS, "ray", USER, sandboxed=True) == LOCAL_GROUP
+    assert choose_group(spec(), Placement(GROUPS, "ray", False), ADMIN) == RAY
+    assert choose_group(spec(), Placement(GROUPS, "local", True), USER) == LOCAL_GROUP
+    assert choose_group(spec("local"), Placement(GROUPS, "ray", True), USER) == LOCAL_GROUP
 
 
 def test_an_unknown_group_is_refused_naming_the_groups() -> None:
     with pytest.raises(InvalidRequestError) as info:
-        choose_group(spec("gpu"), GROUPS, "local", ADMIN, sandboxed=False)
+        choose_group(spec("gpu"), Placement(GROUPS, "local", False), ADMIN)
     assert "Resource group 'gpu' does not exist. Resource groups: local, ray" in str(info.value)
 
 
 def test_a_cluster_job_runs_in_a_ray_group_as_in_local() -> None:
     shape = ClusterShape(ps=1, workers=2)
-    ray_group = choose_group(spec("ray", shape), GROUPS, "local", ADMIN, sandboxed=False)
+    ray_group = choose_group(spec("ray", shape), Placement(GROUPS, "local", False), ADMIN)
     assert ray_group.name == "ray"
-    assert choose_group(spec("local", shape), GROUPS, "ray", ADMIN, sandboxed=False) == LOCAL_GROUP
+    assert choose_group(spec("local", shape), Placement(GROUPS, "ray", False), ADMIN) == LOCAL_GROUP
 
 
 def test_a_sandboxed_server_lets_only_superusers_use_a_ray_group() -> None:
     with pytest.raises(PermissionDeniedError) as info:
-        choose_group(spec("ray"), GROUPS, "local", USER, sandboxed=True)
+        choose_group(spec("ray"), Placement(GROUPS, "local", True), USER)
     assert "without liqi's sandbox" in str(info.value)
-    assert choose_group(spec("ray"), GROUPS, "local", ADMIN, sandboxed=True) == RAY
-    assert choose_group(spec("ray"), GROUPS, "local", USER, sandboxed=False) == RAY
+    assert choose_group(spec("ray"), Placement(GROUPS, "local", True), ADMIN) == RAY
+    assert choose_group(spec("ray"), Placement(GROUPS, "local", False), USER) == RAY
 
 
 def test_health_of_local_is_ok_and_of_an_unreachable_head_the_error() -> None:

@@ -29,7 +29,7 @@ def script_uri(client: Client, script: str, project: str | None, group: str | No
             f"Script {script!r} is not a file here, nor odps://<project>/resources/<name> "
             "nor oss://<bucket>/<key>."
         )
-    client.check_resource_group(group)  # a job that cannot run uploads nothing
+    client.check_resource_group(group, project)  # a job that cannot run uploads nothing
     added = client.add_resource(path, force=True, project=project)
     click.echo(f"Uploaded {path} as {added.uri}", err=True)
     return added.uri

@@ -115,11 +115,16 @@ class JobMethods:
         }
         return _job(self._request("POST", "/api/v1/jobs", json=body))
 
-    def check_resource_group(self, name: str | None = None) -> dict[str, Any]:
-        """The resource group a job naming ``name`` (None: the server's default) would run in,
-        checked as a submission is: raises ResourceGroupUnavailableError when its Ray head
-        does not answer, InvalidRequestError when there is no such group."""
+    def check_resource_group(
+        self, name: str | None = None, project: str | None = None
+    ) -> dict[str, Any]:
+        """The resource group a job of ``project`` naming ``name`` (None: the project's
+        default, else the server's) would run in, checked as a submission is: raises
+        ResourceGroupUnavailableError when its Ray head does not answer, InvalidRequestError
+        when there is no such group."""
         params = {"name": name} if name else {}
+        if project:
+            params["project"] = project
         group: dict[str, Any] = self._request("GET", "/api/v1/resource-groups/check", params=params)
         return group
 

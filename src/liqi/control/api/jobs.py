@@ -122,24 +122,21 @@ def _ready_group(spec: JobSpec, p: ControlPlane, who: Principal) -> ResourceGrou
     """The group ``spec`` runs in, checked for ``who``, and able to take a job now: a job its
     group cannot run is refused before anything is created."""
     settings = p.settings
-    group = catalog.choose_group(
-        spec,
-        settings.resource_groups,
-        settings.resource_group,
-        who,
-        sandboxed=p.isolation == "sandbox",
-    )
+    group = catalog.choose_group(spec, p.placement, who)
     p.group_health.require(group, settings.resource_groups)
     return group
 
 
 @router.get("/resource-groups/check")
-def check_resource_group(p: PlaneDep, who: Who, name: str | None = None) -> GroupOut:
-    """The group a job naming ``name`` (none: the server's default) would run in, checked as a
+def check_resource_group(
+    p: PlaneDep, who: Who, name: str | None = None, project: str = ""
+) -> GroupOut:
+    """The group a job of ``project`` naming ``name`` (none: the project's default group, else
+    the server's) would run in, checked as a
     submission is (unknown: 400, not for ``who``: 403, head down: 503). The CLI asks it before
     it uploads a local script, so that a job that cannot run leaves nothing behind."""
     p.check_may_run_code(who, "submit jobs")
-    group = _ready_group(JobSpec(name="", project="", script="", resource_group=name), p, who)
+    group = _ready_group(JobSpec(name="", project=project, script="", resource_group=name), p, who)
     return GroupOut(
         name=group.name,
         backend=group.backend,

@@ -20,8 +20,8 @@ from liqi.control.storage import buckets, datasets, resources
 from liqi.core.jobs import ClusterShape, JobSpec, JobState, Resources, check_transition
 from liqi.core.odps import parse_resource_uri, parse_volume_uri
 from liqi.core.refs import parse_oss_uri
-from liqi.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
-from liqi.resource_groups import LOCAL, ResourceGroup
+from liqi.errors import InvalidRequestError, NotFoundError
+from liqi.resource_groups import LOCAL, Placement, ResourceGroup
 from liqi.stores.local import LocalStore
 
 JOB_NAME_MAX = 128
@@ -71,34 +71,15 @@ def validate(session: Session, who: Principal, spec: JobSpec, volumes_store: Loc
     return project
 
 
-def choose_group(
-    spec: JobSpec,
-    groups: tuple[ResourceGroup, ...],
-    default: str,
-    who: Principal,
-    *,
-    sandboxed: bool,
-) -> ResourceGroup:
-    """The resource group ``spec`` runs in (its own, else the server's ``default``), checked
-    for ``spec`` and ``who``. Raises before anything is created."""
-    wanted = spec.resource_group or default
-    group = next((g for g in groups if g.name == wanted), None)
-    if group is None:
-        known = ", ".join(g.name for g in groups)
-        raise InvalidRequestError(
-            f"Resource group {wanted!r} does not exist. Resource groups: {known} "
-            "(-DresourceGroup=NAME; `liqi server status` lists them)."
-        )
-    if group.backend == LOCAL:
-        return group
-    if sandboxed and not who.is_superuser:
-        raise PermissionDeniedError(
-            f"Resource group {group.describe()} runs jobs as the Ray cluster's user, without "
-            "liqi's sandbox, so on this server (isolation 'sandbox') only a superuser key may "
-            "submit to it. Use the 'local' group (-DresourceGroup=local) or ask the operator "
-            "(docs/ray.md, Security)."
-        )
-    return group
+def choose_group(spec: JobSpec, placement: Placement, who: Principal) -> ResourceGroup:
+    """The resource group ``spec`` runs in (its own, else its project's, else the server's
+    default), checked for ``who``. Raises before anything is created."""
+    return placement.choose(
+        spec.resource_group,
+        project=spec.project,
+        superuser=who.is_superuser,
+        flag="-DresourceGroup=NAME",
+    )
 
 
 def _check_script(session: Session, who: Principal, spec: JobSpec) -> None:
