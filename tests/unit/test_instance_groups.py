@@ -123,3 +123,13 @@ def test_an_unreachable_cluster_is_a_clear_error_and_leaves_no_secret(tmp_path: 
     assert "http://127.0.0.1:9" in str(caught.value)
     assert not (tmp_path / "i" / "launch.json").exists()
     backend.close()
+
+
+def test_a_dashboard_that_does_not_answer_changes_no_instance(tmp_path: Path) -> None:
+    """Neither EXITED (the instance may serve on) nor an exception in the reconciler: the
+    phase it had, with the reason."""
+    backend = RayInstanceBackend("http://127.0.0.1:9", request_timeout_s=2)
+    status = backend.status(InstanceHandle("ray", "liqi-svc-v1-abc-0000"), spec(tmp_path, "ray"))
+    assert status.phase is InstancePhase.STARTING
+    assert "http://127.0.0.1:9" in status.reason
+    backend.close()

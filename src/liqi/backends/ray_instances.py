@@ -95,7 +95,7 @@ class RayInstanceBackend(InstanceBackend):
         self._lock = threading.Lock()
         self._listing: dict[str, dict[str, Any]] = {}
         self._listed_at = -1e9
-        self._ready: set[str] = set()
+        self._ready: dict[str, str] = {}  # ref -> URL, once /readyz answered
         self._launched_at: dict[str, float] = {}
 
     def _jobs(self) -> JobSubmissionClient:
@@ -149,7 +149,18 @@ class RayInstanceBackend(InstanceBackend):
     # -- status ---------------------------------------------------------------------------
 
     def status(self, handle: InstanceHandle, spec: InstanceSpec) -> InstanceStatus:
+        """As Ray's State API tells. A dashboard that does not answer changes nothing: a
+        READY instance stays READY (its node may well serve on), another stays STARTING,
+        with the reason; a head that comes back without its state ends them (no record)."""
         ref = handle.ref
+        try:
+            return self._status(ref, spec)
+        except BackendError as exc:
+            url = self._ready.get(ref)
+            phase = InstancePhase.STARTING if url is None else InstancePhase.READY
+            return InstanceStatus(phase, url=url, reason=exc.message)
+
+    def _status(self, ref: str, spec: InstanceSpec) -> InstanceStatus:
         actor = self._live_actors().get(ref)
         if actor is None:
             actor = self._actor_named(ref)
@@ -162,11 +173,11 @@ class RayInstanceBackend(InstanceBackend):
             url = url_of(str(actor.get("repr_name") or ""))
             if url is None:
                 return InstanceStatus(InstancePhase.STARTING)
-            if ref in self._ready or self._answers_ready(url):
-                self._ready.add(ref)
+            if self._ready.get(ref) == url or self._answers_ready(url):
+                self._ready[ref] = url
                 return InstanceStatus(InstancePhase.READY, url=url)
             return InstanceStatus(InstancePhase.STARTING, url=url)
-        self._ready.discard(ref)
+        self._ready.pop(ref, None)
         self._launched_at.pop(ref, None)
         return _dead(actor, spec)
 
@@ -248,7 +259,7 @@ class RayInstanceBackend(InstanceBackend):
 
     def stop(self, handle: InstanceHandle, spec: InstanceSpec, *, grace_s: float = 30.0) -> None:
         ref = handle.ref
-        self._ready.discard(ref)
+        self._ready.pop(ref, None)
         stopper = f"{ref}-stop-{secrets.token_hex(2)}"
         self._submit(stopper, ["stop", ref, repr(grace_s)], f"stop instance {spec.instance_id}")
         with self._lock:

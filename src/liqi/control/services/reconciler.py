@@ -133,7 +133,11 @@ class Reconciler(Ticker):
                 self._note_error(service_id, exc)
 
     def _note_error(self, service_id: int, exc: Exception) -> None:
-        message = f"internal error while reconciling: {type(exc).__name__}: {exc}"
+        message = (
+            f"cannot reconcile now: {exc.message}"  # e.g. a Ray head that does not answer
+            if isinstance(exc, LiqiError)
+            else f"internal error while reconciling: {type(exc).__name__}: {exc}"
+        )
         try:
             with self.sessions.begin() as session:
                 service = session.get(Service, service_id)
