@@ -201,29 +201,31 @@ def test_a_service_on_a_ray_group_whose_head_is_down_is_refused_and_nothing_is_c
 def test_a_projects_default_group_takes_its_jobs_and_services(tmp_path: Path) -> None:
     """LIQI_PROJECT_RESOURCE_GROUPS: the project's jobs and services that name no group go to
     its group (here a Ray head that is down: refused, naming it), others' to the server's."""
-    with live_server(
-        tmp_path / "home",
-        None,
-        isolation="none",
-        resource_groups=DEAD_RAY,
-        project_groups="vision=ray",
-    ) as live:
-        with live.admin() as admin:
-            admin.create_project("vision")
-            script = add_script(admin, tmp_path, "hello.py", "print('hello')\n")
-            with pytest.raises(ResourceGroupUnavailableError, match="'ray'"):
-                admin.check_resource_group(project="vision")
-            assert admin.check_resource_group(project="default")["name"] == "local"
-            vision_script = admin.add_resource(tmp_path / "hello.py", project="vision").uri
-            with pytest.raises(ResourceGroupUnavailableError, match="cannot take jobs"):
-                admin.submit_job(vision_script, project="vision")
-            service = {
-                "name": "vision_svc",
-                "model_path": "oss://models/m/",
-                "processor": "tensorflow_cpu",
-                "metadata": {"instance": 0},
-            }
-            with pytest.raises(ResourceGroupUnavailableError, match="cannot take services"):
-                admin.create_service(service, project="vision")
-            assert run_job(admin, script).resource_group == "local"
-            assert admin.list_jobs(project="vision") == []
+    with (
+        live_server(
+            tmp_path / "home",
+            None,
+            isolation="none",
+            resource_groups=DEAD_RAY,
+            project_groups="vision=ray",
+        ) as live,
+        live.admin() as admin,
+    ):
+        admin.create_project("vision")
+        script = add_script(admin, tmp_path, "hello.py", "print('hello')\n")
+        with pytest.raises(ResourceGroupUnavailableError, match="'ray'"):
+            admin.check_resource_group(project="vision")
+        assert admin.check_resource_group(project="default")["name"] == "local"
+        vision_script = admin.add_resource(tmp_path / "hello.py", project="vision").uri
+        with pytest.raises(ResourceGroupUnavailableError, match="cannot take jobs"):
+            admin.submit_job(vision_script, project="vision")
+        service = {
+            "name": "vision_svc",
+            "model_path": "oss://models/m/",
+            "processor": "tensorflow_cpu",
+            "metadata": {"instance": 0},
+        }
+        with pytest.raises(ResourceGroupUnavailableError, match="cannot take services"):
+            admin.create_service(service, project="vision")
+        assert run_job(admin, script).resource_group == "local"
+        assert admin.list_jobs(project="vision") == []

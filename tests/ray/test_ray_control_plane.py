@@ -17,7 +17,7 @@ from liqi.backends.jobs import LaunchPlan
 from liqi.backends.ray_jobs import submission_id
 from liqi.cli import main
 from liqi.client import Client
-from liqi.errors import PermissionDeniedError
+from liqi.errors import InvalidRequestError, PermissionDeniedError
 from liqi.sandbox import sandbox_available
 from tests.support.ray_head import RayHead
 from tests.support.servers import LiveServer, live_server
@@ -98,6 +98,17 @@ def test_a_failing_job_on_ray_fails_with_the_reason_and_uploads_nothing(
         assert done.exit_code == 3
         assert done.reason == "the script exited with code 3"
         assert admin.list_objects("models").objects == ()
+
+
+def test_a_job_bigger_than_any_node_is_refused_at_submit(
+    ray_server: LiveServer, tmp_path: Path
+) -> None:
+    with ray_server.admin() as admin:
+        script = add_script(admin, tmp_path, "small.py", "print('hi')\n")
+        with pytest.raises(InvalidRequestError) as caught:
+            admin.submit_job(script, resources={"cpu": 64})
+        assert "The job asks for 64 CPU, and no node of resource group 'ray'" in str(caught.value)
+        assert admin.list_jobs() == []
 
 
 def test_a_job_on_ray_is_killed(ray_server: LiveServer, tmp_path: Path) -> None:

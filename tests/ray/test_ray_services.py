@@ -20,11 +20,12 @@ import pytest
 from liqi.backends.ray_instance_actor import NAMESPACE
 from liqi.client import Client
 from liqi.datasets.mnist_reader import builtin_dir, read_data_sets
-from liqi.errors import InvalidRequestError, NotFoundError
+from liqi.errors import InvalidRequestError
 from tests.services.conftest import (
     PROJECT,
     seed_model,
     seed_spec,
+    seeded_plane,
     wait_running,
     wait_until,
 )
@@ -59,20 +60,9 @@ def plane(
 ) -> Iterator[LiveServer]:
     """The services tests' control plane, with every service on the Ray head by default."""
     home = tmp_path_factory.mktemp("ray-svc") / "home"
-    try:
-        with ray_plane(home, ray_head) as live:
-            with live.admin() as client:
-                seed_model(client, mnist_saved_model)
-            yield live
-            with live.admin() as client:
-                names = [info.name for info in client.list_services()]
-                for name in names:
-                    with contextlib.suppress(NotFoundError):
-                        client.delete_service(name)
-                for name in names:
-                    client.wait_service_deleted(name, timeout_s=90)
-    finally:
-        kill_instances(home)
+    groups = {"resource_groups": ray_groups(ray_head), "resource_group": "ray"}
+    with seeded_plane(home, mnist_saved_model, **groups) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +138,12 @@ def test_an_unknown_resource_group_is_refused_naming_the_groups(admin: Client) -
     assert "'eas-r-123'" in str(caught.value)
     assert "local, ray" in str(caught.value)
     assert "ray_nowhere" not in {s.name for s in admin.list_services()}
+    # An instance no node could take (the head has 8 CPUs) would wait in Ray for ever.
+    big = seed_spec("ray_too_big", metadata={"instance": 1, "cpu": 64, "memory": 2000})
+    with pytest.raises(InvalidRequestError) as caught:
+        admin.create_service(big, project=PROJECT)
+    assert "asks for 64 CPU and 2000 MB, and no node of resource group 'ray'" in str(caught.value)
+    assert "ray_too_big" not in {s.name for s in admin.list_services()}
 
 
 @pytest.mark.parametrize("how", ["metadata.resource", "project default"])

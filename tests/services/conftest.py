@@ -69,16 +69,15 @@ def upload_model(client: Client, model_dir: Path, bucket: str, prefix: str) -> N
             client.put_object(bucket, f"{prefix}{path.relative_to(model_dir)}", path)
 
 
-@pytest.fixture(scope="module")
-def plane(
-    tmp_path_factory: pytest.TempPathFactory, mnist_saved_model: Path
-) -> Iterator[LiveServer]:
-    """A control plane with project svc_tests and oss://svc-models/models/1/ = the MNIST model."""
-    home = tmp_path_factory.mktemp("svc") / "home"
+@contextlib.contextmanager
+def seeded_plane(home: Path, model_dir: Path, **server: Any) -> Iterator[LiveServer]:
+    """A control plane (``live_server`` with ``server``'s options) with project svc_tests and
+    oss://svc-models/models/1/ = ``model_dir``; the services left running are deleted and
+    their instances killed at the end."""
     try:
-        with live_server(home, None) as live:
+        with live_server(home, None, **server) as live:
             with live.admin() as admin:
-                seed_model(admin, mnist_saved_model)
+                seed_model(admin, model_dir)
             yield live
             with live.admin() as admin:  # stop what the tests left running
                 names = [info.name for info in admin.list_services()]
@@ -86,9 +85,18 @@ def plane(
                     with contextlib.suppress(NotFoundError):
                         admin.delete_service(name)
                 for name in names:
-                    admin.wait_service_deleted(name, timeout_s=60)
+                    admin.wait_service_deleted(name, timeout_s=90)
     finally:
         kill_instances(home)
+
+
+@pytest.fixture(scope="module")
+def plane(
+    tmp_path_factory: pytest.TempPathFactory, mnist_saved_model: Path
+) -> Iterator[LiveServer]:
+    """A control plane with project svc_tests and oss://svc-models/models/1/ = the MNIST model."""
+    with seeded_plane(tmp_path_factory.mktemp("svc") / "home", mnist_saved_model) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,22 @@ def _ray_cli() -> str:
     return on_path
 
 
+def _ray_start(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """``ray start ...`` in a session of its own (every daemon it starts stays in it), its
+    output to ``log``."""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+
+
 @dataclass
 class RayHead:
     temp_dir: Path
@@ -82,18 +98,8 @@ class RayHead:
             "--disable-usage-stats",
             f"--temp-dir={self.temp_dir}",
         ]  # fmt: skip
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-        env.pop("RAY_ADDRESS", None)
         log = self.temp_dir / "ray-start.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # every daemon it starts stays in this session
-            )
+        proc = _ray_start(command, log)
         self.session_id = proc.pid
         try:
             code = proc.wait(timeout=START_TIMEOUT_S)
@@ -138,18 +144,8 @@ class RayHead:
             "--object-store-memory=100000000",
             "--disable-usage-stats",
         ]  # fmt: skip
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-        env.pop("RAY_ADDRESS", None)
         log = self.temp_dir / f"ray-node-{manager}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        proc = _ray_start(command, log)
         code = proc.wait(timeout=START_TIMEOUT_S)
         node = RayNode(proc.pid, manager)
         if code != 0:

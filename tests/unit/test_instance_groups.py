@@ -133,3 +133,30 @@ def test_a_dashboard_that_does_not_answer_changes_no_instance(tmp_path: Path) ->
     assert status.phase is InstancePhase.STARTING
     assert "http://127.0.0.1:9" in status.reason
     backend.close()
+
+
+def test_capacity_refuses_what_no_node_could_take() -> None:
+    from liqi.backends.ray_capacity import Capacity, NodeSize, too_big
+    from liqi.errors import InvalidRequestError
+
+    nodes = [NodeSize(8, 20_000, "10.0.0.1"), NodeSize(2, 64_000, "10.0.0.2")]
+    assert not too_big(nodes, 8, 20_000)
+    assert not too_big(nodes, 2, 60_000)
+    assert too_big(nodes, 4, 30_000)  # CPUs on one node, memory on the other: never placed
+    assert too_big([], 1, None)
+    asked: list[str] = []
+
+    def ask(address: str, timeout_s: float) -> list[NodeSize] | None:
+        asked.append(address)
+        return nodes if address == "http://known" else None
+
+    capacity = Capacity(ask=ask, clock=lambda: 0.0)
+    capacity.require("http://known", "'ray'", "The job", 8, None)
+    with pytest.raises(InvalidRequestError) as caught:
+        capacity.require("http://known", "'ray'", "The job", 9, 1000)
+    assert caught.value.message.startswith(
+        "The job asks for 9 CPU and 1000 MB, and no node of resource group 'ray' has that much "
+        "(its 2 node(s): the largest has 8 CPU and 20000 MB (10.0.0.1))."
+    )
+    capacity.require("http://unknown", "'x'", "The job", 99, None)  # cannot tell: Ray decides
+    assert asked == ["http://known", "http://unknown"]  # remembered within its ttl

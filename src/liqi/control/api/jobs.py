@@ -17,7 +17,7 @@ from liqi.control.jobs import catalog
 from liqi.control.server.plane import ControlPlane
 from liqi.core.jobs import ClusterShape, JobSpec, JobState, Resources
 from liqi.errors import InvalidRequestError
-from liqi.resource_groups import ResourceGroup
+from liqi.resource_groups import LOCAL, ResourceGroup
 
 router = APIRouter(prefix="/api/v1")
 LOG_CHUNK_MAX = 1024 * 1024
@@ -124,6 +124,10 @@ def _ready_group(spec: JobSpec, p: ControlPlane, who: Principal) -> ResourceGrou
     settings = p.settings
     group = catalog.choose_group(spec, p.placement, who)
     p.group_health.require(group, settings.resource_groups)
+    if group.backend != LOCAL and spec.cluster is None and spec.script:  # -Dcluster: its driver
+        resources = spec.resources
+        where = group.describe()
+        p.capacity.require(group.address, where, "The job", resources.cpu, resources.memory_mb)
     return group
 
 

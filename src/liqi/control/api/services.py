@@ -21,7 +21,7 @@ from liqi.control.services import catalog
 from liqi.core.names import Role
 from liqi.errors import InvalidRequestError, NotFoundError
 from liqi.logs.reading import read_log
-from liqi.resource_groups import SERVICE_ELSEWHERE
+from liqi.resource_groups import LOCAL, SERVICE_ELSEWHERE
 
 router = APIRouter(prefix="/api/v1")
 
@@ -166,8 +166,9 @@ Document = Annotated[dict[str, Any], Body(description="The EAS service JSON.")]
 
 
 def _check_group(p: ControlPlane, who: Principal, document: dict[str, Any], project: str) -> None:
-    """The Ray group the document names (or its project's, or the server's) must answer now:
-    else 503 before anything is created. A malformed value is left to the spec's checks."""
+    """The Ray group the document names (or its project's, or the server's) must answer now
+    (else 503) and have a node an instance fits on (else 400), before anything is created. A
+    malformed value is left to the spec's checks."""
     metadata = document.get("metadata")
     wanted = metadata.get("resource") if isinstance(metadata, dict) else None
     if wanted is not None and not isinstance(wanted, str):
@@ -178,6 +179,12 @@ def _check_group(p: ControlPlane, who: Principal, document: dict[str, Any], proj
     p.group_health.require(
         group, p.settings.resource_groups, work="services", elsewhere=SERVICE_ELSEWHERE
     )
+    if group.backend != LOCAL and isinstance(metadata, dict):
+        cpu, memory = metadata.get("cpu", 1), metadata.get("memory")
+        if isinstance(cpu, int | float) and isinstance(memory, int | float | None):
+            where, what = group.describe(), "Each instance (metadata.cpu, metadata.memory)"
+            memory_mb = None if memory is None else int(memory)
+            p.capacity.require(group.address, where, what, float(cpu), memory_mb)
 
 
 @router.post("/services", status_code=201)

@@ -18,6 +18,7 @@ from liqi.backends.instances import InstanceBackend
 from liqi.backends.jobs import Backend
 from liqi.backends.local_instances import LocalInstanceBackend
 from liqi.backends.local_jobs import LocalBackend
+from liqi.backends.ray_capacity import Capacity
 from liqi.backends.ray_instances import RayInstanceBackend
 from liqi.backends.ray_jobs import RayJobBackend
 from liqi.config import ServerSettings
@@ -55,6 +56,7 @@ class ControlPlane:
     routes: RouteTable = field(default_factory=RouteTable)
     fetches: FetchPolicy = field(default_factory=FetchPolicy)  # what specs may make it reach
     group_health: GroupHealth = field(default_factory=GroupHealth)  # asked before a job is taken
+    capacity: Capacity = field(default_factory=Capacity)  # what a Ray group's nodes have
     isolation: str = "none"  # "sandbox": user code runs in liqi.sandbox
     url: str = ""  # where it listens, once it does (endpoints are printed with it)
     started_at: datetime = field(default_factory=utcnow)
