@@ -165,22 +165,37 @@ def test_pai_resource_group_flag_runs_the_job_on_ray(
 def test_server_status_lists_the_groups_with_their_health(
     ray_head: RayHead, tmp_path: Path
 ) -> None:
-    env = {"LIQI_RESOURCE_GROUPS": ray_groups(ray_head), "LIQI_RESOURCE_GROUP": "ray"}
+    env = {
+        "LIQI_RESOURCE_GROUPS": ray_groups(ray_head),
+        "LIQI_RESOURCE_GROUP": "ray",
+        "LIQI_PROJECT_RESOURCE_GROUPS": "vision=ray,tabular=local",
+    }
     home = str(tmp_path / "home")
     result = cli("--home", home, "server", "status", "--output", "json", env=env)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["resource_groups"] == [
-        {"name": "local", "backend": "local", "address": None, "default": False, "health": "ok"},
+        {
+            "name": "local",
+            "backend": "local",
+            "address": None,
+            "default": False,
+            "projects": ["tabular"],
+            "health": "ok",
+        },
         {
             "name": "ray",
             "backend": "ray",
             "address": ray_head.dashboard_url,
             "default": True,
+            "projects": ["vision"],
             "health": "ok",
         },
     ]
     text = cli("--home", home, "server", "status", env=env).stdout
-    assert f"  ray (default): ray at {ray_head.dashboard_url}, ok" in text
+    assert (
+        f"  ray (default): ray at {ray_head.dashboard_url}, ok; default of project(s) vision"
+        in (text)
+    )
 
 
 def test_a_sandboxed_server_takes_ray_jobs_from_superusers_only(
@@ -200,7 +215,9 @@ def test_a_sandboxed_server_takes_ray_jobs_from_superusers_only(
             script = member.add_resource(path, project="members").uri
             with pytest.raises(PermissionDeniedError) as info:
                 member.submit_job(script, project="members", resource_group="ray")
-            assert "runs jobs as the Ray cluster's user, without liqi's sandbox" in str(info.value)
+            assert "runs user code as the Ray cluster's user, without liqi's sandbox" in str(
+                info.value
+            )
             assert member.list_jobs(project="members") == []
         # A superuser's job on Ray: its plan has no sandbox (Ray would refuse one).
         job = admin.submit_job(script, project="members", resource_group="ray")

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 
 from liqi.backends.ray_instance_actor import NAMESPACE
@@ -31,6 +32,7 @@ from tests.services.conftest import (
 )
 from tests.services.test_services_live import (  # noqa: F401  (the same tests, on Ray)
     Hammer,
+    _pid_of,
     test_a_killed_instance_is_restarted_and_the_crash_is_kept,
     test_memory_over_the_limit_fails_the_service,
     test_modify_and_scale_under_load_fail_no_request,
@@ -125,6 +127,8 @@ def test_ray_lists_each_instance_as_a_detached_actor_sized_by_the_spec(
         assert actor["required_resources"]["CPU"] == 2.0
         assert actor["required_resources"]["memory"] == 1500 * 2**20
         assert actor["repr_name"] == f"LiqiInstance({instance.url})"
+        # The server runs at the normal priority, not at Ray workers' nice 15.
+        assert psutil.Process(_pid_of(plane, instance.id)).nice() == 0
     admin.delete_service("ray_sized")
     admin.wait_service_deleted("ray_sized", timeout_s=90)
     names = {a["name"] for a in liqi_actors(ray_head, state="ALIVE")}

@@ -176,6 +176,9 @@ def launch(instance_dir: Path, name: str) -> None:
         "max_restarts": 0,
         "max_concurrency": 2,  # stop() while nothing else runs; the watcher is a thread
         "num_cpus": spec.cpu if spec.cpu is not None else 1,
+        # A model server at the normal priority, not Ray's workers' nice 15 (the priority of
+        # Ray's job drivers, which the Jobs API sets the same way).
+        "runtime_env": {"env_vars": {"RAY_worker_niceness": "0"}},
     }
     if spec.memory_mb is not None:
         options["memory"] = spec.memory_mb * MB
