@@ -28,7 +28,8 @@ changes then.
   know (the job was deleted, or the head restarted without its state) ends the job as LOST.
 - **Logs**: the Ray job's log (the driver's stdout: the task's output) is copied to the task's
   ``log`` file, where ``liqi job logs`` reads it: appended from the length already copied, at
-  most every ``log_interval_s`` while the job runs and once when it ends. With several tasks
+  most every ``log_interval_s`` while the job runs (at every runner tick until its first
+  output is there) and once when it ends. With several tasks
   the log's lines are prefixed with their task (``[worker:1] ...``) and split back into each
   task's file (the driver's own lines go to the chief's).
 - **Kill**: ``stop_job``; Ray sends SIGTERM to the driver and its task, SIGKILL 3 s later. A
@@ -149,6 +150,7 @@ class RayJobBackend(Backend):
         self._client: JobSubmissionClient | None = None
         self._lock = threading.Lock()
         self._logs_copied_at: dict[str, float] = {}
+        self._has_output: set[str] = set()  # jobs whose first output was copied
 
     def client(self) -> JobSubmissionClient:
         with self._lock:
@@ -256,16 +258,22 @@ class RayJobBackend(Backend):
             ) from None
 
     def _copy_logs(self, ref: str, job_dir: Path, *, final: bool) -> None:
-        """Append what the Ray job's log has beyond what the task's log file holds."""
+        """Append what the Ray job's log has beyond what the task's log file holds: at every
+        call until the job's first output is there (a user waits for that first line), then
+        at most every ``log_interval_s``."""
         now = self.clock()
-        if not final and now - self._logs_copied_at.get(ref, -1e18) < self.log_interval_s:
+        waited = now - self._logs_copied_at.get(ref, -1e18)
+        if not final and ref in self._has_output and waited < self.log_interval_s:
             return
         self._logs_copied_at[ref] = now
         if final:
             self._logs_copied_at.pop(ref, None)
+            self._has_output.discard(ref)
         try:
             plan = LaunchPlan.from_json((job_dir / PLAN_FILE).read_text())
             data = _user_output(self.client().get_job_logs(ref))
+            if data and not final:
+                self._has_output.add(ref)
             if len(plan.tasks) == 1:
                 _append_new(Path(plan.tasks[0].log), data)
             else:
