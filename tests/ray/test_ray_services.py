@@ -133,6 +133,13 @@ def test_ray_lists_each_instance_as_a_detached_actor_sized_by_the_spec(
     admin.wait_service_deleted("ray_sized", timeout_s=90)
     names = {a["name"] for a in liqi_actors(ray_head, state="ALIVE")}
     assert not {n for n in names if "ray_sized" in n}
+    # Their launch jobs are gone from Ray's job list (the stop jobs too, once ended).
+    launches = [
+        j.submission_id
+        for j in JobSubmissionClient(ray_head.dashboard_url).list_jobs()
+        if "ray_sized" in (j.submission_id or "") and not j.submission_id.endswith("-stop")
+    ]
+    assert launches == []
 
 
 def test_an_unknown_resource_group_is_refused_naming_the_groups(admin: Client) -> None:

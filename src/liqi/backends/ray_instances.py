@@ -18,8 +18,9 @@ only, so a lost head makes instances unreachable but never stops the control pla
   EXITED with the reason its watcher wrote (``exit.json``, out of memory...) or, when the
   folder is not on this machine, with Ray's cause (the node died, killed...). Before the
   actor exists, the launch job's state says whether it is on its way or failed.
-- **Stop**: a short Ray job (``ray_instance_actor stop``) SIGTERMs the server and kills the
-  actor after ``grace_s``. Returns at once.
+- **Stop**: a short Ray job (``ray_instance_actor stop``, ``<handle>-stop``) SIGTERMs the
+  server and kills the actor after ``grace_s``. Returns at once. Once the actor is DEAD its
+  launch and stop jobs are deleted from Ray's job list (best effort).
 
 Files: the instance's folder (staged processor, warm-up file, ``instance.log``, ``state.json``)
 is the control plane's ``LIQI_HOME/services/...``: the nodes must see it at the same path,
@@ -104,7 +105,9 @@ class RayInstanceBackend(InstanceBackend):
                 self._client = _connect(self.address, self.request_timeout_s)
             return self._client
 
-    def _submit(self, ref: str, argv: list[str], what: str) -> None:
+    def _submit(self, ref: str, argv: list[str], what: str, *, again_ok: bool = False) -> None:
+        """Submit the Ray job ``ref``; ``again_ok``: one of that id already exists (asked
+        before) is fine."""
         try:
             self._jobs().submit_job(
                 entrypoint=shlex.join([self.python, "-m", ACTOR_MODULE, *argv]),
@@ -113,12 +116,23 @@ class RayInstanceBackend(InstanceBackend):
                 entrypoint_num_cpus=0,
             )
         except (OSError, RuntimeError, ValueError) as exc:
+            if again_ok and "already exists" in str(exc):
+                return
             with self._lock:
                 self._client = None
             raise BackendError(
                 f"Cannot reach the Ray cluster at {self.address} to {what}: "
                 f"{str(exc).rstrip('.')}. Is its head running (docs/ray.md)?"
             ) from None
+
+    def _forget_jobs(self, ref: str) -> None:
+        """Delete the ended launch and stop jobs of a gone instance (best effort), so that
+        ``ray job list`` does not grow by two entries for every instance ever started."""
+        for job in (ref, f"{ref}-stop"):
+            try:
+                self._jobs().delete_job(job)
+            except (OSError, RuntimeError, ValueError, BackendError) as exc:
+                log.debug("ray job %s not deleted: %s", job, exc)
 
     # -- start ----------------------------------------------------------------------------
 
@@ -179,6 +193,7 @@ class RayInstanceBackend(InstanceBackend):
             return InstanceStatus(InstancePhase.STARTING, url=url)
         self._ready.pop(ref, None)
         self._launched_at.pop(ref, None)
+        self._forget_jobs(ref)
         return _dead(actor, spec)
 
     def _before_actor(self, ref: str, spec: InstanceSpec) -> InstanceStatus:
@@ -260,8 +275,8 @@ class RayInstanceBackend(InstanceBackend):
     def stop(self, handle: InstanceHandle, spec: InstanceSpec, *, grace_s: float = 30.0) -> None:
         ref = handle.ref
         self._ready.pop(ref, None)
-        stopper = f"{ref}-stop-{secrets.token_hex(2)}"
-        self._submit(stopper, ["stop", ref, repr(grace_s)], f"stop instance {spec.instance_id}")
+        what = f"stop instance {spec.instance_id}"
+        self._submit(f"{ref}-stop", ["stop", ref, repr(grace_s)], what, again_ok=True)
         with self._lock:
             self._listed_at = -1e9
 
