@@ -8,24 +8,30 @@ a local instance, on one control plane that has both groups, in one run.
    then ``--rounds`` rounds, Ray and local alternating (the order reversed every other
    round). For each create, where the time went, in seconds from the create call: the
    instance handed to its backend (the control plane's ``started_at``: staged, and for Ray
-   the launch job submitted), the Ray launch job's end (its driver created the actor, Ray's
-   Jobs API), the actor's constructor (it writes ``spec.json`` in the instance's folder just
-   before it starts ``liqi serve``: the actor becomes ALIVE), the ``liqi serve`` process
-   started (its create time), the instance seen ready by the control plane (``ready_at``,
-   ``/readyz`` 200) and the first prediction.
+   the launch job submitted), the Ray launch job's end (Ray's Jobs API), ``liqi serve``
+   started (the mtime of the instance's ``spec.json``, which the local backend and the Ray
+   actor's constructor each write just before they start it; the actor is ALIVE then), the
+   instance seen ready by the control plane (``ready_at``, ``/readyz`` 200) and the first
+   prediction; and the CPU seconds used up to then by the instance's ``liqi serve``, by this
+   process (the control plane, the polling client, the sampler of the head's processes) and
+   by the Ray head's other processes.
 2. ``throughput``: one service of each kind running side by side, wrk (``benchmarks/serving``'s
    request.lua, ``--duration-s`` per point, as ``benchmarks/gateway``) with the 1-row TF
    Serving JSON body through the gateway (``/api/predict/<service>/v1/models/<service>:predict``)
    at 1 and 64 connections, Ray and local alternating in each round; medians, and Ray / local.
+   Before it, what differs between the two ``liqi serve`` processes (nice value, CPU affinity,
+   threads, environment variable names).
 
 The Ray head is a throwaway one (``tests/support/ray_head.RayHead``: free loopback ports, a
 temp dir, its own session), stopped by killing exactly its processes; the instances are
 stopped by deleting their services. The run ends by listing what is left of either (none
-expected). The control plane keeps no standby server unless ``--standby`` (an instance on Ray
-never uses one, so without it both kinds start cold). Prints Markdown tables.
+expected). The control plane's isolation is ``none`` unless ``--isolation sandbox`` (a Ray
+instance is never sandboxed, so both kinds run the same unconfined ``liqi serve``), and it keeps
+no standby server unless ``--standby`` (an instance on Ray never uses one, so without it both
+kinds start cold). Prints Markdown tables; the head's summed RSS at the end.
 
 Run: .venv/bin/python benchmarks/ray_services.py [--rounds 3] [--throughput-rounds 2]
-         [--duration-s 10] [--standby]
+         [--duration-s 10] [--isolation none|sandbox] [--standby]
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,13 +78,19 @@ KINDS = ("ray", "local")
 CONNECTIONS = (1, 64)
 PROJECT, BUCKET = "bench", "bench"
 DELETE_TIMEOUT_S = 90.0
-#: the stages of a create, in order; None where a kind has no such stage
+#: the stages of a create, in order (a local create has no launch job)
 STAGES = (
     ("submitted", "handed to the backend"),
     ("job_ended", "launch job ended"),
     ("process", "`liqi serve` started (Ray: in the actor's constructor)"),
     ("ready", "ready (control plane)"),
     ("first", "first prediction"),
+)
+
+CPU_PARTS = (
+    ("instance", "the instance's `liqi serve`"),
+    ("plane", "this process: the control plane, the polling client, the CPU sampler"),
+    ("head", "the Ray head's processes (the instance excepted)"),
 )
 
 
@@ -101,6 +114,56 @@ class Create:
     kind: str
     stages: dict[str, float | None] = field(default_factory=dict)  # seconds from the create
     cold: bool = True  # local: not a standby server
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds up to the prediction
+
+
+class HeadCpu:
+    """CPU seconds the Ray head's processes (daemons, workers, job supervisors and drivers)
+    use while it runs, the instances' ``liqi serve`` excepted: their times sampled every
+    ``interval_s`` (a process that lives less than that is missed)."""
+
+    def __init__(self, head: RayHead, interval_s: float = 0.5) -> None:
+        self.head, self.interval_s = head, interval_s
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> HeadCpu:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self._sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def _sample(self) -> None:
+        for process in self.head.processes():
+            try:
+                if "--instance-id" in process.cmdline():
+                    continue
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            self.first.setdefault(process.pid, times.user + times.system)
+            self.last[process.pid] = times.user + times.system
+
+    @property
+    def used_s(self) -> float:
+        return sum(self.last[pid] - self.first[pid] for pid in self.last)
+
+
+def cpu_s(process: psutil.Process | None) -> float:
+    if process is None:
+        return float("nan")
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def measure_create(
@@ -109,9 +172,12 @@ def measure_create(
     name = f"mnist_{kind}"
     url = f"{server.url}/api/predict/{name}"
     began = time.time()
-    first = first_prediction_s(
-        url, body, lambda: admin.create_service(spec(kind, name), project=PROJECT)
-    )
+    plane_before = cpu_s(psutil.Process())
+    with HeadCpu(head) as around:
+        first = first_prediction_s(
+            url, body, lambda: admin.create_service(spec(kind, name), project=PROJECT)
+        )
+        plane_used = cpu_s(psutil.Process()) - plane_before
     info = admin.get_service(name)
     instance = info.instances[0]
     folder = server.home / "services" / name / instance.id
@@ -124,6 +190,11 @@ def measure_create(
 
     created.stages["submitted"] = since(instance.started_at)
     created.stages["ready"] = since(instance.ready_at)
+    created.cpu_s = {
+        "instance": cpu_s(serve_process(folder)),
+        "plane": plane_used,
+        "head": around.used_s,
+    }
     created.stages["first"] = first
     # spec.json is written just before `liqi serve` is started: by the local backend's
     # start, or by the Ray actor's constructor (then the actor is ALIVE)
@@ -176,7 +247,8 @@ def measure_creates(
             found[kind].append(created)
             print(f"  round {n + 1} {kind}: " + ", ".join(
                 f"{key} {value:.2f}" for key, value in created.stages.items()
-                if value is not None) + ("" if created.cold else " (standby)"),
+                if value is not None) + ("" if created.cold else " (standby)") + "; CPU s "
+                + ", ".join(f"{key} {value:.2f}" for key, value in created.cpu_s.items()),
                 flush=True)  # fmt: skip
     return found
 
@@ -197,6 +269,11 @@ def report_creates(found: dict[str, list[Create]]) -> None:
         ray, local = medians
         extra = f"{ray - local:+.2f}" if ray is not None and local is not None else ""
         print(f"| {label} | {' | '.join(cells)} | {extra} |")
+    print("\n| CPU seconds up to the first prediction (median) | " + " | ".join(KINDS) + " |")
+    print("|---|---|---|")
+    for key, label in CPU_PARTS:
+        cells = [f"{statistics.median(c.cpu_s[key] for c in found[kind]):.2f}" for kind in KINDS]
+        print(f"| {label} | {' | '.join(cells)} |")
 
 
 def stage_median(creates: list[Create], key: str) -> float | None:
