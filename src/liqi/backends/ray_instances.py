@@ -98,6 +98,7 @@ class RayInstanceBackend(InstanceBackend):
         self._listed_at = -1e9
         self._ready: dict[str, str] = {}  # ref -> URL, once /readyz answered
         self._launched_at: dict[str, float] = {}
+        self._asked_at: dict[str, float] = {}  # when Ray was last asked about one instance
 
     def _jobs(self) -> JobSubmissionClient:
         with self._lock:
@@ -177,9 +178,18 @@ class RayInstanceBackend(InstanceBackend):
     def _status(self, ref: str, spec: InstanceSpec) -> InstanceStatus:
         actor = self._live_actors().get(ref)
         if actor is None:
+            # Not among the live ones: ask Ray about this one (DEAD, or not made yet), at most
+            # every ``listing_ttl_s`` * 2 while it is launching.
+            now = self.clock()
+            if now - self._asked_at.get(ref, -1e9) < 2 * self.listing_ttl_s:
+                return InstanceStatus(InstancePhase.STARTING)
+            self._asked_at[ref] = now
             actor = self._actor_named(ref)
         if actor is None:
-            return self._before_actor(ref, spec)
+            status = self._before_actor(ref, spec)
+            if status.phase is InstancePhase.EXITED:
+                self._asked_at.pop(ref, None)
+            return status
         state = actor.get("state", "")
         if state in WAITING:
             return InstanceStatus(InstancePhase.STARTING)
@@ -193,6 +203,7 @@ class RayInstanceBackend(InstanceBackend):
             return InstanceStatus(InstancePhase.STARTING, url=url)
         self._ready.pop(ref, None)
         self._launched_at.pop(ref, None)
+        self._asked_at.pop(ref, None)
         self._forget_jobs(ref)
         return _dead(actor, spec)
 
