@@ -54,6 +54,7 @@ NAMESPACE = "liqi"
 LAUNCH_FILE = "launch.json"  # the spec with its secrets, for the launch job only (0600)
 EXIT_FILE = "exit.json"  # how the server ended: {"code": int | null, "reason": str}
 WATCH_S = 0.2
+LAUNCH_WAIT_S = 60.0  # how long a stop waits for an actor whose launch job is still running
 MB = 1024 * 1024
 
 
@@ -192,11 +193,18 @@ def stop(name: str, grace_s: float) -> None:
     import ray
 
     ray.init(namespace=NAMESPACE, log_to_driver=False)
-    try:
-        actor = ray.get_actor(name, namespace=NAMESPACE)
-    except ValueError:
-        _say(f"liqi: no actor {name} (already gone)")
-        return
+    actor = None
+    # An instance may be stopped while its launch job still runs: wait for the actor (bounded)
+    # rather than miss it and let it start after the stop.
+    deadline = time.monotonic() + LAUNCH_WAIT_S
+    while actor is None:
+        try:
+            actor = ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            if time.monotonic() > deadline:
+                _say(f"liqi: no actor {name} after {LAUNCH_WAIT_S:g} s (gone, or never made)")
+                return
+            time.sleep(0.2)
     with contextlib.suppress(Exception):  # dead already, or its server ignored SIGTERM
         ray.get(actor.stop.remote(grace_s), timeout=grace_s + 10)
     with contextlib.suppress(Exception):
