@@ -25,7 +25,7 @@ def test_migrated_schema_matches_models(tmp_path: Path, database_url: str | None
                 "projects", "access_keys", "role_bindings", "server_state", "alembic_version",
                 "services", "service_versions", "service_instances", "service_events",
             }  # fmt: skip
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0006"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0007"
     finally:
         engine.dispose()
 

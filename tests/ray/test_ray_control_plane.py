@@ -115,8 +115,12 @@ def test_a_job_on_ray_is_killed(ray_server: LiveServer, tmp_path: Path) -> None:
     with ray_server.admin() as admin:
         script = add_script(admin, tmp_path, "sleeper.py", SLEEPER)
         job = admin.submit_job(script)
-        started = ray_server.home / "jobs" / job.id / "work" / "started"
-        wait_until(started.exists, "the job's script to start", timeout_s=90)
+        # The script runs in a folder of the Ray node's own, not under LIQI_HOME: its log.
+        wait_until(
+            lambda: "sleeping" in "".join(admin.follow_logs(job.id, follow=False)),
+            "the job's script to start",
+            timeout_s=90,
+        )
         admin.kill_job(job.id)
         done = admin.wait_job(job.id, timeout_s=60)
         assert done.state == "CANCELLED", done.reason

@@ -46,6 +46,10 @@ class LaunchPlan:
     # How a cluster backend places a several-task plan's tasks on its nodes: "PACK" (as few
     # nodes as possible) or "SPREAD" (as many); both best-effort.
     placement: str = "PACK"
+    # Where a backend whose nodes do not share this machine's disk gets the job's files:
+    # {"endpoint": the control plane's URL, "ticket": a one-time ticket for the job's key}
+    # (liqi.backends.job_files). None: the tasks read and write ``job_dir`` in place.
+    files: dict[str, str] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -101,6 +105,9 @@ class Backend(ABC):
     # Whether the backend runs a plan's ``sandbox`` (liqi.sandbox on this machine); one that
     # does not refuses a plan that asks for it.
     sandboxes: ClassVar[bool] = True
+    # Whether the backend's tasks run where ``job_dir`` is not: the control plane then puts
+    # the staged folder in its store and sets the plan's ``files`` (control/jobs/shipping.py).
+    remote_files: ClassVar[bool] = False
 
     @abstractmethod
     def launch(self, plan: LaunchPlan) -> Handle:

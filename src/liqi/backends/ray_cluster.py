@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
+from liqi.backends.job_files import relocate_task
 from liqi.backends.jobs import LaunchPlan, TaskResult, TaskSpec
 from liqi.backends.ray_task import TaskActor, TaskAddress, TaskPoll, exit_reason
 from liqi.core.tf_cluster import ClusterHosts, addressed, task_role
@@ -52,6 +53,7 @@ PLACEMENT_TIMEOUT_S = 60.0
 # Starting a Ray worker process per actor: seconds each on a busy machine.
 ACTORS_TIMEOUT_S = 120.0
 CALL_TIMEOUT_S = 30.0
+FILES_TIMEOUT_S = 600.0  # fetching the job's files on a node, or sending its outputs
 # Ray sends SIGKILL 3 s after SIGTERM (RAY_JOB_STOP_WAIT_TIME_S): a kill stops within that.
 KILL_GRACE_S = 1.0
 PLACEMENTS = ("PACK", "SPREAD")
@@ -213,8 +215,12 @@ class ClusterDriver:
         *,
         placement_timeout_s: float = PLACEMENT_TIMEOUT_S,
         log: logging.Logger | None = None,
+        files: dict[str, str] | None = None,
     ) -> None:
         self.plan = plan
+        # The job's files through liqi's store (JobFilesClient.credentials): each task's actor
+        # fetches its own copy on its node, and the chief's sends the outputs back.
+        self.files = files
         self.out = out
         self.is_cancelled = is_cancelled
         self.placement_timeout_s = placement_timeout_s
@@ -247,8 +253,24 @@ class ClusterDriver:
             raise ClusterFailedError(problem)
         self._place()
         self._create_actors()
+        if self.files is not None:
+            self._fetch_files(self.files)
         self._start()
-        return self._watch()
+        state, reason = self._watch()
+        if state == "SUCCEEDED" and self.files is not None:
+            chief = self.tasks[self.plan.tasks[0].name]
+            sent = chief.actor.send_outputs.remote()
+            self._gather([sent], "sending the chief's outputs", FILES_TIMEOUT_S)
+        return state, reason
+
+    def _fetch_files(self, files: dict[str, str]) -> None:
+        """Each actor fetches the job's files on its node; its task's paths move there."""
+        tasks = list(self.tasks.values())
+        calls = [t.actor.fetch.remote(files) for t in tasks]
+        folders: list[str] = self._gather(calls, "fetching the job's files", FILES_TIMEOUT_S)
+        old = self.plan.job_dir.rstrip("/")
+        for task, folder in zip(tasks, folders, strict=True):
+            task.spec = relocate_task(task.spec, old, folder)
 
     def _place(self) -> None:
         from ray.util.placement_group import placement_group

@@ -3,11 +3,12 @@
 
 The Ray job's entrypoint is liqi's own driver (:mod:`liqi.backends.ray_driver`), which runs
 the plan's tasks and reports how they ended. The job's files do not travel through Ray
-(``runtime_env.working_dir`` goes through the GCS, which limits its size): for now the head is
-on this machine and the driver is given the staged job folder's path; on a cluster it will be
-given the job's store address and a scoped key and fetch the folder from liqi's store (see
-the driver's docstring). Only the driver's command line in :meth:`RayJobBackend.launch`
-changes then.
+(``runtime_env.working_dir`` goes through the GCS, which limits its size) nor need a disk the
+nodes share: the control plane ships the staged folder through its store and sets the plan's
+``files`` (the control plane's URL and a one-time ticket for the job's workload key); the
+driver fetches the folder into its node, and sends the outputs and the result back
+(:mod:`liqi.backends.job_files`). A plan without ``files`` (a test's) gives the driver the
+job folder's path to use in place.
 
 - **Handle**: ``Handle("ray", "liqi-<job_id>")``, the Ray submission id. The backend keeps
   nothing else (a log-copy timer only), so a new backend object for the same address
@@ -48,6 +49,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,6 +132,7 @@ class RayJobBackend(Backend):
 
     name = "ray"
     sandboxes = False
+    remote_files = True
 
     def __init__(
         self,
@@ -170,10 +173,17 @@ class RayJobBackend(Backend):
                 "separate Ray cluster per resource group."
             )
         job_dir = Path(plan.job_dir)
-        (job_dir / PLAN_FILE).write_text(plan.to_json())
+        (job_dir / PLAN_FILE).write_text(replace(plan, files=None).to_json())
         (job_dir / RESULT_FILE).unlink(missing_ok=True)
         ref = submission_id(plan.job_id)
-        driver = [self.python, "-m", "liqi.backends.ray_driver", str(job_dir)]
+        driver = [self.python, "-m", "liqi.backends.ray_driver"]
+        if plan.files is None:  # a node that shares this machine's disk: the folder in place
+            driver.append(str(job_dir))
+        else:  # the ticket is seen by all who can list the cluster's jobs, and used once
+            files = plan.files
+            # "--x=value": a ticket may start with "-"
+            driver += [f"--endpoint={files['endpoint']}", f"--job-id={plan.job_id}"]
+            driver.append(f"--ticket={files['ticket']}")
         options: dict[str, Any] = {"submission_id": ref}
         if len(plan.tasks) == 1:
             options["metadata"] = {"liqi_job_id": plan.job_id, "liqi_task": plan.tasks[0].name}

@@ -18,7 +18,6 @@ import contextlib
 import ctypes
 import importlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,9 +25,13 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
+
+from liqi.backends import job_files
+from liqi.backends.job_files import JobFilesClient
 
 PR_SET_PDEATHSIG = 1
 #: The most output one poll returns (the rest comes with the next).
@@ -108,6 +111,24 @@ class TaskActor:
         self.output = os.path.join(self.folder, "output")
         self.proc: subprocess.Popen[bytes] | None = None
         self.held: socket.socket | None = None
+        self.files: JobFilesClient | None = None
+        self.before: dict[str, tuple[int, int]] = {}
+
+    def fetch(self, files: dict[str, str]) -> str:
+        """Fetch the job's files into this task's folder on the node; the job folder there."""
+        self.files = JobFilesClient.of(files)
+        job = Path(self.folder) / "job"
+        self.files.fetch(job)
+        self.before = job_files.snapshot(job)
+        return str(job)
+
+    def send_outputs(self) -> int:
+        """Send back what the task wrote under ``buckets/``; how many files."""
+        assert self.files is not None
+        job = Path(self.folder) / "job"
+        names = job_files.changed(job, self.before)
+        self.files.send_outputs(job, names)
+        return len(names)
 
     def address(self) -> TaskAddress:
         """This node's IP (as Ray knows it) and a port free on it, held until :meth:`start`."""
@@ -167,4 +188,6 @@ class TaskActor:
 
     def close(self) -> None:
         """Remove the task's folder on the node (its output was read)."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.files is not None:
+            self.files.close()
+        job_files.remove(Path(self.folder))

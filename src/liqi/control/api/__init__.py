@@ -8,6 +8,7 @@ from liqi.control.api import (
     accounts,
     buckets,
     datasets,
+    job_files,
     jobs,
     models,
     objects,
@@ -23,6 +24,8 @@ router.include_router(objects.presigned_router)
 router.include_router(resources.router)
 router.include_router(datasets.router)
 router.include_router(jobs.router)
+router.include_router(job_files.router)
+router.include_router(job_files.claim_router)
 router.include_router(models.router)
 router.include_router(services.router)
 

@@ -48,7 +48,8 @@ presigned_router = APIRouter()
 STREAMED_PATHS = re.compile(
     r"^/api/v1/(buckets/[^/]+/objects/.+"
     r"|projects/[^/]+/resources/[^/]+"
-    r"|projects/[^/]+/volumes/[^/]+/[^/]+/files/.+)$"
+    r"|projects/[^/]+/volumes/[^/]+/[^/]+/files/.+"
+    r"|jobs/[^/]+/files/outputs)$"
 )
 MAX_PRESIGN_S = 7 * 24 * 3600
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")

@@ -15,13 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from liqi.control.api.deps import DB, PlaneDep, Who
 from liqi.control.api.jobs import LOG_CHUNK_MAX, whole_characters
 from liqi.control.db.tables import Service, ServiceEvent, ServiceInstance
-from liqi.control.identity.accounts import Principal
 from liqi.control.server.plane import ControlPlane
 from liqi.control.services import catalog
+from liqi.control.services.spec_checks import GroupGate
 from liqi.core.names import Role
+from liqi.core.service_spec import ServiceSpec
 from liqi.errors import InvalidRequestError, NotFoundError
 from liqi.logs.reading import read_log
-from liqi.resource_groups import LOCAL, SERVICE_ELSEWHERE
+from liqi.resource_groups import LOCAL, SERVICE_ELSEWHERE, ResourceGroup
 
 router = APIRouter(prefix="/api/v1")
 
@@ -165,32 +166,25 @@ def _changed(p: ControlPlane, session: DB, service: Service) -> ServiceOut:
 Document = Annotated[dict[str, Any], Body(description="The EAS service JSON.")]
 
 
-def _check_group(p: ControlPlane, who: Principal, document: dict[str, Any], project: str) -> None:
-    """The Ray group the document names (or its project's, or the server's) must answer now
-    (else 503) and have a node an instance fits on (else 400), before anything is created. A
-    malformed value is left to the spec's checks."""
-    metadata = document.get("metadata")
-    wanted = metadata.get("resource") if isinstance(metadata, dict) else None
-    if wanted is not None and not isinstance(wanted, str):
-        return
-    group = p.placement.choose(
-        wanted, project=project, superuser=who.is_superuser, flag="metadata.resource"
-    )
-    p.group_health.require(
-        group, p.settings.resource_groups, work="services", elsewhere=SERVICE_ELSEWHERE
-    )
-    if group.backend != LOCAL and isinstance(metadata, dict):
-        cpu, memory = metadata.get("cpu", 1), metadata.get("memory")
-        if isinstance(cpu, int | float) and isinstance(memory, int | float | None):
-            where, what = group.describe(), "Each instance (metadata.cpu, metadata.memory)"
-            memory_mb = None if memory is None else int(memory)
-            p.capacity.require(group.address, where, what, float(cpu), memory_mb)
+def _group_gate(p: ControlPlane) -> GroupGate:
+    """What a service's group must offer before anything of it is written: a Ray head that
+    answers now (else 503) and a node an instance fits on (else 400)."""
+
+    def gate(group: ResourceGroup, spec: ServiceSpec) -> None:
+        p.group_health.require(
+            group, p.settings.resource_groups, work="services", elsewhere=SERVICE_ELSEWHERE
+        )
+        if group.backend != LOCAL:
+            what = "Each instance (metadata.cpu, metadata.memory)"
+            cpu = spec.cpu if spec.cpu is not None else 1.0
+            p.capacity.require(group.address, group.describe(), what, cpu, spec.memory_mb)
+
+    return gate
 
 
 @router.post("/services", status_code=201)
 def create_service(document: Document, p: PlaneDep, who: Who, project: str) -> ServiceOut:
     p.check_may_run_code(who, "deploy services")
-    _check_group(p, who, document, project)
     with p.sessions.begin() as session:
         change = catalog.create(
             session,
@@ -201,6 +195,7 @@ def create_service(document: Document, p: PlaneDep, who: Who, project: str) -> S
             stores=p.stores,
             fetches=p.fetches,
             placement=p.placement,
+            gate=_group_gate(p),
         )
         session.flush()
         out = service_out(p, session, change.service, detail=True)
@@ -232,10 +227,6 @@ def modify_service(
         raise InvalidRequestError(
             f"update_type={update_type!r}: use 'merge' (the default) or 'replace'."
         )
-    if isinstance(patch.get("metadata"), dict) and "resource" in patch["metadata"]:
-        with p.sessions() as session:
-            service = catalog.get_service(session, who, name)
-            _check_group(p, who, patch, catalog.project_name(session, service))
     with p.sessions.begin() as session:
         change = catalog.modify(
             session,
@@ -247,6 +238,7 @@ def modify_service(
             stores=p.stores,
             fetches=p.fetches,
             placement=p.placement,
+            gate=_group_gate(p),
         )
         session.flush()
         out = service_out(p, session, change.service, detail=True)

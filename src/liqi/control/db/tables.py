@@ -84,11 +84,17 @@ class AccessKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    # A workload key (minted for one service instance, never a person's): the workload it
+    # A workload key (minted for one service instance or job, never a person's): the workload it
     # belongs to, what it may read (WorkloadScope as JSON), and when it stops working.
     workload: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     scope_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A job's key is handed over by a one-time ticket (identity/tickets.py): its SHA-256,
+    # and when it was traded for the key (a second claim revokes the key).
+    ticket_hash: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, unique=True, index=True
+    )
+    ticket_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     bindings: Mapped[list[RoleBinding]] = relationship(
         back_populates="access_key", cascade="all, delete-orphan", passive_deletes=True

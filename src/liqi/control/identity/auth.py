@@ -168,7 +168,7 @@ def _check_scope(session: Session, key: AccessKey, method: str, path: str, query
     if not workload_keys.allows(session, scope, method, path, query):
         raise PermissionDeniedError(
             f"Access id {key.access_id!r} is a workload key: it may only read the model of the "
-            "service instance it was made for."
+            "service instance it was made for, or the files of its job."
         )
 
 

@@ -1,4 +1,4 @@
-"""Workload keys: the seed's ``role_arn`` made real for service instances.
+"""Workload keys: the seed's ``role_arn`` made real for service instances and remote jobs.
 
 An instance that reads its model through the control plane (``oss://`` or ``model:``) gets a
 key of its own, never a person's: minted when it is staged, bound to the service's project,
@@ -6,6 +6,10 @@ limited by a :class:`WorkloadScope` to reading exactly its model (the objects un
 ``oss://`` prefix, or the registry entry of its ``model:`` name and the objects of that
 model's versions), expiring after ``ttl``, and revoked when the instance goes. The secret is
 kept encrypted like every other key's and reaches the instance only in its environment.
+
+A job run on another machine (a Ray cluster) gets one too, scoped to its own files: reading
+its staged inputs and sending back its outputs and result (``/api/v1/jobs/<id>/files/...``),
+nothing else. It reaches the job's driver through a one-time ticket (:mod:`tickets`).
 """
 
 from __future__ import annotations
@@ -29,18 +33,25 @@ WORKLOAD_KEY_TTL = timedelta(days=7)
 _OBJECT = re.compile(r"^/api/v1/buckets/([^/]+)/(objects|stat)/(.+)$")
 _LISTING = re.compile(r"^/api/v1/buckets/([^/]+)/objects$")
 _MODEL = re.compile(r"^/api/v1/projects/([^/]+)/models/([^/]+)$")
+_JOB_FILES = re.compile(r"^/api/v1/jobs/([^/]+)/files/(staged|outputs|result)$")
+JOB_FILE_METHODS = {"staged": "GET", "outputs": "PUT", "result": "PUT"}
 
 
 @dataclass(frozen=True)
 class WorkloadScope:
     """What a workload key may read: objects under ``(bucket, prefix)`` pairs, and the
-    registry entries (and versions' objects) of ``(project, model)`` pairs. Nothing else."""
+    registry entries (and versions' objects) of ``(project, model)`` pairs; the files of
+    ``jobs`` (by id). Nothing else."""
 
     prefixes: tuple[tuple[str, str], ...] = ()
     models: tuple[tuple[str, str], ...] = ()
+    jobs: tuple[str, ...] = ()
 
     def to_json(self) -> str:
-        return json.dumps({"prefixes": self.prefixes, "models": self.models})
+        data: dict[str, object] = {"prefixes": self.prefixes, "models": self.models}
+        if self.jobs:
+            data["jobs"] = self.jobs
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> WorkloadScope:
@@ -48,6 +59,7 @@ class WorkloadScope:
         return cls(
             prefixes=tuple((str(b), str(p)) for b, p in data.get("prefixes", ())),
             models=tuple((str(p), str(m)) for p, m in data.get("models", ())),
+            jobs=tuple(str(j) for j in data.get("jobs", ())),
         )
 
     @classmethod
@@ -110,10 +122,14 @@ def _active(session: Session, workload: str) -> list[AccessKey]:
 
 
 def allows(session: Session, scope: WorkloadScope, method: str, path: str, query: str) -> bool:
-    """Whether a workload key with ``scope`` may make this request: reads of its model only."""
+    """Whether a workload key with ``scope`` may make this request: reads of its model, or
+    its job's own files."""
+    path = unquote(path)
+    found = _JOB_FILES.match(path)
+    if found:
+        return found[1] in scope.jobs and JOB_FILE_METHODS[found[2]] == method
     if method not in ("GET", "HEAD"):
         return False
-    path = unquote(path)
     found = _MODEL.match(path)
     if found:
         return (found[1], found[2]) in scope.models

@@ -26,11 +26,12 @@ from liqi.backends.jobs import Backend, Handle, RunStatus
 from liqi.control.db.tables import Job, utcnow
 from liqi.control.jobs import staging
 from liqi.control.jobs.catalog import spec_from_json
+from liqi.control.jobs.shipping import Shipper
 from liqi.control.storage import model_registry
 from liqi.control.storage.buckets import StoreRegistry
 from liqi.control.ticker import Ticker
 from liqi.core.jobs import JobState, check_transition
-from liqi.errors import LiqiError
+from liqi.errors import BackendError, LiqiError
 from liqi.sandbox import SandboxPolicy, safe_env, workload_user
 from liqi.sandbox.cgroups import sweep_stale
 
@@ -57,8 +58,11 @@ class JobRunner(Ticker):
         max_running: int | None = None,
         tick_s: float = 0.2,
         sandbox: bool = False,
+        shipper: Shipper | None = None,
     ) -> None:
         self.sessions = sessions
+        # Ships the files of jobs whose backend runs them on other nodes (Ray).
+        self.shipper = shipper
         # Run every job's tasks in liqi.sandbox (isolation "sandbox" in the server settings).
         self.sandbox = sandbox
         self.stores = stores
@@ -147,6 +151,10 @@ class JobRunner(Ticker):
 
         try:
             plan = staging.stage(self.sessions, self.stores, job_id, spec, job_dir, sandbox)
+            if backend.remote_files:
+                if self.shipper is None:
+                    raise BackendError(f"the {backend.name} backend needs the job's files shipped")
+                plan = self.shipper.ship(plan, project_id)
             handle = backend.launch(plan)
         except (LiqiError, OSError) as exc:
             logger.warning("job_id=%s could not start in group %s: %s", job_id, group, exc)
@@ -240,3 +248,8 @@ class JobRunner(Ticker):
             job.peak_rss_mb = peak_rss_mb
             job.ended_at = ended_at or utcnow()
         logger.info("job_id=%s %s %s", job_id, state.value, reason)
+        if self.shipper is not None and state.is_final:
+            try:  # its shipped files (if any) go, and the key its driver had
+                self.shipper.discard(job_id)
+            except (LiqiError, OSError) as exc:
+                logger.warning("job_id=%s: cannot discard its shipped files: %s", job_id, exc)

@@ -29,6 +29,7 @@ from liqi.control.fetch_policy import FetchPolicy
 from liqi.control.identity.accounts import Principal
 from liqi.control.identity.auth import Authenticator
 from liqi.control.jobs.runner import JobRunner
+from liqi.control.jobs.shipping import Shipper
 from liqi.control.services.reconciler import Reconciler
 from liqi.control.services.reconciler_config import ReconcilerConfig
 from liqi.control.services.transfer import StagingLimits
@@ -80,6 +81,12 @@ class ControlPlane:
                 "`liqi server start --isolation sandbox` (LIQI_ISOLATION=sandbox; bubblewrap "
                 "and writable cgroups needed, see docs/security.md)."
             )
+
+    @property
+    def shipper(self) -> Shipper:
+        """What serves the files of jobs that run on other nodes (a Ray group's)."""
+        assert self.runner.shipper is not None
+        return self.runner.shipper
 
     def close(self) -> None:
         self.engine.dispose()
@@ -150,17 +157,18 @@ def open_plane(
         raise
     sessions = session_factory(engine)
     stores = StoreRegistry(settings.store_dir, box)
+    plane: ControlPlane
     runner = JobRunner(
         sessions,
         stores,
         job_backends(settings),
         settings.home / "jobs",
         sandbox=isolation == "sandbox",
+        shipper=Shipper(sessions, box, stores, endpoint=lambda: plane.url, clock=clock),
     )
     routes = RouteTable()
     fetches = FetchPolicy.of(settings)
     services_dir = settings.home / "services"
-    plane: ControlPlane
     reconciler = Reconciler(
         sessions,
         box,

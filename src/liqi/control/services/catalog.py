@@ -198,6 +198,7 @@ def create(
     stores: StoreRegistry,
     fetches: FetchPolicy | None = None,
     placement: Placement | None = None,
+    gate: spec_checks.GroupGate | None = None,
 ) -> Change:
     """A new service at version 1 (state CREATING). Nothing is written when a check fails."""
     parsed = parse_service_spec(document)
@@ -208,7 +209,7 @@ def create(
             f"Service {spec.name!r} already exists. Change it with `liqi eas modify "
             f"{spec.name} -s <json>`, or delete it first with `liqi eas delete {spec.name}`."
         )
-    spec_checks.check_spec(session, who, spec, stores, owner.name, fetches, placement)
+    spec_checks.check_spec(session, who, spec, stores, owner.name, fetches, placement, gate)
     token = spec.token or (new_token() if spec.generate_token else None)
     now = utcnow()
     service = Service(
@@ -258,6 +259,7 @@ def modify(
     stores: StoreRegistry,
     fetches: FetchPolicy | None = None,
     placement: Placement | None = None,
+    gate: spec_checks.GroupGate | None = None,
 ) -> Change:
     """A new version from ``patch`` merged into the current document (or replacing it); the
     reconciler rolls the instances over to it. The name cannot change."""
@@ -275,7 +277,7 @@ def modify(
     parsed = parse_service_spec(document)
     spec = parsed.spec
     spec_checks.check_spec(
-        session, who, spec, stores, project_name(session, service), fetches, placement
+        session, who, spec, stores, project_name(session, service), fetches, placement, gate
     )
     old = parse_service_spec(current).spec
     version = service.latest_version + 1

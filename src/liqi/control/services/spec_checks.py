@@ -5,6 +5,7 @@ local paths)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -21,10 +22,13 @@ from liqi.errors import (
     InvalidRequestError,
     NotFoundError,
 )
-from liqi.resource_groups import Placement
+from liqi.resource_groups import Placement, ResourceGroup
 from liqi.stores.base import Store
 
 MAX_INSTANCES = 64
+# What the server checks of the group a spec lands in, beyond the spec itself: the control
+# plane's (api/services.py) asks that a Ray head answers and has a node the instance fits on.
+GroupGate = Callable[[ResourceGroup, ServiceSpec], None]
 
 
 def check_spec(
@@ -35,15 +39,19 @@ def check_spec(
     project: str,
     fetches: FetchPolicy | None = None,
     placement: Placement | None = None,
+    gate: GroupGate | None = None,
 ) -> None:
     """Raise before anything is written when the spec cannot run: an unknown resource group
-    (``metadata.resource``) or one ``who`` may not use, an unknown processor, a
+    (``metadata.resource``) or one ``who`` may not use, or one ``gate`` refuses (a Ray head
+    that does not answer, no node an instance fits on), an unknown processor, a
     model path that does not exist or may not be read (a local path outside what ``fetches``
     allows ``who``, a URL whose host is not public), a missing warm-up file."""
     fetches = fetches or FetchPolicy()
-    (placement or Placement()).choose(
+    group = (placement or Placement()).choose(
         spec.resource_group, project=project, superuser=who.is_superuser, flag="metadata.resource"
     )
+    if gate is not None:
+        gate(group, spec)
     from liqi.serving.processors import normalize  # the serving stack only when needed
 
     if spec.processor is not None:
