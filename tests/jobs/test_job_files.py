@@ -196,3 +196,12 @@ def test_outputs_are_taken_only_under_the_jobs_bucket_folders(
         job.state = "SUCCEEDED"
     with pytest.raises(BackendError, match="its files are closed"):
         files.send_result(TaskResult("FAILED", 1, "late", 0, "", ""))
+
+
+def test_a_control_plane_out_of_reach_is_named_with_what_to_fix() -> None:
+    from liqi.asgi.listen import free_ports
+
+    (port,) = free_ports(1)
+    with pytest.raises(BackendError, match="out of reach from this node") as caught:
+        JobFilesClient.claim(f"http://127.0.0.1:{port}", "j-x", "ticket")
+    assert "must be reachable from every node of the resource group" in str(caught.value)

@@ -155,6 +155,14 @@ def test_an_unknown_resource_group_is_refused_naming_the_groups(admin: Client) -
         admin.create_service(big, project=PROJECT)
     assert "asks for 64 CPU and 2000 MB, and no node of resource group 'ray'" in str(caught.value)
     assert "ray_too_big" not in {s.name for s in admin.list_services()}
+    # The same check on the whole spec at every modify: growing past every node is refused.
+    admin.create_service(seed_spec("ray_grows", metadata={"instance": 0}), project=PROJECT)
+    try:
+        with pytest.raises(InvalidRequestError, match="asks for 64 CPU"):
+            admin.modify_service("ray_grows", {"metadata": {"cpu": 64}})
+        assert admin.get_service("ray_grows").latest_version == 1
+    finally:
+        admin.delete_service("ray_grows")
 
 
 @pytest.mark.parametrize("how", ["metadata.resource", "project default"])

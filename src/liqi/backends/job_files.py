@@ -45,7 +45,11 @@ from liqi.errors import BackendError, error_from_body
 PACKED = ("plan.json", "work", "inputs", "volumes", "buckets")
 CLAIM_PATH = "/workloads/claim"
 CHUNK = 1 << 20
-ATTEMPTS = 3  # a request that cannot reach the control plane is tried this often, 1 s apart
+# A request that cannot reach the control plane is tried again, 1 s later, then 2, 4, 5, 5...
+# until this long has passed: a few seconds to start (a wrong address fails fast), a minute to
+# send what a job made (a control plane restarting meanwhile must not lose it).
+START_PATIENCE_S = 3.0
+SEND_PATIENCE_S = 60.0
 _T = TypeVar("_T")
 
 
@@ -125,19 +129,21 @@ def _file_body(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def _retrying(what: str, endpoint: str, call: Callable[[], _T]) -> _T:
-    for attempt in range(ATTEMPTS):
+def _retrying(what: str, endpoint: str, call: Callable[[], _T], patience_s: float) -> _T:
+    deadline = time.monotonic() + patience_s
+    pause = 1.0
+    while True:
         try:
             return call()
         except httpx.TransportError as exc:
-            if attempt == ATTEMPTS - 1:
+            if time.monotonic() + pause > deadline:
                 raise BackendError(
                     f"Cannot {what}: the control plane at {endpoint} is out of reach from this "
                     f"node ({exc.__class__.__name__}: {exc}). Its address must be reachable "
                     "from every node of the resource group."
                 ) from None
-            time.sleep(1.0)
-    raise AssertionError("unreachable")
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 def _check(answer: httpx.Response, what: str) -> None:
@@ -178,7 +184,7 @@ class JobFilesClient:
         def post() -> httpx.Response:
             return httpx.post(url, json={"ticket": ticket}, timeout=30.0, trust_env=False)
 
-        answer = _retrying("claim the job's key", endpoint, post)
+        answer = _retrying("claim the job's key", endpoint, post, START_PATIENCE_S)
         _check(answer, f"claim job {job_id}'s key with its ticket")
         data = answer.json()
         return cls(endpoint, job_id, str(data["access_id"]), str(data["access_key"]))
@@ -230,7 +236,7 @@ class JobFilesClient:
                     for chunk in got.iter_bytes(CHUNK):
                         out.write(chunk)
 
-            _retrying(f"fetch job {self.job_id}'s files", self.endpoint, download)
+            _retrying(f"fetch job {self.job_id}'s files", self.endpoint, download, START_PATIENCE_S)
             extract(tar, into, what=f"job {self.job_id}'s staged files")
         finally:
             tar.unlink(missing_ok=True)
@@ -255,7 +261,9 @@ class JobFilesClient:
                     self._path("outputs"), content=_file_body(tar), headers=headers
                 )
 
-            answer = _retrying(f"send job {self.job_id}'s outputs", self.endpoint, put)
+            answer = _retrying(
+                f"send job {self.job_id}'s outputs", self.endpoint, put, SEND_PATIENCE_S
+            )
             _check(answer, f"send job {self.job_id}'s outputs")
         finally:
             tar.unlink(missing_ok=True)
@@ -270,7 +278,7 @@ class JobFilesClient:
                 headers={"content-type": "application/json"},
             )
 
-        answer = _retrying(f"send job {self.job_id}'s result", self.endpoint, put)
+        answer = _retrying(f"send job {self.job_id}'s result", self.endpoint, put, SEND_PATIENCE_S)
         _check(answer, f"send job {self.job_id}'s result")
 
 
