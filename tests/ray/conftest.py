@@ -9,10 +9,12 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.support.ray_head import RayHead
+from tests.support.servers import LiveServer, live_server
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +39,19 @@ def ray_head(request: pytest.FixtureRequest) -> Iterator[RayHead]:
             request,
             f"ray head: {rss_mb} MB summed RSS at the end; stopped in {head.stopped_s:.1f} s",
         )
+
+
+@pytest.fixture
+def ray_server(ray_head: RayHead, tmp_path: Path) -> Iterator[LiveServer]:
+    """A control plane whose default resource group is the Ray head (group ``ray``)."""
+    with live_server(
+        tmp_path / "home",
+        None,
+        isolation="none",
+        resource_groups=f"ray=ray:{ray_head.dashboard_url}",
+        resource_group="ray",
+    ) as live:
+        yield live
 
 
 def say(request: pytest.FixtureRequest, line: str) -> None:

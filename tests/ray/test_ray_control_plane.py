@@ -49,19 +49,6 @@ def ray_groups(head: RayHead) -> str:
     return f"ray=ray:{head.dashboard_url}"
 
 
-@pytest.fixture
-def ray_server(ray_head: RayHead, tmp_path: Path) -> Iterator[LiveServer]:
-    """A server whose default resource group is the Ray head."""
-    with live_server(
-        tmp_path / "home",
-        None,
-        isolation="none",
-        resource_groups=ray_groups(ray_head),
-        resource_group="ray",
-    ) as live:
-        yield live
-
-
 def add_script(client: Client, tmp: Path, name: str, body: str) -> str:
     path = tmp / name
     path.write_text(textwrap.dedent(body))

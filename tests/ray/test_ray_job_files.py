@@ -7,7 +7,6 @@ when it ends, its staged tar removed.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,7 +18,7 @@ from liqi.backends.ray_jobs import RayJobBackend, submission_id
 from liqi.control.db.tables import AccessKey
 from liqi.control.jobs.shipping import workload
 from tests.support.ray_head import RayHead
-from tests.support.servers import LiveServer, live_server
+from tests.support.servers import LiveServer
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -35,18 +34,6 @@ UPPER = """
     with open(os.path.join(args.buckets, "out.txt"), "w") as fh:
         fh.write(text.upper())
 """
-
-
-@pytest.fixture
-def ray_server(ray_head: RayHead, tmp_path: Path) -> Iterator[LiveServer]:
-    with live_server(
-        tmp_path / "home",
-        None,
-        isolation="none",
-        resource_groups=f"ray=ray:{ray_head.dashboard_url}",
-        resource_group="ray",
-    ) as live:
-        yield live
 
 
 def test_a_ray_job_runs_from_its_files_fetched_through_the_store(
