@@ -16,7 +16,8 @@ service of 2 instances. For ``--duration-min`` minutes:
 
 Every ``--sample-every-s``: RSS, open files and threads of the control plane (this process:
 the server runs in it, in threads), of each ``liqi serve`` process (instances and the standby
-server) and the summed size of the log files under LIQI_HOME. At the end: failed predictions
+server; from their first minute on, once the model is loaded) and the summed size of the log
+files under LIQI_HOME. At the end: failed predictions
 (wrk's non-2xx answers and socket errors), what each periodic action did and how many failed,
 the slope per hour of each long-lived process's RSS, open files and threads (least squares
 over the samples after the first 10 %), and the largest log folder against its rotation bound.
@@ -54,6 +55,7 @@ from liqi.client import Client  # noqa: E402
 from liqi.logs.rotation import LogLimits  # noqa: E402
 
 PROJECT, BUCKET, SERVICE = "soak", "soak", "soak_mnist"
+WARM_S = 60.0  # a `liqi serve` process is sampled from this age on
 JOB = """
     import argparse, os
     parser = argparse.ArgumentParser()
@@ -201,7 +203,11 @@ class Soak:
         if found:
             self.plane.append(found)
         for pid, name in serve_processes(self.server.home).items():
-            got = sample(psutil.Process(pid)) if psutil.pid_exists(pid) else None
+            try:  # a server's first minute is its model loading, not a trend
+                young = time.time() - psutil.Process(pid).create_time() < WARM_S
+            except psutil.Error:
+                continue
+            got = None if young else sample(psutil.Process(pid))
             if got:
                 self.serve.setdefault(pid, []).append(got)
                 self.serve_names[pid] = name
