@@ -18,9 +18,9 @@ TESTS = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Markers follow the layout: everything under tests/e2e/ is ``e2e``, everything under
-    tests/ray/ is ``ray``, under tests/reliability/ ``reliability``; a test that loads the exported MNIST model (the
-    ``mnist_saved_model`` fixture) needs TensorFlow: ``tf``."""
+    """Markers follow the layout: everything under tests/e2e/ is ``e2e``, under tests/ray/
+    ``ray``, under tests/reliability/ ``reliability``; a test that loads the exported MNIST
+    model (the ``mnist_saved_model`` fixture) needs TensorFlow: ``tf``."""
     for item in items:
         if item.path.is_relative_to(TESTS / "e2e"):
             item.add_marker(pytest.mark.e2e)
