@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from liqi.client import Client
@@ -61,11 +62,21 @@ def release_job(server: LiveServer, job_id: str) -> None:
     wait_until(lambda: (job_dir / "result.json").exists(), "the held job's result", timeout_s=60)
 
 
-def runner_tick_failed(caplog: pytest.LogCaptureFixture) -> bool:
-    return any(
+def runner_tick_failures(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(
         r.threadName == "liqi-job-runner" and "tick failed" in r.getMessage()
         for r in caplog.records
     )
+
+
+def supervisors(server: LiveServer, job_id: str) -> int:
+    """How many job supervisors run for ``job_id`` (their command line names its folder)."""
+    job_dir = str(server.home / "jobs" / job_id)
+    count = 0
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        count += "liqi.training.supervisor" in cmdline and job_dir in cmdline
+    return count
 
 
 def refused(call: Callable[[], object]) -> DatabaseUnavailableError:
@@ -122,7 +133,7 @@ def test_postgresql_stopped_mid_run_gives_503_and_the_server_recovers_by_itself(
         refused(lambda: admin.get_job(held))
         assert "cannot reach it" in error.message, error.message
         assert str(own_postgres.port) not in error.message  # the details stay in the log
-        wait_until(lambda: runner_tick_failed(caplog), "a job runner tick failing", timeout_s=30)
+        wait_until(lambda: runner_tick_failures(caplog), "a job runner tick failing", timeout_s=30)
         health = httpx.get(f"{server.url}/healthz", timeout=10, trust_env=False)
         assert health.status_code == 200
 
@@ -166,16 +177,21 @@ def locked(database: Path) -> Iterator[None]:
                 holder.wait(timeout=30)
 
 
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A live server on SQLite whose writes wait at most 1 s for a lock."""
+    home = tmp_path_factory.mktemp("sqlite-locked") / "home"
+    with live_server(home, None, standby=False, database_busy_timeout_s=1.0) as server:
+        yield server
+
+
 def test_a_sqlite_database_locked_by_another_process_gives_503_and_the_server_recovers(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    sqlite_server: LiveServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR)
-    home = tmp_path / "home"
-    with (
-        live_server(home, None, standby=False, database_busy_timeout_s=1.0) as server,
-        server.admin() as admin,
-    ):
-        database = home / "liqi.db"
+    server = sqlite_server
+    with server.admin() as admin:
+        database = server.home / "liqi.db"
         admin.create_bucket("before", project="default")
         held = start_held_job(server, admin, tmp_path)
         admin.list_buckets()  # the key's last use is fresh: reads below write nothing
@@ -189,7 +205,7 @@ def test_a_sqlite_database_locked_by_another_process_gives_503_and_the_server_re
             assert [b.name for b in admin.list_buckets()] == ["before"]
             release_job(server, held)  # the job ends while its state cannot be written
             wait_until(
-                lambda: runner_tick_failed(caplog), "a job runner tick failing", timeout_s=30
+                lambda: runner_tick_failures(caplog), "a job runner tick failing", timeout_s=30
             )
             refused(lambda: admin.create_project("during_lock"))
 
@@ -198,3 +214,39 @@ def test_a_sqlite_database_locked_by_another_process_gives_503_and_the_server_re
     with contextlib.closing(sqlite3.connect(database)) as db:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     print(f"503 database_unavailable in {refused_s * 1000:.0f} ms with SQLite locked")
+
+
+def test_a_job_started_while_sqlite_is_locked_runs_once_and_is_recorded_when_the_lock_goes(
+    sqlite_server: LiveServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    server = sqlite_server
+    assert server.plane is not None
+    runner = server.plane.runner
+    capacity = runner.max_running
+    with server.admin() as admin:
+        script = add_script(admin, tmp_path, "held.py", HELD)
+        runner.max_running = 0  # the job waits PENDING until the lock is taken
+        job = admin.submit_job(script)
+        try:
+            admin.list_buckets()  # the key's last use is fresh: reads below write nothing
+            with locked(server.home / "liqi.db"):
+                runner.max_running = capacity
+                # The runner launches the job, then cannot write that it runs, tick after tick.
+                wait_until(
+                    lambda: runner_tick_failures(caplog) >= 3,
+                    "three job runner ticks failing",
+                    timeout_s=60,
+                )
+                assert admin.get_job(job.id).state == "PENDING"
+                launched = supervisors(server, job.id)
+            wait_until(
+                lambda: admin.get_job(job.id).state == "RUNNING", "the job running", timeout_s=60
+            )
+            running = supervisors(server, job.id)
+        finally:
+            runner.max_running = capacity
+            (server.home / "jobs" / job.id / "work" / "release").touch()
+        assert (launched, running) == (1, 1), "the job was launched more than once"
+        final = admin.wait_job(job.id, timeout_s=60)
+        assert final.state == "SUCCEEDED", final.reason
