@@ -23,10 +23,20 @@ import pytest
 from liqi.client import Client
 from liqi.errors import DatabaseUnavailableError
 from tests.support.postgres import PostgresCluster
-from tests.support.servers import LiveServer, live_server
+from tests.support.servers import LiveServer, kill_instances, live_server
 from tests.support.waiting import wait_until
+from tests.support.workloads import deploy_processor
 
 pytestmark = pytest.mark.timeout(180)
+
+ECHO = """
+    import allspark
+
+    class Echo(allspark.BaseProcessor):
+        def process(self, data):
+            return data, 200
+"""
+PREDICTIONS = 20
 
 HELD = """
     import os, sys, time
@@ -62,11 +72,9 @@ def release_job(server: LiveServer, job_id: str) -> None:
     wait_until(lambda: (job_dir / "result.json").exists(), "the held job's result", timeout_s=60)
 
 
-def runner_tick_failures(caplog: pytest.LogCaptureFixture) -> int:
-    return sum(
-        r.threadName == "liqi-job-runner" and "tick failed" in r.getMessage()
-        for r in caplog.records
-    )
+def tick_failures(caplog: pytest.LogCaptureFixture, thread: str = "liqi-job-runner") -> int:
+    """How many ticks of the ticker thread ``thread`` failed (and were logged) so far."""
+    return sum(r.threadName == thread and "tick failed" in r.getMessage() for r in caplog.records)
 
 
 def supervisors(server: LiveServer, job_id: str) -> int:
@@ -120,12 +128,32 @@ def test_postgresql_stopped_mid_run_gives_503_and_the_server_recovers_by_itself(
 ) -> None:
     caplog.set_level(logging.ERROR)
     url = own_postgres.create_database()
-    with live_server(tmp_path / "home", url, standby=False) as server, server.admin() as admin:
+    home = tmp_path / "home"
+    with (
+        contextlib.ExitStack() as cleanup,
+        live_server(home, url, standby=False) as server,
+        server.admin() as admin,
+    ):
+        cleanup.callback(kill_instances, home)  # instances outlive the control plane
         admin.create_bucket("before", project="default")
+        endpoint = deploy_processor(admin, "echo", tmp_path / "echo", ECHO).endpoint
         held = start_held_job(server, admin, tmp_path)
 
         own_postgres.halt()
         release_job(server, held)  # the job ends while the database is down
+        wait_until(
+            lambda: tick_failures(caplog) and tick_failures(caplog, "liqi-reconciler"),
+            "a job runner tick and a reconciler tick failing",
+            timeout_s=30,
+        )
+        # The gateway keeps serving a running service: it needs no database.
+        answers = [
+            httpx.post(endpoint, content=f"while down {i}".encode(), timeout=30, trust_env=False)
+            for i in range(PREDICTIONS)
+        ]
+        assert [(a.status_code, a.content) for a in answers] == [
+            (200, f"while down {i}".encode()) for i in range(PREDICTIONS)
+        ]
         started = time.monotonic()
         error = refused(admin.list_buckets)
         refused_s = time.monotonic() - started
@@ -133,13 +161,18 @@ def test_postgresql_stopped_mid_run_gives_503_and_the_server_recovers_by_itself(
         refused(lambda: admin.get_job(held))
         assert "cannot reach it" in error.message, error.message
         assert str(own_postgres.port) not in error.message  # the details stay in the log
-        wait_until(lambda: runner_tick_failures(caplog), "a job runner tick failing", timeout_s=30)
         health = httpx.get(f"{server.url}/healthz", timeout=10, trust_env=False)
         assert health.status_code == 200
 
         own_postgres.resume()
         assert [b.name for b in admin.list_buckets()] == ["before"]
         check_recovered(server, admin, held, tmp_path)
+        assert admin.get_service("echo").state == "RUNNING"
+        assert httpx.post(endpoint, content=b"after", timeout=30, trust_env=False).content == (
+            b"after"
+        )
+        admin.delete_service("echo")
+        admin.wait_service_deleted("echo", timeout_s=60)
     print(f"503 database_unavailable in {refused_s * 1000:.0f} ms with PostgreSQL stopped")
 
 
@@ -204,9 +237,7 @@ def test_a_sqlite_database_locked_by_another_process_gives_503_and_the_server_re
             # WAL: readers are not blocked by a writer.
             assert [b.name for b in admin.list_buckets()] == ["before"]
             release_job(server, held)  # the job ends while its state cannot be written
-            wait_until(
-                lambda: runner_tick_failures(caplog), "a job runner tick failing", timeout_s=30
-            )
+            wait_until(lambda: tick_failures(caplog), "a job runner tick failing", timeout_s=30)
             refused(lambda: admin.create_project("during_lock"))
 
         check_recovered(server, admin, held, tmp_path)
@@ -234,7 +265,7 @@ def test_a_job_started_while_sqlite_is_locked_runs_once_and_is_recorded_when_the
                 runner.max_running = capacity
                 # The runner launches the job, then cannot write that it runs, tick after tick.
                 wait_until(
-                    lambda: runner_tick_failures(caplog) >= 3,
+                    lambda: tick_failures(caplog) >= 3,
                     "three job runner ticks failing",
                     timeout_s=60,
                 )
