@@ -74,11 +74,11 @@ def test_an_upload_bigger_than_the_free_space_is_refused_with_507_and_leaves_not
     disk_server: LiveServer,
 ) -> None:
     store = disk_server.settings.store_dir
-    data = os.urandom(8 * MB)
+    data = os.urandom(16 * MB)
     with disk_server.admin() as admin:
         admin.create_bucket("full", project="default")
         admin.put_object("full", "before.txt", b"already here")
-        filler = fill_leaving(store, 3 * MB)
+        filler = fill_leaving(store, 2 * MB)
         try:
             free_before = free_bytes(store)
             with pytest.raises(StorageFullError) as caught:
