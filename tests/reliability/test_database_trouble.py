@@ -123,6 +123,7 @@ def own_postgres() -> Iterator[PostgresCluster]:
             cluster.stop()  # fails (and still cleans up) when the test left it halted
 
 
+@pytest.mark.postgres
 def test_postgresql_stopped_mid_run_gives_503_and_the_server_recovers_by_itself(
     own_postgres: PostgresCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
