@@ -70,6 +70,9 @@ class ServerSettings:
     max_body_bytes: int = 16 * 1024 * 1024
     # How long a client has to send a buffered request body [LIQI_BODY_TIMEOUT_S]: then 408.
     body_timeout_s: float = 60.0
+    # How long a write waits for a SQLite database another process holds locked before the
+    # request fails with 503 database_unavailable [LIQI_DATABASE_BUSY_TIMEOUT_S].
+    database_busy_timeout_s: float = 30.0
     # A standby model server (TensorFlow imported) for the next TensorFlow instance, so
     # `create`, `scale` and waking from zero skip the import [LIQI_STANDBY=0 turns it off].
     standby: bool = True
@@ -167,6 +170,7 @@ def load_server_settings(
         cors_origins=_origins(cors_origins or (environ.get("LIQI_CORS_ORIGINS", ""),)),
         staging_timeout_s=_positive(environ, "LIQI_STAGING_TIMEOUT_S", 600.0),
         body_timeout_s=_positive(environ, "LIQI_BODY_TIMEOUT_S", 60.0),
+        database_busy_timeout_s=_positive(environ, "LIQI_DATABASE_BUSY_TIMEOUT_S", 30.0),
         staging_max_mb=int(_positive(environ, "LIQI_STAGING_MAX_MB", 4096)),
         **fetch_settings(environ),
         isolation=chosen_isolation,

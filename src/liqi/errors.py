@@ -33,7 +33,8 @@ turns that body back into the same class (:func:`error_from_body`).
     ├── DeadlineExceededError (deadline_exceeded, 504, exit 6): a request ran out of time
     ├── ModelLoadError (model_load_failed, 500): a model version could not be loaded
     ├── ModelError (model_error, 500): the model failed on a request
-    ├── StoreError (store_error, 502, exit 7): the storage system failed (disk full, S3 down)
+    ├── StoreError (store_error, 502, exit 7): the storage system failed (S3 down, I/O error)
+    │   ├── StorageFullError (storage_full, 507): the store's disk is full
     │   └── BackendUnavailableError (backend_unavailable): an optional package is missing
     ├── ServerUnavailableError (server_unavailable, 503, exit 6)
     │   ├── ServerStartError (server_start_failed)
@@ -93,6 +94,7 @@ __all__ = [
     "ServerUnavailableError",
     "SignatureMismatchError",
     "StagingCancelledError",
+    "StorageFullError",
     "StoreError",
     "UnexpectedResponseError",
     "UploadCancelledError",
@@ -292,6 +294,14 @@ class StoreError(LiqiError):
     code = "store_error"
     http_status = 502
     exit_code = 7
+
+
+class StorageFullError(StoreError):
+    """The disk (or quota) under a bucket is full; the object is as it was before and no
+    temporary file is left. Free space and retry."""
+
+    code = "storage_full"
+    http_status = 507
 
 
 class BackendUnavailableError(StoreError):

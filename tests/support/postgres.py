@@ -55,8 +55,18 @@ class PostgresCluster:
         data = self.dir / "data"
         self._run(str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
                   "--no-sync", "-E", "UTF8")  # fmt: skip
+        self.resume()
+
+    def halt(self) -> None:
+        """Stop the server at once (as a crash would), keeping its data: :meth:`resume`
+        starts it again on the same port."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate",
+                  "-w", "stop")  # fmt: skip
+
+    def resume(self) -> None:
+        """Start the server (again) and wait until it takes connections."""
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(str(self.bin / "pg_ctl"), "-D", str(data), "-o", opts, "-l",
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-o", opts, "-l",
                   str(self.dir / "pg.log"), "-w", "-t", "60", "start")  # fmt: skip
         deadline = time.monotonic() + 30
         while True:

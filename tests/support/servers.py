@@ -76,12 +76,14 @@ def live_server(
     resource_groups: str = "",
     resource_group: str = "local",
     project_groups: str = "",
+    database_busy_timeout_s: float = 30.0,
 ) -> Iterator[LiveServer]:
     """A control plane for tests. Its model archives are served from 127.0.0.1, so private
     URLs are allowed unless ``allow_private_urls`` says otherwise (tests/security does).
     ``standby`` False: no standby model server, every instance starts cold.
     ``resource_groups``, ``resource_group`` and ``project_groups`` are
-    LIQI_RESOURCE_GROUPS, LIQI_RESOURCE_GROUP and LIQI_PROJECT_RESOURCE_GROUPS."""
+    LIQI_RESOURCE_GROUPS, LIQI_RESOURCE_GROUP and LIQI_PROJECT_RESOURCE_GROUPS.
+    ``database_busy_timeout_s`` is LIQI_DATABASE_BUSY_TIMEOUT_S."""
     groups = parse_resource_groups(resource_groups)
     settings = ServerSettings(
         home=home,
@@ -93,6 +95,7 @@ def live_server(
         store_endpoints=store_endpoints,
         local_model_roots=local_model_roots,
         body_timeout_s=body_timeout_s,
+        database_busy_timeout_s=database_busy_timeout_s,
         isolation=isolation,
         standby=standby,
         resource_groups=groups,

@@ -405,6 +405,16 @@ def test_load_server_settings_defaults(tmp_path: Path) -> None:
     assert settings.profile_path == tmp_path / "config.toml"
 
 
+def test_load_server_settings_database_busy_timeout(tmp_path: Path) -> None:
+    home = {"LIQI_HOME": str(tmp_path)}
+
+    assert load_server_settings(home).database_busy_timeout_s == 30.0
+    chosen = load_server_settings({**home, "LIQI_DATABASE_BUSY_TIMEOUT_S": "2.5"})
+    assert chosen.database_busy_timeout_s == 2.5
+    with pytest.raises(ConfigError, match="LIQI_DATABASE_BUSY_TIMEOUT_S='0'"):
+        load_server_settings({**home, "LIQI_DATABASE_BUSY_TIMEOUT_S": "0"})
+
+
 def test_load_server_settings_without_liqi_home_uses_the_user_home() -> None:
     assert load_server_settings({}).home == (Path.home() / ".liqi").absolute()
 

@@ -51,6 +51,7 @@ CONTRACT = [
     ("AlreadyExistsError", "already_exists", 409, 5),
     ("ServerAlreadyRunningError", "server_already_running", 409, 5),
     ("PayloadTooLargeError", "payload_too_large", 413, 2),
+    ("StorageFullError", "storage_full", 507, 7),
     ("ServerUnavailableError", "server_unavailable", 503, 6),
     ("ServerStartError", "server_start_failed", 503, 6),
     ("PortInUseError", "port_in_use", 503, 6),

@@ -39,6 +39,7 @@ from liqi.errors import (
     ConflictError,
     InvalidRequestError,
     ObjectNotFoundError,
+    StorageFullError,
     StoreError,
 )
 from liqi.stores.base import (
@@ -74,6 +75,12 @@ def _reason(exc: OSError) -> str:
 
 
 def _write_error(key: str, exc: OSError) -> StoreError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFullError(
+            f"Could not write object {key!r}: {_reason(exc)} on the server's object store. "
+            "Nothing was changed; free space there (delete objects or other files on that "
+            "disk) and retry."
+        )
     return StoreError(
         f"Could not write object {key!r}: {_reason(exc)}. Nothing was changed; "
         "fix the storage of this bucket and retry."

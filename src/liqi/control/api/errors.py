@@ -6,10 +6,11 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
+from liqi.control.db.engine import unavailable
 from liqi.errors import ConflictError, InvalidRequestError, LiqiError, RequestTimeoutError
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,11 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         )
 
+    async def on_database(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, OperationalError)
+        logger.error("database failed on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(unavailable(exc))
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         logger.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse(
@@ -88,4 +94,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(IntegrityError, on_integrity)
+    app.add_exception_handler(OperationalError, on_database)
     app.add_exception_handler(Exception, on_unexpected)

@@ -20,10 +20,12 @@ import logging
 import re
 
 import anyio.to_thread
+from sqlalchemy.exc import OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from liqi.asgi.http import DEFAULT_BODY_TIMEOUT_S, body_timeout
 from liqi.control.api.errors import error_response
+from liqi.control.db.engine import unavailable
 from liqi.control.identity.auth import (
     BODY_CHECK_SCOPE_KEY,
     PRINCIPAL_SCOPE_KEY,
@@ -86,14 +88,8 @@ class AuthMiddleware:
                     body=body,
                 )
             )
-        except LiqiError as exc:
-            if isinstance(exc, AuthenticationError):
-                logger.info("refused %s %s: %s", scope["method"], scope["path"], exc.code)
-            elif exc.http_status >= 500:
-                logger.error(
-                    "authentication failed on %s %s", scope["method"], scope["path"], exc_info=exc
-                )
-            await error_response(exc)(scope, receive, send)
+        except (LiqiError, OperationalError) as exc:
+            await error_response(_refusal(scope, exc))(scope, receive, send)
             return
         scope[PRINCIPAL_SCOPE_KEY] = principal
         if body is None:
@@ -148,6 +144,19 @@ class AuthMiddleware:
                 if not message.get("more_body", False):
                     break
         return b"".join(chunks)
+
+
+def _refusal(scope: Scope, exc: LiqiError | OperationalError) -> LiqiError:
+    """The answer to a request that could not be authenticated, logged: a database that
+    fails is a 503 ``database_unavailable``, not a 500."""
+    if isinstance(exc, OperationalError):
+        logger.error("database failed on %s %s: %s", scope["method"], scope["path"], exc)
+        return unavailable(exc)
+    if isinstance(exc, AuthenticationError):
+        logger.info("refused %s %s: %s", scope["method"], scope["path"], exc.code)
+    elif exc.http_status >= 500:
+        logger.error("authentication failed on %s %s", scope["method"], scope["path"], exc_info=exc)
+    return exc
 
 
 def _has_body(headers: dict[str, str]) -> bool:

@@ -27,8 +27,9 @@ def safe_url(url: str) -> str:
         return "<unparsable database URL>"
 
 
-def create_db_engine(url: str) -> Engine:
-    """An engine for ``url``; raises ConfigError for a URL liqi cannot use."""
+def create_db_engine(url: str, *, busy_timeout_s: float = 30.0) -> Engine:
+    """An engine for ``url``; raises ConfigError for a URL liqi cannot use. On SQLite a
+    write waits up to ``busy_timeout_s`` for a lock another connection holds."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -43,7 +44,7 @@ def create_db_engine(url: str) -> Engine:
         )
     kwargs: dict[str, Any] = {"future": True}
     if backend == "sqlite":
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout_s}
     else:
         kwargs["pool_pre_ping"] = True
         kwargs["connect_args"] = {"connect_timeout": 10}
@@ -55,17 +56,36 @@ def create_db_engine(url: str) -> Engine:
             "`pip install 'liqi[postgres]'` and use postgresql+psycopg://..."
         ) from None
     if backend == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        busy_ms = max(1, round(busy_timeout_s * 1000))
+
+        def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+            cursor.close()
+
+        event.listen(engine, "connect", sqlite_pragmas)
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
+def unavailable(exc: OperationalError) -> DatabaseUnavailableError:
+    """What a client is told when the database fails a request: it is locked by another
+    process for longer than the busy timeout (SQLite), or it cannot be reached. The driver's
+    own words (hosts, ports, SQL) stay in the server log."""
+    reason = str(exc.orig or exc).lower()
+    if "locked" in reason or "busy" in reason:
+        return DatabaseUnavailableError(
+            "The database is unavailable: another process has held it locked for longer than "
+            "LIQI_DATABASE_BUSY_TIMEOUT_S. Retry shortly; if it lasts, "
+            "find what holds the server's SQLite file."
+        )
+    return DatabaseUnavailableError(
+        "The database is unavailable: the server cannot reach it or it broke off the "
+        "connection. Retry shortly; if it lasts, check that the database of "
+        "LIQI_DATABASE_URL is running (the server log has the driver's error)."
+    )
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:

@@ -71,6 +71,10 @@ class JobRunner(Ticker):
         super().__init__(tick_s)
         self.max_running = max_running or os.cpu_count() or 1
         self._cancel_sent: set[str] = set()
+        # Jobs launched whose RUNNING state is not written yet, with their group: when the
+        # database refuses the write, the next tick writes it again instead of launching a
+        # second copy of the job.
+        self._unrecorded: dict[str, tuple[str, Handle]] = {}
 
     def job_dir(self, job_id: str) -> Path:
         return self.jobs_dir / job_id
@@ -80,6 +84,7 @@ class JobRunner(Ticker):
         super().start()
 
     def tick(self) -> None:
+        self._record_launched()
         running = self._poll_running()
         self._start_pending(self.max_running - running)
 
@@ -125,7 +130,10 @@ class JobRunner(Ticker):
             if backend is None:
                 self._set(job_id, JobState.FAILED, reason=self._unknown_group(group))
                 continue
-            self._launch(job_id, spec_json, project_id, group, backend)
+            handle = self._launch(job_id, spec_json, project_id, group, backend)
+            if handle is not None:
+                self._unrecorded[job_id] = (group, handle)
+                self._record_launched()
 
     def _unknown_group(self, group: str) -> str:
         return (
@@ -135,7 +143,8 @@ class JobRunner(Ticker):
 
     def _launch(
         self, job_id: str, spec_json: str, project_id: int, group: str, backend: Backend
-    ) -> None:
+    ) -> Handle | None:
+        """Stage the job and start it; None when it could not start (then it is FAILED)."""
         spec = spec_from_json(spec_json)
         job_dir = self.job_dir(job_id)
         sandbox = None
@@ -160,20 +169,28 @@ class JobRunner(Ticker):
             logger.warning("job_id=%s could not start in group %s: %s", job_id, group, exc)
             where = "" if group == backend.name == "local" else f" in resource group {group!r}"
             self._set(job_id, JobState.FAILED, reason=f"could not start{where}: {exc}")
-            return
-        with self.sessions.begin() as session:
-            job = session.get(Job, job_id)
-            assert job is not None
-            if JobState(job.state) is not JobState.PENDING:
-                # Killed while it was being staged.
-                backend.cancel(handle)
-            else:
-                job.state = JobState.RUNNING.value
-                job.handle = handle.ref
-                job.started_at = utcnow()
-        logger.info(
-            "job_id=%s running in group %s (%s %s)", job_id, group, handle.backend, handle.ref
-        )
+            return None
+        return handle
+
+    def _record_launched(self) -> None:
+        """Write RUNNING (and the handle) for the jobs just launched; a job killed meanwhile
+        is cancelled. Raises the database's error, keeping the jobs for the next tick."""
+        for job_id, (group, handle) in list(self._unrecorded.items()):
+            with self.sessions.begin() as session:
+                job = session.get(Job, job_id)
+                backend = self.backends.get(group)
+                if job is None or JobState(job.state) is not JobState.PENDING:
+                    # Killed while it was being staged.
+                    if backend is not None:
+                        backend.cancel(handle)
+                else:
+                    job.state = JobState.RUNNING.value
+                    job.handle = handle.ref
+                    job.started_at = utcnow()
+            del self._unrecorded[job_id]
+            logger.info(
+                "job_id=%s running in group %s (%s %s)", job_id, group, handle.backend, handle.ref
+            )
 
     def _finish(self, job_id: str, status: RunStatus) -> None:
         result = status.result

@@ -148,7 +148,9 @@ def open_plane(
         logger.warning("isolation=%s: %s", isolation, warning)
     else:
         logger.info("isolation=%s: job tasks and instances run in liqi.sandbox", isolation)
-    engine = create_db_engine(settings.effective_database_url)
+    engine = create_db_engine(
+        settings.effective_database_url, busy_timeout_s=settings.database_busy_timeout_s
+    )
     try:
         migrate(engine)
         box = SecretBox.open(settings.secret_key_path)
