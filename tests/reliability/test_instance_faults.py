@@ -415,6 +415,9 @@ def test_a_model_that_leaks_memory_is_killed_at_its_limit_and_restarted(
     report(f"killed after {statuses.count(200)} requests of 40 MB: {crash}")
     assert f"instance {instance.id} crashed: out of memory: RSS " in crash
     assert "exceeded the limit of 300 MB (metadata.memory)" in crash
+    rss_mb = int(crash.split("RSS ")[1].split(" MB")[0])
+    assert 300 < rss_mb <= 300 + 3 * 40  # at its limit: within a few requests' leaks
+    assert statuses[:-1] == [200] * (len(statuses) - 1), statuses
     assert restarted.state == "RUNNING"
     # The restarted instance starts from nothing: it serves again.
     answer = httpx.post(url, content=b"more", timeout=CLIENT_TIMEOUT_S, trust_env=False)
