@@ -397,7 +397,7 @@ def test_concurrent_load_uses_both_instances(
     gw.settled("i-a", "i-b")
 
 
-def test_killed_instance_fails_over_then_502(gw: LiveGateway, probes: list[Any]) -> None:
+def test_killed_instance_fails_over_then_503(gw: LiveGateway, probes: list[Any]) -> None:
     url_a = probes[0][1]
     with serve(ProbeApp("k")) as url_k:
         gw.route("svc", ("k", url_k))
@@ -412,13 +412,14 @@ def test_killed_instance_fails_over_then_502(gw: LiveGateway, probes: list[Any])
     assert {len(r.content) for r in answers} == {len(big)}
     gw.route("svc", ("k", url_k), ("z", closed_port_url()))
     answer = gw.http.post("/api/predict/svc/echo", content=b"x")
-    assert answer.status_code == 502
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "1"
     assert answer.text.startswith("Service 'svc': no answer from instances ")
     assert "'k'" in answer.text
     assert "'z'" in answer.text
     gw.route("svc", ("k", url_k))
     answer = gw.http.post("/api/predict/svc/v1/models/svc:predict", content=b"x")
-    assert answer.status_code == 502
+    assert answer.status_code == 503
     assert answer.json()["error"].startswith("Service 'svc': no answer from instance 'k'.")
     gw.settled("k", "a", "z")
 

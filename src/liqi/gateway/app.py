@@ -19,6 +19,9 @@ at hand, in two cases:
   scikit-learn models, any built-in processor; a python processor only when its service
   JSON says ``"processor_idempotent": true``.
 
+When it could be sent again but no instance is left to try, the answer is 503, as when the
+table lists none (the instances tried are gone or going, and clients retry a 503).
+
 Otherwise (a request written to an instance that then closed the connection without
 answering, for a python processor that may have side effects) the gateway answers 502
 saying the request may have reached the instance and was not sent again. A failure once
@@ -255,8 +258,8 @@ class Gateway:
                 fresh = False
                 failed += (upstream.instance_id,)
                 following = self._pick((table.get(route.name) or route).upstreams, failed)
-                if following is None:
-                    raise _bad_gateway(route, failed, exc) from None
+                if following is None:  # none answers, and the request may be sent again
+                    raise _unanswered(route, failed, exc) from None
                 upstream = following
                 continue
             except DeadlineExceededError as exc:
@@ -376,13 +379,23 @@ def _unavailable(route: ServiceRoute, what: str) -> ServerUnavailableError:
 def _bad_gateway(
     route: ServiceRoute, tried: tuple[str, ...], exc: UpstreamUnavailableError, note: str = ""
 ) -> UpstreamUnavailableError:
+    return UpstreamUnavailableError(_no_answer(route, tried, exc) + note.format(service=route.name))
+
+
+def _unanswered(
+    route: ServiceRoute, tried: tuple[str, ...], exc: UpstreamUnavailableError
+) -> ServerUnavailableError:
+    """503 when every instance listed failed before answering and the request could be sent
+    again: the service has no instance that answers (one just died, and the reconciler has
+    yet to notice), as it has none once the table says so; clients retry a 503."""
+    return ServerUnavailableError(_no_answer(route, tried, exc))
+
+
+def _no_answer(route: ServiceRoute, tried: tuple[str, ...], exc: UpstreamUnavailableError) -> str:
     names = ", ".join(repr(instance_id) for instance_id in tried)
     log.warning("no answer service=%s instances=%s: %s", route.name, names, exc.message)
     what = "instance" if len(tried) == 1 else "instances"
-    note = note.format(service=route.name)
-    return UpstreamUnavailableError(
-        f"Service {route.name!r}: no answer from {what} {names}. {exc.message}{note}"
-    )
+    return f"Service {route.name!r}: no answer from {what} {names}. {exc.message}"
 
 
 async def _lifespan(

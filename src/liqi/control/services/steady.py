@@ -52,7 +52,8 @@ def progress(rows: list[ServiceInstance], service: Service) -> str:
         return f"{left} instance(s) stopping" if left else ""
     current = [r for r in rows if r.version == service.current_version]
     running = sum(r.state == InstanceState.READY.value for r in current)
-    crashed = [r for r in current if r.state == InstanceState.CRASHED.value]
+    # crashed, or restarting since (an instance's reason is cleared once it is ready again)
+    crashed = [r for r in current if r.state != InstanceState.READY.value and r.reason]
     text = f"Total: {service.want}, Pending: {len(current) - running}, Running: {running}"
     return text + (f"; last crash: {crashed[-1].reason}" if crashed else "")
 
