@@ -125,6 +125,11 @@ class JobRunner(Ticker):
             if backend is None:
                 self._set(job_id, JobState.FAILED, reason=self._unknown_group(group))
                 continue
+            found = backend.launched(self.job_dir(job_id))
+            if found is not None:  # launched by a server killed before it said RUNNING
+                logger.info("job_id=%s was launched before a restart: taken back", job_id)
+                self._running(job_id, found, backend)
+                continue
             self._launch(job_id, spec_json, project_id, group, backend)
 
     def _unknown_group(self, group: str) -> str:
@@ -161,6 +166,13 @@ class JobRunner(Ticker):
             where = "" if group == backend.name == "local" else f" in resource group {group!r}"
             self._set(job_id, JobState.FAILED, reason=f"could not start{where}: {exc}")
             return
+        self._running(job_id, handle, backend)
+        logger.info(
+            "job_id=%s running in group %s (%s %s)", job_id, group, handle.backend, handle.ref
+        )
+
+    def _running(self, job_id: str, handle: Handle, backend: Backend) -> None:
+        """Record the launch of a PENDING job (one killed meanwhile is stopped)."""
         with self.sessions.begin() as session:
             job = session.get(Job, job_id)
             assert job is not None
@@ -171,9 +183,6 @@ class JobRunner(Ticker):
                 job.state = JobState.RUNNING.value
                 job.handle = handle.ref
                 job.started_at = utcnow()
-        logger.info(
-            "job_id=%s running in group %s (%s %s)", job_id, group, handle.backend, handle.ref
-        )
 
     def _finish(self, job_id: str, status: RunStatus) -> None:
         result = status.result

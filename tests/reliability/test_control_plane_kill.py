@@ -1,0 +1,329 @@
+"""The control plane SIGKILLed mid-change and started again on the same LIQI_HOME: what it
+was doing is finished, undone or never visible; nothing is left half-written or orphaned.
+
+One real ``liqi server run`` process per module (isolation none, SQLite), killed and
+restarted by each test; the SDK reaches it through the admin profile it rewrites on start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from liqi.client import Client
+from liqi.control.server.home import ServerRecord
+from liqi.core import signing
+from liqi.errors import LiqiError, NotFoundError
+from tests.support.servers import kill_instances, wait_healthy
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.timeout(240)
+
+PROJECT = "default"
+BUCKET = "kill-data"
+MB = 2**20
+
+
+class ServerProcess:
+    """``liqi server run`` on port 0 in a process of its own, for a test to SIGKILL."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIQI_")}
+        env["LIQI_HOME"] = str(self.home)
+        command = [sys.executable, "-m", "liqi", "--home", str(self.home), "server", "run"]
+        command += ["--port", "0", "--isolation", "none"]
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / "server-output.log", "ab") as log:
+            self.process = subprocess.Popen(
+                command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        record_file = self.home / "run" / "server.json"
+        pid = self.process.pid
+
+        def listening() -> bool:
+            assert self.process is not None
+            assert self.process.poll() is None, self.output()
+            record = ServerRecord.read(record_file) if record_file.exists() else None
+            return record is not None and record.pid == pid
+
+        wait_until(listening, "the control plane wrote run/server.json", timeout_s=60)
+        record = ServerRecord.read(record_file)
+        assert record is not None
+        self.url = record.url
+        wait_healthy(self.url, timeout_s=60)
+
+    def kill(self) -> None:
+        """SIGKILL: no handler, no cleanup, no rollback runs."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self.process = None
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+            self.process = None
+
+    def output(self) -> str:
+        path = self.home / "server-output.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def client(self) -> Client:
+        return Client(environ={"LIQI_HOME": str(self.home)})
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    home = tmp_path_factory.mktemp("cpkill") / "home"
+    live = ServerProcess(home)
+    live.start()
+    try:
+        with live.client() as admin:
+            admin.create_bucket(BUCKET, project=PROJECT)
+        yield live
+    finally:
+        live.stop()
+        kill_instances(home)
+        for pid in processes_under(home / "jobs"):
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+
+
+def processes_under(folder: Path) -> list[int]:
+    """Live processes whose working folder or an argument is ``folder`` or under it."""
+    prefix = str(folder) + "/"
+    found = []
+    for process in psutil.process_iter(["cwd", "cmdline", "status"]):
+        if process.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        paths = [process.info.get("cwd") or "", *(process.info.get("cmdline") or ())]
+        if any(p == str(folder) or p.startswith(prefix) for p in paths):
+            found.append(process.pid)
+    return found
+
+
+def temp_files(server: ServerProcess) -> list[Path]:
+    """The store's temporary files (uploads under way, or left by a killed server)."""
+    tmp = server.home / "store" / "_tmp"
+    return sorted(p for p in tmp.iterdir() if p.is_file()) if tmp.is_dir() else []
+
+
+def keys(client: Client, bucket: str = BUCKET, prefix: str = "") -> list[str]:
+    return [info.key for info in client.iter_objects(bucket, prefix)]
+
+
+# -- 1. a single-part object upload ------------------------------------------------------------
+
+
+def test_an_upload_killed_mid_body_leaves_no_object_and_the_key_can_be_written_again(
+    server: ServerProcess,
+) -> None:
+    body = os.urandom(8 * MB)
+    half = 4 * MB
+    killed = threading.Event()
+    failures: list[BaseException] = []
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, half, MB):
+            yield body[start : start + MB]
+        killed.wait(timeout=60)  # the rest only once the server is gone
+        for start in range(half, len(body), MB):
+            yield body[start : start + MB]
+
+    def upload() -> None:
+        headers = {
+            "content-type": "application/octet-stream",
+            "content-length": str(len(body)),
+            signing.CONTENT_HASH_HEADER: hashlib.sha256(body).hexdigest(),
+        }
+        try:
+            with server.client() as client:
+                client._request(
+                    "PUT", f"/api/v1/buckets/{BUCKET}/objects/big/blob.bin",
+                    content=chunks(), headers=headers,
+                )  # fmt: skip
+        except BaseException as exc:  # the thread reports what it met
+            failures.append(exc)
+
+    uploader = threading.Thread(target=upload, daemon=True)
+    uploader.start()
+
+    def half_written() -> bool:
+        return any(p.stat().st_size >= MB for p in temp_files(server))
+
+    wait_until(half_written, "part of the body written to a temporary file", timeout_s=30)
+    server.kill()
+    killed.set()
+    uploader.join(timeout=60)
+    assert not uploader.is_alive()
+    assert len(failures) == 1
+    assert isinstance(failures[0], LiqiError), failures
+    server.start()
+    with server.client() as client:
+        with pytest.raises(NotFoundError):
+            client.stat_object(BUCKET, "big/blob.bin")
+        listed = keys(client)
+        assert "big/blob.bin" not in listed
+        assert not [k for k in listed if "liqi-put" in k or k.startswith("_tmp")], listed
+        assert temp_files(server) == []  # the killed server's temp file is gone too
+        info = client.put_object(BUCKET, "big/blob.bin", body)
+        assert info.size == len(body)
+        assert client.read_object(BUCKET, "big/blob.bin") == body
+
+
+# -- 2. multipart uploads: liqi's API has none (one PUT per object, streamed) ----------------
+
+
+# -- 3. a dataset upload ---------------------------------------------------------------------
+
+
+def test_a_dataset_upload_killed_midway_publishes_no_partition(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    uri = f"odps://{PROJECT}/volumes/killed_volume/p1"
+    source = tmp_path / "dataset"
+    source.mkdir()
+    for index in range(6):
+        (source / f"part-{index}.bin").write_bytes(bytes([index]) * MB)
+    files = sorted(source.iterdir())
+    upload = "killedupload01"
+    with server.client() as client:
+        for path in files[:3]:
+            client.upload_dataset_file(uri, upload, path.name, path)
+    server.restart()
+    with server.client() as client:
+        with pytest.raises(NotFoundError):
+            client.describe_dataset(uri)
+        assert uri not in [d.uri for d in client.list_datasets(PROJECT)]
+        # the half upload cannot be published after the restart either
+        with pytest.raises(LiqiError):
+            client.commit_dataset_upload(uri, upload, file_count=6, size=6 * MB)
+        with pytest.raises(NotFoundError):
+            client.describe_dataset(uri)
+        made = client.create_dataset(uri, source)
+        assert made.version == 1
+        listed = client.list_dataset_files(uri)
+        assert sorted(f.path for f in listed) == [p.name for p in files]
+        assert sum(f.size for f in listed) == 6 * MB
+
+
+# -- 4. running jobs -------------------------------------------------------------------------
+
+HELD = """
+import os, sys, time
+deadline = time.monotonic() + 120
+while not os.path.exists("release"):
+    if time.monotonic() > deadline:
+        sys.exit("the test never released this job")
+    time.sleep(0.02)
+print("released", flush=True)
+"""
+
+
+def add_script(client: Client, tmp: Path, name: str, body: str) -> str:
+    path = tmp / name
+    path.write_text(body)
+    return client.add_resource(path, project=PROJECT, force=True).uri
+
+
+def release(server: ServerProcess, job_id: str) -> None:
+    (server.home / "jobs" / job_id / "work" / "release").touch()
+
+
+def supervisor_pid(server: ServerProcess, job_id: str) -> int:
+    return int((server.home / "jobs" / job_id / "supervisor.pid").read_text())
+
+
+def wait_state(client: Client, job_id: str, state: str) -> None:
+    wait_until(
+        lambda: client.get_job(job_id).state == state,
+        f"job {job_id} {state}",
+        timeout_s=60,
+        interval_s=0.05,
+    )
+
+
+def test_running_jobs_are_reattached_or_lost_with_a_reason_and_leave_no_process(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    with server.client() as client:
+        script = add_script(client, tmp_path, "held.py", HELD)
+        kept = client.submit_job(script, name="kept").id
+        orphaned = client.submit_job(script, name="orphaned").id
+        wait_state(client, kept, "RUNNING")
+        wait_state(client, orphaned, "RUNNING")
+    jobs = server.home / "jobs"
+    kept_processes = set(processes_under(jobs / kept))
+    assert supervisor_pid(server, kept) in kept_processes
+    server.kill()
+    # the supervisors are detached: they outlive the control plane
+    assert set(processes_under(jobs / kept)) == kept_processes
+    # one of them dies with it, its script too, while no control plane watches
+    for pid in processes_under(jobs / orphaned):
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).kill()
+    wait_until(lambda: not processes_under(jobs / orphaned), "the orphaned job's processes gone")
+    server.start()
+    with server.client() as client:
+        lost = client.wait_job(orphaned, timeout_s=60)
+        assert lost.state == "LOST"
+        assert "supervisor" in lost.reason
+        assert client.get_job(kept).state == "RUNNING"  # re-attached, not lost
+        release(server, kept)
+        done = client.wait_job(kept, timeout_s=60)
+        assert done.state == "SUCCEEDED", done.reason
+        assert "released" in "".join(client.follow_logs(kept, follow=False))
+    wait_until(lambda: not processes_under(jobs), "no process left under LIQI_HOME/jobs")
+
+
+# -- 7. a job submission ---------------------------------------------------------------------
+
+
+def test_a_job_submitted_just_before_the_kill_runs_to_its_end_once(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    jobs = server.home / "jobs"
+    with server.client() as client:
+        script = add_script(client, tmp_path, "held7.py", HELD)
+        job_id = client.submit_job(script, name="submitted").id
+    # killed as the runner launches it: between its supervisor's start and its RUNNING row,
+    # if the kill lands there
+    wait_until(lambda: (jobs / job_id / "supervisor.pid").exists(), "the job launched")
+    server.kill()
+    launched = processes_under(jobs / job_id)
+    server.start()
+    with server.client() as client:
+        wait_state(client, job_id, "RUNNING")
+        supervisors = [
+            p for p in processes_under(jobs / job_id) if "supervisor" in " ".join(
+                psutil.Process(p).cmdline())
+        ]  # fmt: skip
+        assert len(supervisors) == 1, (launched, supervisors)
+        release(server, job_id)
+        done = client.wait_job(job_id, timeout_s=60)
+        assert done.state == "SUCCEEDED", done.reason
+    wait_until(lambda: not processes_under(jobs), "no process left under LIQI_HOME/jobs")
