@@ -327,3 +327,76 @@ def test_a_job_submitted_just_before_the_kill_runs_to_its_end_once(
         done = client.wait_job(job_id, timeout_s=60)
         assert done.state == "SUCCEEDED", done.reason
     wait_until(lambda: not processes_under(jobs), "no process left under LIQI_HOME/jobs")
+
+
+# -- 5. a job's output upload ----------------------------------------------------------------
+
+WRITER = """
+import os, shutil
+root = os.environ["LIQI_BUCKETS"].split(",")[0]
+for i in range(int(os.environ["OUTPUTS"])):
+    with open(os.path.join(root, f"f{i:02d}.bin"), "wb") as fh:
+        fh.write(bytes([i]) * (1 << 20))
+if os.environ.get("CLASH"):  # a file where the bucket holds a folder: its upload fails
+    shutil.rmtree(os.path.join(root, "zz-clash"))
+    with open(os.path.join(root, "zz-clash"), "wb") as fh:
+        fh.write(b"a file")
+"""
+OUTPUTS = 24
+
+
+def contents(client: Client, prefix: str) -> dict[str, bytes]:
+    return {key: client.read_object(BUCKET, key) for key in keys(client, prefix=prefix)}
+
+
+def kill_during_output_upload(
+    server: ServerProcess, client: Client, tmp_path: Path, prefix: str, **env: str
+) -> tuple[str, int]:
+    """Run WRITER with its bucket folder at ``prefix``, SIGKILL the control plane as soon as
+    its first output is in the bucket; returns the job's id and the outputs then written."""
+    script = add_script(client, tmp_path, f"writer-{prefix.strip('/')}.py", WRITER)
+    job_id = client.submit_job(
+        script, name="writer", buckets=[f"oss://{BUCKET}/{prefix}"],
+        env={"OUTPUTS": str(OUTPUTS), **env},
+    ).id  # fmt: skip
+    folder = server.home / "store" / BUCKET / prefix
+
+    def written() -> int:  # the job's outputs (1 MB each) now in the bucket
+        names = (folder / f"f{i:02d}.bin" for i in range(OUTPUTS))
+        return sum(1 for path in names if path.exists() and path.stat().st_size == MB)
+
+    wait_until(written, "the first output in the bucket", timeout_s=90, interval_s=0.001)
+    server.kill()
+    return job_id, written()
+
+
+def test_outputs_being_uploaded_at_the_kill_are_all_uploaded_after_the_restart(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    with server.client() as client:
+        job_id, at_kill = kill_during_output_upload(server, client, tmp_path, "out5a/")
+    assert 0 < at_kill < OUTPUTS  # the kill fell mid-upload
+    server.start()
+    with server.client() as client:
+        done = client.wait_job(job_id, timeout_s=60)
+        assert done.state == "SUCCEEDED", done.reason
+        assert f"uploaded {OUTPUTS} file(s)" in done.reason
+        expected = {f"out5a/f{i:02d}.bin": bytes([i]) * MB for i in range(OUTPUTS)}
+        assert contents(client, "out5a/") == expected
+
+
+def test_outputs_whose_upload_fails_after_the_restart_leave_the_bucket_as_it_was(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    with server.client() as client:
+        client.put_object(BUCKET, "out5b/f03.bin", b"old three")
+        client.put_object(BUCKET, "out5b/zz-clash/inner.txt", b"inner")
+        before = contents(client, "out5b/")
+        job_id, at_kill = kill_during_output_upload(server, client, tmp_path, "out5b/", CLASH="1")
+    assert 0 < at_kill < OUTPUTS
+    server.start()
+    with server.client() as client:
+        done = client.wait_job(job_id, timeout_s=60)
+        assert done.state == "FAILED"
+        assert "uploading its outputs failed" in done.reason
+        assert contents(client, "out5b/") == before  # none of the outputs: all or nothing
