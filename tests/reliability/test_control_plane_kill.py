@@ -1,8 +1,10 @@
 """The control plane SIGKILLed mid-change and started again on the same LIQI_HOME: what it
 was doing is finished, undone or never visible; nothing is left half-written or orphaned.
 
-One real ``liqi server run`` process per module (isolation none, SQLite), killed and
-restarted by each test; the SDK reaches it through the admin profile it rewrites on start.
+One real ``liqi server run`` process per module (isolation none, SQLite, no standby model
+server), killed and restarted by each test; the SDK reaches it through the admin profile it
+rewrites on start. liqi has no multipart upload (an object is one streamed PUT): the
+single-part case covers objects.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from liqi.client import Client
 from liqi.control.server.home import ServerRecord
 from liqi.core import signing
 from liqi.errors import LiqiError, NotFoundError
-from tests.support.servers import kill_instances, wait_healthy
+from tests.support.servers import instance_folder, kill_instances, wait_healthy
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(240)
@@ -45,6 +47,7 @@ class ServerProcess:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIQI_")}
         env["LIQI_HOME"] = str(self.home)
+        env["LIQI_STANDBY"] = "0"  # no TensorFlow import per start: instances start cold
         command = [sys.executable, "-m", "liqi", "--home", str(self.home), "server", "run"]
         command += ["--port", "0", "--isolation", "none"]
         self.home.mkdir(parents=True, exist_ok=True)
@@ -400,3 +403,114 @@ def test_outputs_whose_upload_fails_after_the_restart_leave_the_bucket_as_it_was
         assert done.state == "FAILED"
         assert "uploading its outputs failed" in done.reason
         assert contents(client, "out5b/") == before  # none of the outputs: all or nothing
+
+
+# -- 6. services: create, scale, modify mid-rollout, delete ----------------------------------
+
+
+def service_processes(server: ServerProcess) -> dict[int, str]:
+    """The processes working under LIQI_HOME/services (instances and standbys, sandboxed or
+    not: bwrap's own init aside), with the folder each works in."""
+    prefix = str(server.home / "services") + "/"
+    found = {}
+    for process in psutil.process_iter(["status", "name"]):
+        if process.info["status"] == psutil.STATUS_ZOMBIE or process.info["name"] == "bwrap":
+            continue
+        folder = instance_folder(process.pid) or ""
+        if folder.startswith(prefix):
+            found[process.pid] = folder
+    return found
+
+
+def assert_no_orphan_instance(server: ServerProcess, client: Client) -> None:
+    """Every process under LIQI_HOME/services is an instance of a service the control plane
+    knows, or a standby: the new control plane's, or a killed one's on its way out (it ends
+    at the end of its stdin, once its imports are done)."""
+    assert server.process is not None
+    plane = server.process.pid
+    known = {i.id for s in client.list_services() for i in client.get_service(s.name).instances}
+    for pid, folder in service_processes(server).items():
+        if Path(folder).name not in known:
+            assert "/.standby/" in folder + "/", f"orphan process {pid} in {folder}"
+
+    def killed_planes_standbys() -> list[int]:
+        found = []
+        for pid, folder in service_processes(server).items():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if Path(folder).name not in known and psutil.Process(pid).ppid() != plane:
+                    found.append(pid)
+        return found
+
+    wait_until(
+        lambda: not killed_planes_standbys(),
+        "the killed control plane's standbys ended",
+        timeout_s=90,
+        interval_s=0.2,
+    )
+
+
+def wait_running(client: Client, name: str, instances: int) -> None:
+    info = client.wait_service(name, timeout_s=120)
+    assert info.state == "RUNNING", f"{name} is {info.state}: {info.reason}"
+    assert info.instances_ready == info.instances_wanted == instances
+    assert len(info.instances) == instances
+
+
+def test_a_service_killed_after_each_change_converges_and_leaves_no_orphan_instance(
+    server: ServerProcess, mnist_saved_model: Path
+) -> None:
+    name = "killed_svc"
+    spec = {
+        "name": name,
+        "generate_token": "false",
+        "model_path": f"oss://{BUCKET}/models/",
+        "processor": "tensorflow_cpu",
+        "metadata": {"instance": 1, "cpu": 1, "memory": 2000},
+    }
+    with server.client() as client:
+        for path in sorted(mnist_saved_model.rglob("*")):
+            if path.is_file():
+                key = f"models/1/{path.relative_to(mnist_saved_model)}"
+                client.put_object(BUCKET, key, path)
+        # create, killed right after the answer: the service exists and comes up
+        assert client.create_service(spec, project=PROJECT).current_version == 1
+    server.restart()
+    with server.client() as client:
+        wait_running(client, name, 1)
+        assert_no_orphan_instance(server, client)
+        # modify, killed while the new version's instance starts
+        modified = client.modify_service(name, {"metadata": {"memory": 1900}})
+        new = modified.latest_version
+        assert new == 2
+
+        def rolling() -> bool:
+            info = client.get_service(name)
+            return any(i.version == new for i in info.instances)
+
+        wait_until(rolling, "an instance of the new version started", timeout_s=60)
+    server.restart()
+    with server.client() as client:
+        wait_running(client, name, 1)
+        info = client.get_service(name)
+        assert info.current_version == new
+        assert {i.version for i in info.instances} == {new}
+        assert info.memory_mb == 1900
+        assert_no_orphan_instance(server, client)
+        # scale, killed right after the answer
+        assert client.scale_service(name, 2).instances_wanted == 2
+    server.restart()
+    with server.client() as client:
+        wait_running(client, name, 2)
+        assert_no_orphan_instance(server, client)
+        # delete, killed right after the answer
+        client.delete_service(name)
+    server.restart()
+    with server.client() as client:
+        client.wait_service_deleted(name, timeout_s=90)
+        assert name not in [s.name for s in client.list_services()]
+        wait_until(
+            lambda: all("/.standby" in f for f in service_processes(server).values()),
+            "every instance of the deleted service stopped",
+            timeout_s=60,
+        )
+        assert_no_orphan_instance(server, client)
