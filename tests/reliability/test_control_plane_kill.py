@@ -345,7 +345,7 @@ if os.environ.get("CLASH"):  # a file where the bucket holds a folder: its uploa
     with open(os.path.join(root, "zz-clash"), "wb") as fh:
         fh.write(b"a file")
 """
-OUTPUTS = 24
+OUTPUTS = 40
 
 
 def contents(client: Client, prefix: str) -> dict[str, bytes]:
@@ -378,6 +378,7 @@ def test_outputs_being_uploaded_at_the_kill_are_all_uploaded_after_the_restart(
 ) -> None:
     with server.client() as client:
         job_id, at_kill = kill_during_output_upload(server, client, tmp_path, "out5a/")
+    print(f"killed after {at_kill} of {OUTPUTS} outputs were in the bucket")
     assert 0 < at_kill < OUTPUTS  # the kill fell mid-upload
     server.start()
     with server.client() as client:
@@ -396,6 +397,7 @@ def test_outputs_whose_upload_fails_after_the_restart_leave_the_bucket_as_it_was
         client.put_object(BUCKET, "out5b/zz-clash/inner.txt", b"inner")
         before = contents(client, "out5b/")
         job_id, at_kill = kill_during_output_upload(server, client, tmp_path, "out5b/", CLASH="1")
+    print(f"killed after {at_kill} of {OUTPUTS} outputs were in the bucket")
     assert 0 < at_kill < OUTPUTS
     server.start()
     with server.client() as client:
