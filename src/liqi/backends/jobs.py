@@ -120,3 +120,8 @@ class Backend(ABC):
     @abstractmethod
     def cancel(self, handle: Handle) -> None:
         """Ask the tasks to stop (SIGTERM, then SIGKILL after the plan's grace period)."""
+
+    def launched(self, job_dir: Path) -> Handle | None:
+        """The handle of a launch of ``job_dir`` that a killed control plane did not record
+        (it still runs, or it has left its result); None if there is none to take back."""
+        return None

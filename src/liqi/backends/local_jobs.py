@@ -69,6 +69,15 @@ class LocalBackend(Backend):
             f"{job_dir / SUPERVISOR_LOG}",
         )
 
+    def launched(self, job_dir: Path) -> Handle | None:
+        try:
+            pid = int((job_dir / PID_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        if _is_supervisor(pid, job_dir) or (job_dir / RESULT_FILE).exists():
+            return Handle(backend=self.name, ref=str(pid))
+        return None
+
     def cancel(self, handle: Handle) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(handle.ref), signal.SIGTERM)

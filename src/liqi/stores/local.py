@@ -52,9 +52,11 @@ from liqi.stores.base import (
     collect_page,
 )
 
-__all__ = ["LocalStore", "check_range", "collect_page"]
+__all__ = ["TEMP_PREFIX", "LocalStore", "check_range", "collect_page"]
 
 META_XATTR = "user.liqi.meta"
+# Names of the temporary files of puts under way (a killed server's are swept at start).
+TEMP_PREFIX = ".liqi-put-"
 EMPTY_MD5 = hashlib.md5(b"").hexdigest()
 
 _REASONS = {
@@ -279,7 +281,7 @@ class LocalStore(Store):
     def _write_temp(self, key: str, chunks: Iterable[bytes], content_type: str | None) -> str:
         """Stream ``chunks`` into a new fsynced temporary file and return its path."""
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".liqi-put-", dir=self._tmp)
+            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self._tmp)
         except OSError as exc:
             raise _write_error(key, exc) from exc
         try:

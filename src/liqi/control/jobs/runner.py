@@ -130,7 +130,14 @@ class JobRunner(Ticker):
             if backend is None:
                 self._set(job_id, JobState.FAILED, reason=self._unknown_group(group))
                 continue
-            handle = self._launch(job_id, spec_json, project_id, group, backend)
+            if job_id in self._unrecorded:  # launched; its RUNNING is not written yet
+                continue
+            found = backend.launched(self.job_dir(job_id))
+            if found is not None:  # launched by a server killed before it said RUNNING
+                logger.info("job_id=%s was launched before a restart: taken back", job_id)
+                handle: Handle | None = found
+            else:
+                handle = self._launch(job_id, spec_json, project_id, group, backend)
             if handle is not None:
                 self._unrecorded[job_id] = (group, handle)
                 self._record_launched()

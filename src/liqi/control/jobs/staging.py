@@ -9,15 +9,18 @@ Layout of ``LIQI_HOME/jobs/<job_id>/``::
     buckets/<bucket>/<prefix>                 what the job reads from and writes to a bucket
     logs/<task>.log       each task's output
     manifest.json         the bucket files as staged, to find what the job wrote
+    upload-journal.jsonl  while its outputs are uploaded: each object, before it is written
+    replaced/             while its outputs are uploaded: copies of the objects they replace
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
@@ -40,6 +43,10 @@ from liqi.stores.base import ObjectReader, Store, file_chunks
 # The runner acts for the control plane: access was checked when the job was submitted.
 SYSTEM = Principal(key_id=0, access_id="liqi-job-runner", is_superuser=True, roles={})
 MANIFEST = "manifest.json"
+JOURNAL = "upload-journal.jsonl"  # the outputs being uploaded, to undo a killed upload
+BACKUPS = "replaced"  # copies of the objects the outputs replace, until the upload is done
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -154,38 +161,82 @@ def upload_outputs(
     Each object is written atomically. The set is all or nothing as far as a kill goes:
     ``should_stop`` is asked between objects, and when it says stop (or an upload fails) the
     objects written so far are deleted and the ones they replaced are put back from a copy
-    taken just before, so the buckets are as they were.
+    taken just before, so the buckets are as they were. Each object is named in a journal
+    (``upload-journal.jsonl``) before it is written: an upload cut short by a killed control
+    plane is undone from it when the next one starts.
 
     Raises:
         UploadCancelledError: ``should_stop`` said stop; the buckets were restored.
         StoreError: an upload failed; the buckets were restored.
     """
+    undo_interrupted_upload(sessions, stores, job_dir)
     outputs = _outputs(sessions, stores, job_dir)
-    backups = job_dir / "replaced"
+    backups = job_dir / BACKUPS
     done: list[tuple[Store, str, Path | None]] = []
     try:
-        for index, (_bucket, store, key, path) in enumerate(outputs):
-            if should_stop():
-                raise UploadCancelledError(
-                    f"killed while uploading outputs ({index} of {len(outputs)} written); the "
-                    "buckets were restored"
-                )
-            backup: Path | None = None
-            if store.exists(key):
-                backup = backups / f"{index}"
-                _write(store.open(key), backup)
-            store.put(key, file_chunks(path))
-            done.append((store, key, backup))
+        with open(job_dir / JOURNAL, "a") as journal:
+            for index, (bucket, store, key, path) in enumerate(outputs):
+                if should_stop():
+                    raise UploadCancelledError(
+                        f"killed while uploading outputs ({index} of {len(outputs)} written); "
+                        "the buckets were restored"
+                    )
+                backup: Path | None = None
+                if store.exists(key):
+                    backup = backups / f"{index}"
+                    _write(store.open(key), backup)
+                entry = {"bucket": bucket, "key": key, "backup": backup and backup.name}
+                journal.write(json.dumps(entry) + "\n")
+                journal.flush()
+                os.fsync(journal.fileno())
+                store.put(key, file_chunks(path))
+                done.append((store, key, backup))
     except BaseException:
-        for store, key, backup in reversed(done):
-            if backup is None:
-                store.delete(key)
-            else:
-                store.put(key, file_chunks(backup))
+        _restore(reversed(done))
         raise
     finally:
+        (job_dir / JOURNAL).unlink(missing_ok=True)  # before the copies it points to
         shutil.rmtree(backups, ignore_errors=True)
     return [(bucket, key) for bucket, _, key, _ in outputs]
+
+
+def undo_interrupted_upload(
+    sessions: sessionmaker[Session], stores: buckets.StoreRegistry, job_dir: Path
+) -> None:
+    """Put the buckets back as they were before an upload of outputs that a killed control
+    plane left half done (its journal is still there); nothing when there is none."""
+    journal = job_dir / JOURNAL
+    try:
+        lines = journal.read_text().splitlines()
+    except FileNotFoundError:
+        return
+    written: list[tuple[Store, str, Path | None]] = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:  # a line cut by the kill: its object was not written yet
+            continue
+        with sessions() as session:
+            store = stores.store_for(buckets.get_bucket(session, entry["bucket"]))
+        backup = job_dir / BACKUPS / entry["backup"] if entry["backup"] else None
+        written.append((store, entry["key"], backup))
+    logger.warning(
+        "job folder %s: undoing an upload of outputs cut short (%d object(s))",
+        job_dir,
+        len(written),
+    )
+    _restore(reversed(written))
+    journal.unlink()
+    shutil.rmtree(job_dir / BACKUPS, ignore_errors=True)
+
+
+def _restore(written: Iterable[tuple[Store, str, Path | None]]) -> None:
+    """Delete each object written, or put back the one it replaced from its copy."""
+    for store, key, backup in written:
+        if backup is None:
+            store.delete(key)
+        else:
+            store.put(key, file_chunks(backup))
 
 
 def build_plan(

@@ -65,6 +65,9 @@ def control_plane_runtime(settings: ServerSettings) -> Iterator[Runtime]:
         record_file = record_path(settings)
         try:
             plane = open_plane(settings)
+            swept = plane.stores.sweep_temp_files()
+            if swept:
+                logger.info("removed %d temporary file(s) of uploads a stopped server left", swept)
             port = sock.getsockname()[1]
             url = url_for(settings.host, port)
             plane.url = url

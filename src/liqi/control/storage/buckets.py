@@ -31,7 +31,7 @@ from liqi.errors import (
     PermissionDeniedError,
 )
 from liqi.stores.base import Store
-from liqi.stores.local import LocalStore
+from liqi.stores.local import TEMP_PREFIX, LocalStore
 
 BACKENDS = ("local", "s3", "oss")
 
@@ -190,6 +190,18 @@ class StoreRegistry:
     @property
     def tmp_dir(self) -> Path:
         return self._root / "_tmp"
+
+    def sweep_temp_files(self) -> int:
+        """Remove the temporary files of local puts a killed server left (they are never
+        objects, but hold disk); returns how many. Only at start, under the home's lock: no put
+        can be under way."""
+        removed = 0
+        if self.tmp_dir.is_dir():
+            for entry in self.tmp_dir.iterdir():
+                if entry.name.startswith(TEMP_PREFIX) and entry.is_file():
+                    entry.unlink(missing_ok=True)
+                    removed += 1
+        return removed
 
     def system_store(self, name: str) -> LocalStore:
         """A store for liqi's own files (``_resources``, ``_volumes``), never a user bucket."""
