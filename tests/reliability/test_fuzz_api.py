@@ -27,6 +27,7 @@ from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from liqi.core import signing
+from liqi.errors import InvalidRequestError
 from tests.support.servers import LiveServer, live_server
 
 pytestmark = pytest.mark.timeout(300)
@@ -209,3 +210,16 @@ def test_a_presigned_url_with_a_non_ascii_signature_is_refused_with_401(
     response = httpx.request(method, url, content=b"x", trust_env=False, timeout=10)
     assert response.status_code == 401, response.text
     assert response.json()["code"] == "unauthenticated"
+
+
+@pytest.mark.parametrize("model_path", ["http://[x/m.tar.gz", "http://a]b/m", "oss://[/m"])
+def test_a_service_whose_model_url_has_an_unbalanced_bracket_is_refused_with_400(
+    fuzzed: Fuzzed, model_path: str
+) -> None:
+    # urlsplit raised ValueError ("Invalid IPv6 URL") in the fetch policy: a 500
+    spec = {"name": "bracket", "model_path": model_path, "processor": "tensorflow_cpu"}
+    with fuzzed.live.admin() as admin:
+        with pytest.raises(InvalidRequestError, match="Invalid IPv6 URL") as refused:
+            admin.create_service(spec, project=PROJECT)
+        assert refused.value.http_status == 400
+        assert [s.name for s in admin.list_services(project=PROJECT)] == []
