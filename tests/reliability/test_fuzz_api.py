@@ -20,12 +20,14 @@ import httpx
 import pytest
 import requests
 import schemathesis
+from click.testing import CliRunner
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import Failure, FailureGroup
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
+from liqi.cli.main import cli
 from liqi.core import signing
 from liqi.errors import InvalidRequestError
 from tests.support.servers import LiveServer, live_server
@@ -223,3 +225,14 @@ def test_a_service_whose_model_url_has_an_unbalanced_bracket_is_refused_with_400
             admin.create_service(spec, project=PROJECT)
         assert refused.value.http_status == 400
         assert [s.name for s in admin.list_services(project=PROJECT)] == []
+
+
+def test_liqi_pai_with_an_unbalanced_bracket_in_its_oss_script_says_why_it_refuses(
+    fuzzed: Fuzzed,
+) -> None:
+    # the CLI's urlsplit raised ValueError: "internal error" instead of the reason
+    words = ["pai", "-name", "tensorflow", "-Dscript=oss://[x/a.py"]
+    result = CliRunner().invoke(cli, words, env=fuzzed.live.environ)
+    assert result.exit_code == 2, result.output
+    assert "is not an oss:// URI (Invalid IPv6 URL)" in result.output
+    assert "internal error" not in result.output
