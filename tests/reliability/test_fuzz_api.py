@@ -145,8 +145,10 @@ def fuzz_with(
         if mode is GenerationMode.POSITIVE and operation.label in STARTS_WORK:
             continue
         tally.operations += 1
-        passes = [{}, seeded(definition)] if mode is GenerationMode.POSITIVE else [{}]
-        for path_parameters in [p for i, p in enumerate(passes) if i == 0 or p]:
+        passes: list[dict[str, str]] = [{}]  # random path parameters
+        if mode is GenerationMode.POSITIVE and seeded(definition):
+            passes.append(seeded(definition))
+        for path_parameters in passes:
             strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
 
             @settings(
