@@ -25,7 +25,11 @@ from liqi.core.refs import parse_oss_uri
 
 def _oss(text: str) -> str:
     """PAI also writes ``oss://<bucket>.<host>/key``; keep the bucket, drop the host."""
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # an unbalanced '[' or ']'
+        parse_oss_uri(text)  # raises InvalidRequestError, saying so
+        raise
     if parts.scheme == "oss" and "." in parts.netloc:
         text = text.replace(parts.netloc, parts.netloc.split(".", 1)[0], 1)
     parse_oss_uri(text)

@@ -100,7 +100,10 @@ class FetchPolicy:
         """The host of ``url`` and the addresses to connect to, once every address the host
         resolves to is allowed. Raises PermissionDeniedError for a refused address;
         StoreError when the host does not resolve (None instead when not ``strict``)."""
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # an unbalanced '[' or ']' in the host
+            raise InvalidRequestError(f"The {what} {url!r} is not a valid URL: {exc}.") from None
         host = parts.hostname or ""
         if parts.scheme not in ("http", "https") or not host:
             raise InvalidRequestError(f"The {what} {url!r} is not an http(s) URL with a host.")

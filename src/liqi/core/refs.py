@@ -96,12 +96,13 @@ def parse_oss_uri(text: str) -> OssUri:
         InvalidRequestError: not an oss:// URI, a bad bucket name or key, or an unknown query
             parameter.
     """
-    parts = urlsplit(text)
+    hint = "write oss://<bucket>/<key>, for example oss://models/mnist/."
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # an unbalanced '[' or ']' in the bucket
+        raise InvalidRequestError(f"{text!r} is not an oss:// URI ({exc}): {hint}") from None
     if parts.scheme != "oss" or not parts.netloc:
-        raise InvalidRequestError(
-            f"{text!r} is not an oss:// URI: write oss://<bucket>/<key>, for example "
-            "oss://models/mnist/."
-        )
+        raise InvalidRequestError(f"{text!r} is not an oss:// URI: {hint}")
     bucket = check_bucket_name(parts.netloc)
     key = parts.path[1:] if parts.path.startswith("/") else parts.path
     if key:

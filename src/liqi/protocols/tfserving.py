@@ -373,7 +373,13 @@ def _features(value: Any, where: str) -> dict[str, np.ndarray]:
                 f"{list(array.shape)}."
             )
         if array.dtype.kind == "f":
-            array = array.astype(np.float32)
+            with np.errstate(over="ignore"):
+                array = array.astype(np.float32)
+            if not np.isfinite(array).all():
+                raise InvalidRequestError(
+                    f"Feature {where}.{name} holds a number beyond float32's range (about "
+                    "3.4e38), which a tf.Example float_list cannot carry. Send smaller values."
+                )
         elif array.dtype.kind == "b":
             array = array.astype(np.int64)
         features[name] = array

@@ -316,7 +316,7 @@ def _header(entry: Any, role: str) -> tuple[str, tuple[int, ...], np.dtype[Any]]
             "elements a request can carry; check the shape."
         )
     datatype = entry.get("datatype")
-    if datatype not in DATATYPES:
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise InvalidRequestError(
             f"The {role} {name!r} has unknown datatype {datatype!r:.40}; supported: "
             f"{', '.join(DATATYPES)}."

@@ -340,7 +340,8 @@ def _check_presigned(
 ) -> Store:
     check_key(key, allow_folder=False)
     expected = _presign_signature(p, method, bucket, key, expires, access_id)
-    if not hmac.compare_digest(expected, signature):
+    # bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500)
+    if not hmac.compare_digest(expected.encode(), signature.encode()):
         raise AuthenticationError("This presigned URL is not valid for this object and method.")
     if expires < time.time():
         raise AuthenticationError(
