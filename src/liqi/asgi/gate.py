@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from liqi.asgi.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class ConcurrencyGate:
