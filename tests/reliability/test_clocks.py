@@ -162,12 +162,21 @@ def crash(plane: LiveServer, instance_id: str) -> None:
     wait_until(lambda: state() == "CRASHED", f"instance {instance_id} seen crashed", timeout_s=60)
 
 
-def test_a_crashed_instance_restarts_after_its_backoff_whichever_way_the_wall_clock_steps(
+# Scales to 2 instances past 2 requests/s, at once (no scale-up cool-down).
+AUTOSCALER = {
+    "min": 1,
+    "max": 2,
+    "strategies": {"qps": 2},
+    "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0}},
+}
+
+
+def test_restart_backoff_and_autoscaling_survive_wall_clock_steps_of_ten_minutes(
     plane: LiveServer, clock: SteppableClock
 ) -> None:
     name = "mnist_clock"
     with plane.admin() as admin:
-        admin.create_service(seed_spec(name), project=PROJECT)
+        admin.create_service(seed_spec(name, autoscaler=AUTOSCALER), project=PROJECT)
         info = wait_running(admin, name)
         instance_id = info.instances[0].id
 
@@ -190,4 +199,17 @@ def test_a_crashed_instance_restarts_after_its_backoff_whichever_way_the_wall_cl
             assert again.instances_ready == 1
         answer = httpx.get(f"{plane.url}/api/predict/{name}", timeout=30, trust_env=False)
         assert answer.status_code == 200, answer.text[:300]
+
+        # Back 20 minutes (10 behind the machine), then load: the autoscaler still measures
+        # it and asks for a second instance (it measured nothing until the wall clock caught
+        # up when its interval was counted on the wall clock).
+        clock.step(-2 * STEP_S)
+        deadline = time.monotonic() + 60
+        with httpx.Client(timeout=30, trust_env=False) as http:
+            while admin.get_service(name).instances_wanted < 2:
+                assert time.monotonic() < deadline, "no scale-up in 60 s after the step back"
+                for _ in range(10):
+                    assert http.get(f"{plane.url}/api/predict/{name}").status_code == 200
+        events = [e.message for e in admin.get_service(name).events]
+        assert any("autoscaler: 1 -> 2" in message for message in events), events
         admin.delete_service(name)
