@@ -18,15 +18,24 @@ from liqi.errors import BackendError
 
 
 class ManualClock:
-    """A wall clock that moves only when told to."""
+    """A wall clock that moves only when told to, and its monotonic twin (``monotonic``):
+    ``advance`` moves both, ``step`` the wall clock alone (as an operator or NTP would)."""
 
     def __init__(self, start: datetime | None = None) -> None:
         self.now = start or datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self.elapsed_s = 0.0
 
     def __call__(self) -> datetime:
         return self.now
 
+    def monotonic(self) -> float:
+        return self.elapsed_s
+
     def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+        self.elapsed_s += seconds
+
+    def step(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
 
 

@@ -6,9 +6,10 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ from liqi.asgi.header_timeout import DEFAULT_HEADER_TIMEOUT_S
 from liqi.backends.instances import SANDBOX_DIR
 from liqi.client import Client
 from liqi.config import ProfileFile, ServerSettings
+from liqi.control.db.tables import utcnow
 from liqi.control.server.plane import ControlPlane
 from liqi.control.server.runtime import control_plane_runtime, uvicorn_server
 from liqi.resource_groups import check_default, parse_project_groups, parse_resource_groups
@@ -77,13 +79,15 @@ def live_server(
     resource_group: str = "local",
     project_groups: str = "",
     database_busy_timeout_s: float = 30.0,
+    clock: Callable[[], datetime] = utcnow,
 ) -> Iterator[LiveServer]:
     """A control plane for tests. Its model archives are served from 127.0.0.1, so private
     URLs are allowed unless ``allow_private_urls`` says otherwise (tests/security does).
     ``standby`` False: no standby model server, every instance starts cold.
     ``resource_groups``, ``resource_group`` and ``project_groups`` are
     LIQI_RESOURCE_GROUPS, LIQI_RESOURCE_GROUP and LIQI_PROJECT_RESOURCE_GROUPS.
-    ``database_busy_timeout_s`` is LIQI_DATABASE_BUSY_TIMEOUT_S."""
+    ``database_busy_timeout_s`` is LIQI_DATABASE_BUSY_TIMEOUT_S; ``clock`` is the server's wall
+    clock (tests/reliability steps it)."""
     groups = parse_resource_groups(resource_groups)
     settings = ServerSettings(
         home=home,
@@ -102,7 +106,7 @@ def live_server(
         resource_group=check_default(resource_group, groups),
         project_groups=parse_project_groups(project_groups, groups),
     )
-    with control_plane_runtime(settings) as runtime:
+    with control_plane_runtime(settings, clock) as runtime:
         server = uvicorn_server(runtime.app, header_timeout_s=header_timeout_s)
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [runtime.sock]}, daemon=True

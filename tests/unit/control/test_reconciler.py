@@ -142,6 +142,7 @@ def world(tmp_path: Path) -> Iterator[World]:
         ),
         endpoint=lambda: "http://127.0.0.1:1",
         clock=clock,
+        monotonic=clock.monotonic,
         stage=stage,
     )
     yield World(

@@ -81,7 +81,15 @@ def fleet(tmp_path: Path, services: int) -> Iterator[Fleet]:
     backend, routes, clock = FakeInstanceBackend(), RouteTable(), ManualClock()
     config = ReconcilerConfig(home=home, services_dir=home / "services", cache_dir=home / "cache")
     reconciler = Reconciler(
-        sessions, box, stores, backend, routes, config, endpoint=lambda: "http://x", clock=clock
+        sessions,
+        box,
+        stores,
+        backend,
+        routes,
+        config,
+        endpoint=lambda: "http://x",
+        clock=clock,
+        monotonic=clock.monotonic,
     )
     try:
         yield Fleet(engine, sessions, backend, routes, clock, reconciler)

@@ -17,6 +17,11 @@ from liqi.errors import ConfigError, DatabaseUnavailableError
 
 logger = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Pooled connections: the API's concurrency gate (control/server/app.py) keeps the requests in
+# its routes below this, with room left for the background loops (reconciler, job runner,
+# staging workers) and for authentication, which holds one only inside one thread hop.
+POOL_SIZE = 10
+POOL_OVERFLOW = 20
 
 
 def safe_url(url: str) -> str:
@@ -42,7 +47,7 @@ def create_db_engine(url: str, *, busy_timeout_s: float = 30.0) -> Engine:
         raise ConfigError(
             f"Database {safe_url(url)!r} is not supported: liqi runs on sqlite or postgresql."
         )
-    kwargs: dict[str, Any] = {"future": True}
+    kwargs: dict[str, Any] = {"future": True, "pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW}
     if backend == "sqlite":
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": busy_timeout_s}
     else:

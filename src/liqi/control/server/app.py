@@ -7,14 +7,20 @@ from fastapi import FastAPI
 
 from liqi._version import __version__
 from liqi.asgi.cors import CorsPolicy, with_cors
+from liqi.asgi.gate import ConcurrencyGate
 from liqi.asgi.types import ASGIApp
 from liqi.control.api import router
 from liqi.control.api.errors import install_error_handlers
 from liqi.control.api.middleware import AuthMiddleware
 from liqi.control.api.objects import STREAMED_PATHS
 from liqi.control.api.schemas import Health
+from liqi.control.db.engine import POOL_OVERFLOW, POOL_SIZE
 from liqi.control.server.plane import ControlPlane
 from liqi.gateway.app import Gateway, with_gateway
+
+# Requests in the API's routes at once (the rest queue, holding nothing): below the database
+# pool's connections, so a route never waits for one that a parked request holds.
+MAX_REQUESTS_IN_ROUTES = (POOL_SIZE + POOL_OVERFLOW) * 2 // 3
 
 
 def build_app(plane: ControlPlane) -> ASGIApp:
@@ -45,6 +51,8 @@ def build_api(plane: ControlPlane) -> FastAPI:
             uptime_s=plane.uptime_s(),
         )
 
+    # Added first, so it runs inside the authentication (which has read the body by then).
+    app.add_middleware(ConcurrencyGate, limit=MAX_REQUESTS_IN_ROUTES, exempt=STREAMED_PATHS)
     app.add_middleware(
         AuthMiddleware,
         authenticator=plane.authenticator,

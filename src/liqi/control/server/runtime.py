@@ -13,9 +13,10 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from types import FrameType
 
 import uvicorn
@@ -25,6 +26,7 @@ from liqi.asgi.header_timeout import DEFAULT_HEADER_TIMEOUT_S, header_timeout_pr
 from liqi.asgi.listen import bind_socket, url_for
 from liqi.asgi.types import ASGIApp
 from liqi.config import ServerSettings, write_private_file
+from liqi.control.db.tables import utcnow
 from liqi.control.identity.bootstrap import ensure_bootstrapped, write_admin_profile
 from liqi.control.server.app import build_app
 from liqi.control.server.home import ServerRecord, home_lock, prepare_home, record_path
@@ -49,8 +51,11 @@ class Runtime:
 
 
 @contextmanager
-def control_plane_runtime(settings: ServerSettings) -> Iterator[Runtime]:
-    """Own LIQI_HOME, listen, migrate and bootstrap; undo it all on exit.
+def control_plane_runtime(
+    settings: ServerSettings, clock: Callable[[], datetime] = utcnow
+) -> Iterator[Runtime]:
+    """Own LIQI_HOME, listen, migrate and bootstrap; undo it all on exit. ``clock`` is the
+    wall clock (tests step it).
 
     Raises:
         ConfigError: LIQI_HOME or the bind address is unusable.
@@ -64,7 +69,7 @@ def control_plane_runtime(settings: ServerSettings) -> Iterator[Runtime]:
         plane = None
         record_file = record_path(settings)
         try:
-            plane = open_plane(settings)
+            plane = open_plane(settings, clock)
             swept = plane.stores.sweep_temp_files()
             if swept:
                 logger.info("removed %d temporary file(s) of uploads a stopped server left", swept)

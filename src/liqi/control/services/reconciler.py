@@ -11,8 +11,9 @@ A tick transfers no file (a Ray group's backend only asks its dashboard): a new 
 STAGING while the :class:`~liqi.control.services.stager.Stager`'s workers fetch what it needs
 (a model archive, a processor, a warm-up file); a later tick starts it, or counts a failed
 start (``START_ATTEMPTS`` in a row: the service is FAILED with the reason). Deleting or
-stopping a service removes every instance whatever its state. Time comes from the injected
-clock only. The loop never dies on an exception: it logs it, records it, and goes on.
+stopping a service removes every instance whatever its state. Times stored come from the
+injected wall ``clock``, every wait from ``monotonic`` (a wall-clock step shortens none).
+The loop never dies on an exception: it logs it, records it, and goes on.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -71,6 +73,7 @@ class Reconciler(Ticker):
         *,
         endpoint: Callable[[], str],
         clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
         stage: StageFunction | None = None,
     ) -> None:
         super().__init__(config.tick_s)
@@ -82,14 +85,16 @@ class Reconciler(Ticker):
         self.config = config
         self.endpoint = endpoint
         self.clock = clock
-        self.scalers = ServiceScalers(routes, lambda: clock().timestamp())
+        self.monotonic = monotonic
+        self.scalers = ServiceScalers(routes, monotonic)
         self.stager: Stager[StagingOrder] = Stager(
             stage or (lambda order, cancelled: staging.stage(order, config.staging, cancelled)),
-            clock=clock,
+            clock=monotonic,
             timeout_s=config.staging.timeout_s,
             workers=config.staging_workers,
         )
         self._specs: dict[tuple[int, int], ServiceSpec] = {}
+        self._changed: dict[str, float] = {}  # instance id -> its last change, on monotonic
         routes.on_wake = self._on_gateway_wake
 
     # -- the loop ---------------------------------------------------------------------------
@@ -222,8 +227,8 @@ class Reconciler(Ticker):
             return
         now = self.clock()
         if state is InstanceState.DRAINING:
-            waited = (now - row.changed_at).total_seconds()
-            if self.routes.outstanding(row.id) == 0 or waited >= self.config.drain_timeout_s:
+            drained = self._waited_s(row) >= self.config.drain_timeout_s
+            if self.routes.outstanding(row.id) == 0 or drained:
                 self.backend.stop(self._handle(row), spec, grace_s=self.config.stop_grace_s)
                 self._set(row, InstanceState.STOPPING)
             return
@@ -291,8 +296,7 @@ class Reconciler(Ticker):
     def _crashed(
         self, session: Session, service: Service, row: ServiceInstance, reason: str, verb: str
     ) -> None:
-        """Count a failed start or a crash; the version FAILS after ``START_ATTEMPTS`` in a
-        row of an instance that was never ready."""
+        """Count a failed start or a crash: ``START_ATTEMPTS`` in a row, never ready: FAILED."""
         row.crashes += 1
         row.reason = reason
         self._set(row, InstanceState.CRASHED)
@@ -306,8 +310,7 @@ class Reconciler(Ticker):
             return
         if row.version != service.current_version:
             return  # the rollout drops it
-        waited = (self.clock() - row.changed_at).total_seconds()
-        if waited < restart_backoff_s(row.crashes):
+        if self._waited_s(row) < restart_backoff_s(row.crashes):
             return
         spec = spec_of(row)
         if spec is None:  # staging failed last time: stage again
@@ -399,8 +402,7 @@ class Reconciler(Ticker):
         return row
 
     def _submit(self, session: Session, service: Service, row: ServiceInstance) -> None:
-        """Hand the instance to the stager; what the order needs from the database is read
-        here (no transfer)."""
+        """Hand the instance to the stager (what its order needs from the database: read here)."""
         spec = self._spec(session, service, row.version)
         project = catalog.project_name(session, service)
         group = spec.resource_group or self.config.placement.default_of(project)
@@ -475,6 +477,7 @@ class Reconciler(Ticker):
     def _remove(self, session: Session, row: ServiceInstance) -> None:
         """The instance is gone: its record, and its workload key with it."""
         workload_keys.revoke(session, row.id, self.clock())
+        self._changed.pop(row.id, None)
         session.delete(row)
 
     @staticmethod
@@ -484,3 +487,13 @@ class Reconciler(Ticker):
     def _set(self, row: ServiceInstance, state: InstanceState) -> None:
         row.state = state.value
         row.changed_at = self.clock()
+        self._changed[row.id] = self.monotonic()
+
+    def _waited_s(self, row: ServiceInstance) -> float:
+        """Seconds since the instance's last change (a re-adopted one: since ``changed_at``)."""
+        now = self.monotonic()
+        since = self._changed.get(row.id)
+        if since is None:
+            stored = (self.clock() - row.changed_at).total_seconds()
+            since = self._changed[row.id] = now - max(0.0, stored)  # never below zero
+        return now - since

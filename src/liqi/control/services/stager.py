@@ -6,8 +6,8 @@ service.
 The reconciler :meth:`Stager.submit`\\ s an order for an instance in state STAGING and, on
 later ticks, :meth:`Stager.poll`\\ s it: ``None`` while it runs, then its
 :class:`StagingOutcome` (the instance's spec, or the reason it failed). An order that runs
-past ``timeout_s`` (on the reconciler's clock) is reported failed at once, and its worker is
-told to stop; a cancelled order's outcome is dropped.
+past ``timeout_s`` (on the reconciler's monotonic clock) is reported failed at once, and its
+worker is told to stop; a cancelled order's outcome is dropped.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Generic, TypeVar
 
 from liqi.backends.instances import InstanceSpec
@@ -41,7 +40,7 @@ class StagingOutcome:
 class _Running:
     future: Future[InstanceSpec]
     cancelled: threading.Event
-    deadline: float  # the clock's timestamp
+    deadline: float  # on the monotonic clock
 
 
 class Stager(Generic[Order]):
@@ -55,7 +54,7 @@ class Stager(Generic[Order]):
         self,
         stage: Callable[[Order, threading.Event], InstanceSpec],
         *,
-        clock: Callable[[], datetime],
+        clock: Callable[[], float],
         timeout_s: float,
         workers: int = 2,
     ) -> None:
@@ -72,7 +71,7 @@ class Stager(Generic[Order]):
             if instance_id in self._running:
                 return
             cancelled = threading.Event()
-            deadline = self._clock().timestamp() + self.timeout_s
+            deadline = self._clock() + self.timeout_s
             future = self._pool.submit(self._run, order, cancelled)
             self._running[instance_id] = _Running(future, cancelled, deadline)
 
@@ -91,7 +90,7 @@ class Stager(Generic[Order]):
             if running.future.done():
                 del self._running[instance_id]
                 return _outcome(instance_id, running.future)
-            if self._clock().timestamp() >= running.deadline:
+            if self._clock() >= running.deadline:
                 del self._running[instance_id]
                 running.cancelled.set()
                 return StagingOutcome(
