@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ray_head import RayHead
+from liqi.client import Client
+from tests.services.conftest import seeded_plane
+from tests.support.ray_head import RayHead, ray_groups
 from tests.support.servers import LiveServer, live_server
 
 
@@ -48,10 +50,28 @@ def ray_server(ray_head: RayHead, tmp_path: Path) -> Iterator[LiveServer]:
         tmp_path / "home",
         None,
         isolation="none",
-        resource_groups=f"ray=ray:{ray_head.dashboard_url}",
+        resource_groups=ray_groups(ray_head),
         resource_group="ray",
     ) as live:
         yield live
+
+
+@pytest.fixture(scope="module")
+def plane(
+    ray_head: RayHead, tmp_path_factory: pytest.TempPathFactory, mnist_saved_model: Path
+) -> Iterator[LiveServer]:
+    """The services tests' control plane (those of tests/services and tests/reliability that
+    a module here re-runs), with every service on the Ray head by default."""
+    home = tmp_path_factory.mktemp("ray-svc") / "home"
+    groups = {"resource_groups": ray_groups(ray_head), "resource_group": "ray"}
+    with seeded_plane(home, mnist_saved_model, **groups) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def admin(plane: LiveServer) -> Iterator[Client]:
+    with plane.admin() as client:
+        yield client
 
 
 def say(request: pytest.FixtureRequest, line: str) -> None:

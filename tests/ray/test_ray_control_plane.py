@@ -19,7 +19,7 @@ from liqi.cli import main
 from liqi.client import Client
 from liqi.errors import InvalidRequestError, PermissionDeniedError
 from liqi.sandbox import sandbox_available
-from tests.support.ray_head import RayHead
+from tests.support.ray_head import RayHead, ray_groups
 from tests.support.servers import LiveServer, live_server
 from tests.support.waiting import wait_until
 
@@ -42,11 +42,6 @@ SLEEPER = """
     print("sleeping", flush=True)
     time.sleep(120)
 """
-
-
-def ray_groups(head: RayHead) -> str:
-    """LIQI_RESOURCE_GROUPS with the test head as the group ``ray``."""
-    return f"ray=ray:{head.dashboard_url}"
 
 
 def add_script(client: Client, tmp: Path, name: str, body: str) -> str:

@@ -26,7 +26,6 @@ from tests.services.conftest import (
     PROJECT,
     seed_model,
     seed_spec,
-    seeded_plane,
     wait_running,
     wait_until,
 )
@@ -40,37 +39,16 @@ from tests.services.test_services_live import (  # noqa: F401  (the same tests, 
     test_stop_start_and_delete,
     test_the_seed_spec_deploys_and_answers_through_the_gateway,
 )
-from tests.support.ray_head import RayHead
+from tests.support.ray_head import RayHead, ray_groups
 from tests.support.servers import LiveServer, kill_instances, live_server
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.tf]
-
-
-def ray_groups(head: RayHead) -> str:
-    return f"ray=ray:{head.dashboard_url}"
 
 
 @contextlib.contextmanager
 def ray_plane(home: Path, head: RayHead) -> Iterator[LiveServer]:
     with live_server(home, None, resource_groups=ray_groups(head), resource_group="ray") as live:
         yield live
-
-
-@pytest.fixture(scope="module")
-def plane(
-    ray_head: RayHead, tmp_path_factory: pytest.TempPathFactory, mnist_saved_model: Path
-) -> Iterator[LiveServer]:
-    """The services tests' control plane, with every service on the Ray head by default."""
-    home = tmp_path_factory.mktemp("ray-svc") / "home"
-    groups = {"resource_groups": ray_groups(ray_head), "resource_group": "ray"}
-    with seeded_plane(home, mnist_saved_model, **groups) as live:
-        yield live
-
-
-@pytest.fixture(scope="module")
-def admin(plane: LiveServer) -> Iterator[Client]:
-    with plane.admin() as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

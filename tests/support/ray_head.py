@@ -224,3 +224,8 @@ class RayNode:
                 with contextlib.suppress(psutil.Error):
                     proc.kill()
             psutil.wait_procs(procs, timeout=10)
+
+
+def ray_groups(head: RayHead) -> str:
+    """LIQI_RESOURCE_GROUPS with the head as the group ``ray``."""
+    return f"ray=ray:{head.dashboard_url}"
