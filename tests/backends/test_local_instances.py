@@ -23,7 +23,9 @@ import pytest
 
 from liqi.backends.instances import InstanceHandle, InstancePhase, InstanceSpec, InstanceStatus
 from liqi.backends.local_instances import (
+    STOP_FILE,
     LocalInstanceBackend,
+    _read_deadline,
     is_instance,
     serve_command,
 )
@@ -285,8 +287,25 @@ def test_stop_kills_after_the_grace_period(tmp_path: Path, started: Started) -> 
         time.sleep(0.05)
     assert busy.exists(), _log(spec)
     backend.stop(handle, spec, grace_s=1.0)
+    # The deadline a restarted control plane enforces is on the machine's monotonic clock.
+    assert (Path(spec.dir) / STOP_FILE).read_text().startswith("monotonic ")
     gone = wait_phase(backend, handle, spec, InstancePhase.EXITED, timeout_s=30)
     assert (gone.exit_code, gone.reason) == (-9, "killed by signal 9 (SIGKILL)")
+
+
+def test_a_stop_deadline_is_read_on_the_monotonic_clock_whoever_wrote_it(tmp_path: Path) -> None:
+    """A step of the wall clock does not move a stop deadline; one an older liqi wrote in
+    epoch seconds is read as the same moment on the monotonic clock."""
+    stop_file = tmp_path / STOP_FILE
+    stop_file.write_text("monotonic 123.5")
+    assert _read_deadline(stop_file) == 123.5
+    stop_file.write_text(repr(time.time() + 30))  # an older liqi's: 30 s from now
+    read = _read_deadline(stop_file)
+    assert read is not None
+    assert abs(read - (time.monotonic() + 30)) < 5
+    stop_file.write_text("garbage")
+    assert _read_deadline(stop_file) is None
+    assert _read_deadline(tmp_path / "missing") is None
 
 
 def test_a_standby_server_becomes_the_next_tensorflow_instance(

@@ -57,7 +57,10 @@ SPEC_FILE = "spec.json"
 LOG_FILE = "instance.log"
 STATE_FILE = "state.json"
 OOM_FILE = "oom"  # the out-of-memory reason, once the backend killed the instance for it
-STOP_FILE = "stop-deadline"  # when a stopped instance gets SIGKILL (epoch seconds)
+# When a stopped instance gets SIGKILL: "monotonic <seconds>" on the machine's CLOCK_MONOTONIC
+# (shared by every process, unmoved by a step of the wall clock); an older liqi wrote epoch
+# seconds, which are still read.
+STOP_FILE = "stop-deadline"
 CGROUP_MARK = "@"  # a handle's ref: "<pid>" or "<pid>@<cgroup>" (a standby that became it)
 MB = 1024 * 1024
 log_warning = logging.getLogger(__name__).warning
@@ -302,11 +305,11 @@ class LocalInstanceBackend(InstanceBackend):
         if not self._poll(pid, spec.instance_id, cgroup)[0]:
             return
         stop_file = Path(spec.dir) / STOP_FILE
-        deadline = time.time() + grace_s
+        deadline = time.monotonic() + grace_s
         earlier = _read_deadline(stop_file)
         if earlier is None or deadline < earlier:
             with contextlib.suppress(OSError):  # the timer below still enforces it
-                stop_file.write_text(repr(deadline))
+                stop_file.write_text(f"monotonic {deadline!r}")
         _kill(pid, cgroup, signal.SIGTERM)
         timer = threading.Timer(grace_s, self._kill_if_overdue, args=(pid, spec, cgroup))
         timer.daemon = True
@@ -316,7 +319,7 @@ class LocalInstanceBackend(InstanceBackend):
         """SIGKILL a stopped instance whose grace period is over (from the timer of
         :meth:`stop`, or from :meth:`status` after a control-plane restart)."""
         deadline = _read_deadline(Path(spec.dir) / STOP_FILE)
-        if deadline is None or time.time() < deadline:
+        if deadline is None or time.monotonic() < deadline:
             return
         if self._poll(pid, spec.instance_id, cgroup)[0]:
             _kill(pid, cgroup, signal.SIGKILL)
@@ -431,8 +434,12 @@ def _kill_group(pid: int, sig: signal.Signals) -> None:
 
 
 def _read_deadline(path: Path) -> float | None:
+    """A stop file's deadline on ``time.monotonic()``; None when there is none."""
     try:
-        return float(path.read_text())
+        text = path.read_text().strip()
+        if text.startswith("monotonic "):
+            return float(text.removeprefix("monotonic "))
+        return float(text) - time.time() + time.monotonic()  # epoch seconds, an older liqi's
     except (OSError, ValueError):
         return None
 
